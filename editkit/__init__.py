@@ -1,0 +1,30 @@
+"""editkit: change what a language model believes about facts, in context, and measure it."""
+from .editable import AnswerStream, EditableLM, RetrievalSettings
+from .errors import (
+    ArtifactError,
+    DatasetError,
+    EditkitError,
+    EditMemoryError,
+    EditNotFoundError,
+    FactTooLongError,
+    InvalidInputError,
+    MemoryCorruptError,
+    ModelLoadError,
+    PTokenMismatchError,
+    QuantizationUnavailableError,
+    UnknownModeError,
+)
+from .layouts import Mode, Prompt, PromptBuilder
+from .memory import EditMemory
+from .ptokens import PTokenConfig, PTokens
+from .records import Answer, Edit, RetrievedEdit, ScoreResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Answer", "AnswerStream", "ArtifactError", "DatasetError", "Edit", "EditMemory",
+    "EditMemoryError", "EditNotFoundError", "EditableLM", "EditkitError", "FactTooLongError",
+    "InvalidInputError", "MemoryCorruptError", "Mode", "ModelLoadError", "PTokenConfig",
+    "PTokenMismatchError", "PTokens", "Prompt", "PromptBuilder", "QuantizationUnavailableError",
+    "RetrievalSettings", "RetrievedEdit", "ScoreResult", "UnknownModeError", "__version__",
+]

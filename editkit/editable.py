@@ -1,0 +1,260 @@
+"""`EditableLM`: the front door. A thin facade over loading, P-Tokens, layouts, memory and inference.
+
+    lm = EditableLM.from_pretrained()
+    lm.edit("The Eiffel Tower is located in Rome.").ask("The Eiffel Tower is located in the city of")
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import inference
+from .errors import InvalidInputError, PTokenMismatchError
+from .ike import DemoStore
+from .layouts import Mode, Prompt, PromptBuilder
+from .loading import LoadedModel, load_model
+from .memory import EditMemory
+from .ptokens import PTokens, fingerprint
+from .records import (
+    DEFAULT_NAMESPACE,
+    MAX_FACT_CHARS,
+    MAX_QUESTION_CHARS,
+    Answer,
+    CandidateScore,
+    Edit,
+    RetrievedEdit,
+    ScoreResult,
+    check_namespace,
+    clean_text,
+)
+
+DEFAULT_M = 3
+
+
+class RetrievalSettings(BaseModel):
+    """Which stored edits reach the prompt: top-k above a cosine threshold, in one namespace."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    top_k: int = Field(4, ge=1, le=200, description="best is the edit, the rest distractors")
+    threshold: float = Field(0.5, ge=-1.0, le=1.0, description="minimum cosine similarity")
+    namespace: str = DEFAULT_NAMESPACE
+
+
+def shipped_ptokens_dir(model_name: str, m: int) -> Path | None:
+    """Trained P-Tokens shipped inside the package for a model, if any."""
+    path = Path(str(resources.files("editkit.data"))) / "ptokens" / model_name / f"m{m}"
+    return path if (path / "ptokens_config.json").is_file() else None
+
+
+class AnswerStream:
+    """Iterate to get text pieces as they are generated; `.text` holds the whole answer after."""
+
+    def __init__(self, pieces: Iterator[str], prompt: Prompt, edit: RetrievedEdit | None,
+                 distractors: list[RetrievedEdit]) -> None:
+        self._pieces = pieces
+        self.prompt_tokens = len(prompt)
+        self.mode = prompt.mode.value
+        self.edit = edit
+        self.distractors = distractors
+        self.text = ""
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self._pieces:
+            self.text += piece
+            yield piece
+
+
+class EditableLM:
+    """A frozen language model + P-Tokens + an edit memory, asked through one of four modes."""
+
+    def __init__(self, loaded: LoadedModel, ptokens: PTokens, memory: EditMemory,
+                 mode: Mode | str = Mode.PTOKENS, *, retrieval: RetrievalSettings | None = None,
+                 chat: bool = False, demos: DemoStore | str | os.PathLike[str] | None = None,
+                 ptokens_source: str = "") -> None:
+        self.model, self.tokenizer, self.name = loaded.model, loaded.tokenizer, loaded.name
+        self.ptokens = ptokens
+        self.ptokens_source = ptokens_source
+        self.memory = memory
+        self.mode = Mode.parse(mode)
+        self.retrieval = retrieval or RetrievalSettings()
+        self.layouts = PromptBuilder(self.tokenizer, ptokens, chat=chat)
+        self._demos = demos
+
+    # ---- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike[str] | None = None,
+        ptokens: PTokens | str | os.PathLike[str] | None = None,
+        memory: EditMemory | str | os.PathLike[str] | None = None,
+        mode: Mode | str = Mode.PTOKENS,
+        quantization: str | None = None,
+        device: str = "auto",
+        dtype: str | None = None,
+        *,
+        m: int = DEFAULT_M,
+        top_k: int = 4,
+        threshold: float = 0.5,
+        namespace: str = DEFAULT_NAMESPACE,
+        chat: bool = False,
+        demos: DemoStore | str | os.PathLike[str] | None = None,
+        trust_remote_code: bool = False,
+    ) -> EditableLM:
+        """Load a model (None = the embedded SmolLM2-135M-Instruct), P-Tokens and a memory.
+
+        ptokens: a P-Token directory or object; None picks the trained set shipped for the model,
+        or, where none ships, fresh untrained tokens initialised from the text " new fact".
+        memory: an SQLite file path (persistent) or None (in RAM for this process).
+        """
+        mode = Mode.parse(mode)
+        try:
+            retrieval = RetrievalSettings(top_k=top_k, threshold=threshold,
+                                          namespace=check_namespace(namespace))
+        except ValidationError as exc:
+            raise InvalidInputError(f"Invalid retrieval settings: {exc}") from exc
+        loaded = load_model(model, quantization=quantization, device=device, dtype=dtype,
+                            trust_remote_code=trust_remote_code)
+        pt, source = cls._resolve_ptokens(loaded, ptokens, m)
+        mem = memory if isinstance(memory, EditMemory) else EditMemory(memory)
+        return cls(loaded, pt, mem, mode, retrieval=retrieval, chat=chat, demos=demos,
+                   ptokens_source=source)
+
+    @staticmethod
+    def _resolve_ptokens(loaded: LoadedModel, ptokens: Any, m: int) -> tuple[PTokens, str]:
+        lm, tok, name = loaded.model, loaded.tokenizer, loaded.name
+        if isinstance(ptokens, PTokens):
+            here = fingerprint(lm, tok, name)
+            if not ptokens.config.base_model.same_base(here):
+                raise PTokenMismatchError(
+                    f"These P-Tokens were made for {ptokens.config.base_model.short()}, "
+                    f"not for {here.short()}.")
+            return ptokens, "given"
+        if ptokens is not None:
+            return PTokens.from_pretrained(ptokens, lm, tok, name=name), str(ptokens)
+        shipped = shipped_ptokens_dir(name, m)
+        if shipped is not None:
+            return PTokens.from_pretrained(shipped, lm, tok, name=name), f"shipped ({shipped})"
+        return (PTokens.create(lm, tok, name=name, m=m, init="text"),
+                f"untrained: m={m}, initialised from the text ' new fact'")
+
+    @property
+    def demos(self) -> DemoStore:
+        """The IKE demonstration store (built on first use: embeds its keys once, then cached)."""
+        if not isinstance(self._demos, DemoStore):
+            self._demos = (DemoStore.default() if self._demos is None
+                           else DemoStore.from_file(self._demos))
+        return self._demos
+
+    # ---- memory ---------------------------------------------------------------------------
+    def edit(self, facts: Any, namespace: str | None = None) -> EditableLM:
+        """Store one fact or a list of facts (str or {'text', 'subject', 'relation', 'object'}).
+
+        Returns self so calls chain: `lm.edit(fact).ask(question)`.
+        """
+        self.memory.add(facts, namespace=namespace or self.retrieval.namespace)
+        return self
+
+    def forget(self, edit_id: str) -> Edit:
+        return self.memory.forget(edit_id)
+
+    def edits(self, namespace: str | None = None) -> list[Edit]:
+        return self.memory.edits(namespace)
+
+    def clear(self, namespace: str | None = None) -> int:
+        return self.memory.clear(namespace)
+
+    def retrieve(self, question: str, namespace: str | None = None) -> list[RetrievedEdit]:
+        """Relevant stored edits for a question, best first (empty if none passes the threshold)."""
+        q = clean_text(question, "question", MAX_QUESTION_CHARS)
+        r = self.retrieval
+        return self.memory.retrieve(q, k=r.top_k, threshold=r.threshold,
+                                    namespace=namespace or r.namespace)
+
+    # ---- prompts --------------------------------------------------------------------------
+    def prompt(self, question: str, *, mode: Mode | str | None = None,
+               namespace: str | None = None, fact: str | None = None,
+               distractors: Sequence[str] | None = None, chat: bool | None = None,
+               ) -> tuple[Prompt, RetrievedEdit | None, list[RetrievedEdit]]:
+        """The prompt a question would be sent as, plus the edits placed in it.
+
+        With `fact` given, memory is bypassed (evaluation uses this); otherwise the best retrieved
+        edit is the fact and the other retrieved edits are distractors.
+        """
+        mode = Mode.parse(self.mode if mode is None else mode)
+        q = clean_text(question, "question", MAX_QUESTION_CHARS)
+        edit, others = None, []
+        if fact is not None:
+            fact = clean_text(fact, "fact", MAX_FACT_CHARS)
+            dis = [clean_text(d, "distractor", MAX_FACT_CHARS) for d in (distractors or ())]
+        elif mode is Mode.NONE:
+            dis = []
+        else:
+            hits = self.retrieve(q, namespace)
+            edit, others = (hits[0], hits[1:]) if hits else (None, [])
+            fact = edit.edit.text if edit else None
+            dis = [h.edit.text for h in others]
+        demos, n_demos = "", 0
+        if mode is Mode.IKE and fact is not None:
+            d = self.demos.retrieve(fact)
+            demos, n_demos = d.text, len(d.case_ids)
+        p = self.layouts.build(mode, q, fact, dis, demos, chat=chat, n_demos=n_demos)
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit and len(p) >= limit:
+            raise InvalidInputError(f"The prompt has {len(p)} tokens, more than this model's "
+                                    f"context of {limit}; shorten the question or the facts.")
+        return p, edit, others
+
+    # ---- asking ---------------------------------------------------------------------------
+    def ask(self, question: str, *, max_new_tokens: int = 32, stream: bool = False,
+            mode: Mode | str | None = None, namespace: str | None = None,
+            fact: str | None = None, distractors: Sequence[str] | None = None,
+            chat: bool | None = None, do_sample: bool = False,
+            temperature: float = 1.0) -> Answer | AnswerStream:
+        """Answer a question with the relevant edits in context (greedy by default)."""
+        if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= 4096:
+            raise InvalidInputError("max_new_tokens must be an int between 1 and 4096.")
+        p, edit, others = self.prompt(question, mode=mode, namespace=namespace, fact=fact,
+                                      distractors=distractors, chat=chat)
+        pt = self.ptokens if p.mode is Mode.PTOKENS else None
+        kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature)
+        if stream:
+            pieces = inference.stream(self.model, self.tokenizer, pt, p.ids, **kw)
+            return AnswerStream(pieces, p, edit, others)
+        new = inference.generate(self.model, self.tokenizer, pt, p.ids, **kw)
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        return Answer(text=text.strip(), mode=p.mode.value, edit=edit, distractors=others,
+                      prompt_tokens=len(p), completion_tokens=len(new))
+
+    def score(self, question: str, candidates: Sequence[str], *,
+              mode: Mode | str | None = None, namespace: str | None = None,
+              fact: str | None = None, distractors: Sequence[str] | None = None,
+              chat: bool | None = None) -> ScoreResult:
+        """Mean log-probability of each candidate continuing the question (teacher forced).
+
+        Candidates are scored with a leading space, as in ROME's CounterFact scoring
+        (`tok(" " + target)`), except inside a chat template, where they start the reply.
+        """
+        if isinstance(candidates, str) or not isinstance(candidates, Sequence) or not candidates:
+            raise InvalidInputError("candidates must be a non-empty list of strings.")
+        cands = [clean_text(c, "candidate", MAX_FACT_CHARS) for c in candidates]
+        p, edit, others = self.prompt(question, mode=mode, namespace=namespace, fact=fact,
+                                      distractors=distractors, chat=chat)
+        # Inline, the answer continues the question's sentence (" Paris"); in a chat template it
+        # opens the assistant's turn ("Paris").
+        sep = "" if p.chat else " "
+        cont = [self.layouts.text_ids(sep + c) for c in cands]
+        pt = self.ptokens if p.mode is Mode.PTOKENS else None
+        logps = inference.score_continuations(self.model, pt, p.ids, cont)
+        scores = [CandidateScore(candidate=c, mean_logprob=sum(lp) / len(lp), token_logprobs=lp)
+                  for c, lp in zip(cands, logps)]
+        return ScoreResult(mode=p.mode.value, scores=scores, edit=edit, distractors=others,
+                           prompt_tokens=len(p))
+
+    def __repr__(self) -> str:
+        return (f"EditableLM(model={self.name!r}, mode={self.mode.value!r}, m={self.ptokens.m}, "
+                f"ptokens={self.ptokens_source!r}, memory={self.memory.path!r})")

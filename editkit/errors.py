@@ -1,0 +1,53 @@
+"""Typed exceptions. Every error a user can cause is an `EditkitError` whose message says what to do."""
+from __future__ import annotations
+
+
+class EditkitError(Exception):
+    """Base class of every error editkit raises on purpose."""
+
+
+class InvalidInputError(EditkitError, ValueError):
+    """A fact, question, candidate or option failed validation (empty, wrong type, bad characters)."""
+
+
+class FactTooLongError(InvalidInputError):
+    """A fact (or question) is longer than the configured limit."""
+
+
+class UnknownModeError(InvalidInputError):
+    """The editing mode is not one of ptokens, ike, prompt, none."""
+
+
+class ModelLoadError(EditkitError):
+    """The base model or tokenizer could not be found or loaded."""
+
+
+class QuantizationUnavailableError(ModelLoadError):
+    """8-bit/4-bit loading was requested where bitsandbytes cannot provide it."""
+
+
+class ArtifactError(EditkitError):
+    """A saved P-Token artifact is missing, truncated, corrupted or inconsistent."""
+
+
+class PTokenMismatchError(ArtifactError):
+    """P-Tokens were trained for a different base model than the one they are loaded onto."""
+
+
+class EditMemoryError(EditkitError):
+    """Base class of edit-memory errors."""
+
+
+class MemoryCorruptError(EditMemoryError):
+    """The edit-memory database file is not a readable editkit database; it was left untouched."""
+
+
+class EditNotFoundError(EditMemoryError, KeyError):
+    """`forget(id)` named an edit that is not in the memory."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0]) if self.args else "edit not found"
+
+
+class DatasetError(EditkitError):
+    """A data file is missing or not in the expected published format."""

@@ -1,0 +1,131 @@
+"""Prompt layouts shared by the SDK, evaluation and training.
+
+- ptokens: `[B_1..B_m] fact [E_1..E_m]` then distractor facts, then the question (newline-separated)
+- ike:     demonstrations + `New Fact: {fact}\\nPrompt: {question}`
+- prompt:  `New Fact: {fact}\\nPrompt: {question}`
+- none:    the question alone
+
+Distractors (other, unrelated edits) go between the edit and the question in every edited layout.
+User text is always tokenized with `split_special_tokens=True`, so a fact or question that contains
+`<BEGIN_EDIT_0>` or `<|im_end|>` is read as plain characters: P-Token ids (which lie beyond the
+tokenizer's vocabulary anyway) and the model's control tokens come only from this module.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .errors import InvalidInputError, UnknownModeError
+from .ptokens import PTokens
+
+_CHAT_SLOT = "\x00EDITKIT_CONTENT\x00"
+
+
+class Mode(str, Enum):
+    """How an edit reaches the model."""
+
+    PTOKENS = "ptokens"
+    IKE = "ike"
+    PROMPT = "prompt"
+    NONE = "none"
+
+    @classmethod
+    def parse(cls, value: Any) -> Mode:
+        if isinstance(value, Mode):
+            return value
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            raise UnknownModeError(
+                f"Unknown mode {value!r}; choose one of: {', '.join(m.value for m in cls)}."
+            ) from None
+
+
+def plain_edit_text(fact: str, question: str, distractors: Sequence[str] = ()) -> str:
+    """The IKE query format: `New Fact: f\\nPrompt: q`, distractor facts on lines between."""
+    lines = [f"New Fact: {fact}", *distractors, f"Prompt: {question}"]
+    return "\n".join(lines)
+
+
+@dataclass
+class Prompt:
+    """Token ids ready for the model, and what went into them."""
+
+    ids: list[int]
+    mode: Mode
+    question: str
+    fact: str | None = None
+    distractors: tuple[str, ...] = ()
+    n_demos: int = 0
+    chat: bool = False
+    text: str = field(default="", repr=False)  # human-readable rendering, P-Tokens by name
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class PromptBuilder:
+    """Builds `Prompt`s for one tokenizer (and P-Token set), optionally inside a chat template."""
+
+    def __init__(self, tokenizer: Any, ptokens: PTokens | None = None, *, chat: bool = False,
+                 system_prompt: str | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.ptokens = ptokens
+        self.chat = chat
+        self.system_prompt = system_prompt
+        bos = tokenizer.bos_token_id
+        probe = tokenizer("a").input_ids
+        self._bos = [bos] if bos is not None and probe and probe[0] == bos else []
+
+    def text_ids(self, text: str) -> list[int]:
+        """Tokenize user text so that no special or P-Token id can come out of it."""
+        return list(self.tokenizer(text, add_special_tokens=False,
+                                   split_special_tokens=True).input_ids)
+
+    def _chat_frame(self, chat: bool) -> tuple[list[int], list[int]]:
+        """Token ids before and after the user content when a chat template is used."""
+        if not chat:
+            return list(self._bos), []
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise InvalidInputError("chat=True but this tokenizer has no chat template.")
+        messages = [{"role": "user", "content": _CHAT_SLOT}]
+        if self.system_prompt:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        rendered = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=True)
+        before, after = rendered.split(_CHAT_SLOT)
+        enc = self.tokenizer
+        return (list(enc(before, add_special_tokens=False).input_ids),
+                list(enc(after, add_special_tokens=False).input_ids))
+
+    def build(self, mode: Mode | str, question: str, fact: str | None = None,
+              distractors: Sequence[str] = (), demos: str = "", *, chat: bool | None = None,
+              n_demos: int = 0) -> Prompt:
+        """Lay out one question. `fact=None` (no edit) always gives the question alone."""
+        mode = Mode.parse(mode)
+        distractors = tuple(distractors)
+        chat = self.chat if chat is None else chat
+        head, tail = self._chat_frame(chat)
+        if fact is None or mode is Mode.NONE:
+            body, text = self.text_ids(question), question
+            fact, distractors, n_demos = None, (), 0
+        elif mode is Mode.PTOKENS:
+            if self.ptokens is None:
+                raise InvalidInputError("mode='ptokens' needs P-Tokens; none are loaded.")
+            rest = "\n" + "\n".join([*distractors, question])
+            b, e = self.ptokens.begin_ids, self.ptokens.end_ids
+            body = b + self.text_ids(fact) + e + self.text_ids(rest)
+            names = self.ptokens.config
+            text = "".join(names.begin_tokens) + fact + "".join(names.end_tokens) + rest
+        else:
+            if mode is Mode.IKE and not demos:
+                raise InvalidInputError("mode='ike' needs demonstrations; none were given.")
+            text = (demos if mode is Mode.IKE else "") + plain_edit_text(fact, question,
+                                                                           distractors)
+            body = self.text_ids(text)
+        if mode is not Mode.IKE:
+            n_demos = 0
+        return Prompt(ids=head + body + tail, mode=mode, question=question, fact=fact,
+                      distractors=distractors, n_demos=n_demos, chat=chat, text=text)

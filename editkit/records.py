@@ -1,0 +1,138 @@
+"""Validated records at the SDK boundary: facts in, stored edits out, answers back."""
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import FactTooLongError, InvalidInputError
+
+MAX_FACT_CHARS = 1_000  # a fact is one sentence-sized statement; longer text belongs in RAG
+MAX_QUESTION_CHARS = 4_000
+DEFAULT_NAMESPACE = "default"
+
+
+def clean_text(value: Any, what: str, max_chars: int) -> str:
+    """Strip and check user text: a non-empty str, valid Unicode, no control characters, bounded.
+
+    Newlines and tabs are allowed; other control characters (NUL, escape, ...) are refused because
+    they have no place in a fact and can smuggle terminal or tokenizer tricks.
+    """
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}.")
+    text = value.strip()
+    if not text:
+        raise InvalidInputError(f"{what} is empty; give a non-empty sentence.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"{what} contains invalid Unicode (lone surrogates).") from None
+    bad = sorted({hex(ord(c)) for c in text
+                  if unicodedata.category(c) == "Cc" and c not in "\n\t"})
+    if bad:
+        raise InvalidInputError(f"{what} contains control characters {', '.join(bad[:5])}; "
+                                "remove them.")
+    if len(text) > max_chars:
+        raise FactTooLongError(f"{what} has {len(text)} characters; the limit is {max_chars}. "
+                               "Split it into shorter facts.")
+    return text
+
+
+def check_namespace(value: Any) -> str:
+    ns = clean_text(value, "namespace", 200)
+    if "\n" in ns or "\t" in ns:
+        raise InvalidInputError("namespace must be a single line.")
+    return ns
+
+
+class FactInput(BaseModel):
+    """One edit as a user gives it: the fact text and, optionally, its (s, r, o) triple."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str
+    subject: str | None = None
+    relation: str | None = None
+    object: str | None = None
+
+    @classmethod
+    def parse(cls, value: Any) -> FactInput:
+        """Accept a string, a dict or a FactInput; raise InvalidInputError otherwise."""
+        if isinstance(value, FactInput):
+            data = value.model_dump()
+        elif isinstance(value, str):
+            data = {"text": value}
+        elif isinstance(value, dict):
+            data = value
+        else:
+            raise InvalidInputError(f"A fact must be a string or a dict with 'text', got "
+                                    f"{type(value).__name__}.")
+        try:
+            raw = cls.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidInputError(f"Invalid fact {data!r}: {exc}") from exc
+        return cls(
+            text=clean_text(raw.text, "fact", MAX_FACT_CHARS),
+            **{k: (clean_text(getattr(raw, k), k, 300) if getattr(raw, k) is not None else None)
+               for k in ("subject", "relation", "object")},
+        )
+
+
+class Edit(BaseModel):
+    """An edit stored in memory."""
+
+    model_config = ConfigDict(frozen=True)
+    id: str
+    text: str
+    subject: str | None = None
+    relation: str | None = None
+    object: str | None = None
+    namespace: str = DEFAULT_NAMESPACE
+    created_at: float
+
+
+class RetrievedEdit(BaseModel):
+    """An edit found for a question, with its cosine similarity to it."""
+
+    model_config = ConfigDict(frozen=True)
+    edit: Edit
+    score: float
+
+
+class Answer(BaseModel):
+    """What `ask()` returns: the text plus how it was produced."""
+
+    text: str
+    mode: str
+    edit: RetrievedEdit | None = Field(None, description="the edit placed in the prompt")
+    distractors: list[RetrievedEdit] = Field(default_factory=list)
+    prompt_tokens: int
+    completion_tokens: int
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class CandidateScore(BaseModel):
+    """Mean log-probability of one candidate continuation (teacher forced)."""
+
+    candidate: str
+    mean_logprob: float
+    token_logprobs: list[float]
+
+
+class ScoreResult(BaseModel):
+    """What `score()` returns: one entry per candidate, in the order given."""
+
+    mode: str
+    scores: list[CandidateScore]
+    edit: RetrievedEdit | None = None
+    distractors: list[RetrievedEdit] = Field(default_factory=list)
+    prompt_tokens: int
+
+    @property
+    def best(self) -> str:
+        return max(self.scores, key=lambda s: s.mean_logprob).candidate
+
+    def as_dict(self) -> dict[str, float]:
+        return {s.candidate: s.mean_logprob for s in self.scores}

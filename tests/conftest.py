@@ -1,0 +1,60 @@
+"""Shared fixtures. The real default model is loaded once per session (converted on first use)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from editkit import EditableLM, EditMemory
+from editkit.loading import LoadedModel, load_model
+from editkit.ptokens import PTokens
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def default_model() -> LoadedModel:
+    return load_model(None, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def default_ptokens(default_model: LoadedModel) -> PTokens:
+    return PTokens.create(default_model.model, default_model.tokenizer, name=default_model.name,
+                          m=3)
+
+
+@pytest.fixture
+def lm(default_model: LoadedModel, default_ptokens: PTokens) -> EditableLM:
+    """An EditableLM on the real default model with a fresh in-RAM memory."""
+    return EditableLM(default_model, default_ptokens, EditMemory(None), mode="prompt")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model: LoadedModel) -> Path:
+    """A tiny random llama checkpoint with the default tokenizer, built here, for fast tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = default_model.tokenizer
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=2048, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 200 records of the vendored CounterFact training file (real data, small)."""
+    from editkit.ike import default_train_file
+
+    records = json.loads(default_train_file().read_text())[:200]
+    path = tmp_path_factory.mktemp("demos") / "counterfact-train-200.json"
+    path.write_text(json.dumps(records))
+    return path
