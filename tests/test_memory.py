@@ -1,0 +1,119 @@
+"""Edit memory: CRUD, persistence, two processes, namespaces, retrieval threshold, corrupt files."""
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from editkit import (
+    EditMemory,
+    EditNotFoundError,
+    FactTooLongError,
+    InvalidInputError,
+    MemoryCorruptError,
+)
+
+EIFFEL = "The Eiffel Tower is located in Rome."
+
+
+def test_add_list_forget_clear(tmp_path):
+    mem = EditMemory(tmp_path / "m.sqlite")
+    [a] = mem.add(EIFFEL)
+    b, c = mem.add(["Toko Yasuda plays the piano.",
+                    {"text": "Danielle Darrieux speaks English.", "subject": "Danielle Darrieux",
+                     "relation": "mother tongue", "object": "English"}])
+    assert [e.text for e in mem.edits()] == [EIFFEL, b.text, c.text]
+    assert c.subject == "Danielle Darrieux" and c.object == "English"
+    assert len({a.id, b.id, c.id}) == 3 and a.namespace == "default"
+    assert mem.forget(b.id) == b
+    with pytest.raises(EditNotFoundError, match=b.id):
+        mem.forget(b.id)
+    assert len(mem) == 2
+    assert mem.clear() == 2 and mem.edits() == []
+
+
+def test_sqlite_file_uses_wal_and_survives_reopen(tmp_path):
+    path = tmp_path / "m.sqlite"
+    with EditMemory(path) as mem:
+        [e] = mem.add(EIFFEL)
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with EditMemory(path) as again:
+        assert again.edits() == [e]
+        assert again.retrieve("Where is the Eiffel Tower?")[0].edit == e
+
+
+def test_two_processes_see_each_others_committed_edits(tmp_path):
+    path = tmp_path / "shared.sqlite"
+    mine = EditMemory(path)
+    mine.add(EIFFEL)
+    script = textwrap.dedent(f"""
+        from editkit import EditMemory
+        m = EditMemory({str(path)!r})
+        print(len(m.edits()))
+        m.add("Toko Yasuda plays the piano.")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "1"
+    assert [e.text for e in mine.edits()] == [EIFFEL, "Toko Yasuda plays the piano."]
+    hits = mine.retrieve("What instrument does Toko Yasuda play?")  # cache refreshed too
+    assert hits and hits[0].edit.text == "Toko Yasuda plays the piano."
+
+
+def test_retrieval_ranks_by_similarity_and_applies_the_threshold():
+    mem = EditMemory(None)
+    mem.add([EIFFEL, "Toko Yasuda plays the piano.", "The Louvre is located in Berlin."])
+    hits = mem.retrieve("The Eiffel Tower is located in the city of", k=3, threshold=0.0)
+    assert hits[0].edit.text == EIFFEL
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert mem.retrieve("The capital of Japan is", threshold=0.5) == []
+    assert len(mem.retrieve("The Eiffel Tower is located in the city of", k=1,
+                            threshold=-1.0)) == 1
+
+
+def test_namespaces_never_leak_into_each_other():
+    mem = EditMemory(None)
+    mem.add(EIFFEL, namespace="alice")
+    assert mem.retrieve("The Eiffel Tower is located in the city of", namespace="bob") == []
+    assert mem.retrieve("The Eiffel Tower is located in the city of", namespace="alice")
+    assert mem.edits("bob") == [] and len(mem.edits("alice")) == 1
+    assert mem.clear("bob") == 0 and len(mem) == 1
+
+
+@pytest.mark.parametrize("bad,err", [
+    ("", InvalidInputError), ("   \n", InvalidInputError), (42, InvalidInputError),
+    (None, InvalidInputError), ("x" * 1001, FactTooLongError), ("a\x00b", InvalidInputError),
+    ("bad \ud800 surrogate", InvalidInputError), ({"txt": "typo"}, InvalidInputError),
+    ([], InvalidInputError), (["ok fact.", ""], InvalidInputError),
+])
+def test_bad_facts_are_refused_and_nothing_is_stored(bad, err):
+    mem = EditMemory(None)
+    mem.add("An existing fact.")
+    with pytest.raises(err):
+        mem.add(bad)
+    assert [e.text for e in mem.edits()] == ["An existing fact."]
+
+
+def test_corrupt_database_is_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "broken.sqlite"
+    junk = b"this is not a database" * 100
+    path.write_bytes(junk)
+    with pytest.raises(MemoryCorruptError, match="left untouched"):
+        EditMemory(path)
+    assert path.read_bytes() == junk
+
+
+def test_foreign_sqlite_database_is_not_written_into(tmp_path):
+    path = tmp_path / "app.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE users (name TEXT)")
+    con.commit()
+    con.close()
+    with pytest.raises(MemoryCorruptError, match="users"):
+        EditMemory(path)
+    tables = sqlite3.connect(path).execute("SELECT name FROM sqlite_master").fetchall()
+    assert tables == [("users",)]
