@@ -218,6 +218,8 @@ class EditableLM:
         """Answer a question with the relevant edits in context (greedy by default)."""
         if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= 4096:
             raise InvalidInputError("max_new_tokens must be an int between 1 and 4096.")
+        if do_sample and not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise InvalidInputError("temperature must be a number > 0 when do_sample=True.")
         p, edit, others = self.prompt(question, mode=mode, namespace=namespace, fact=fact,
                                       distractors=distractors, chat=chat)
         pt = self.ptokens if p.mode is Mode.PTOKENS else None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,11 @@ from editkit.loading import LoadedModel, load_model
 from editkit.ptokens import PTokens
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_data() -> Path:
+    """The project's data sets: $EDITKIT_DATA, else ../shared/data beside the repository."""
+    return Path(os.environ.get("EDITKIT_DATA") or REPO.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")

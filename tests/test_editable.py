@@ -112,6 +112,7 @@ def test_edits_persist_across_instances_sharing_a_memory_file(default_model, def
     (lambda lm: lm.ask("q", mode="rome"), UnknownModeError),
     (lambda lm: lm.ask("q", max_new_tokens=0), InvalidInputError),
     (lambda lm: lm.ask("x" * 5000), FactTooLongError),
+    (lambda lm: lm.ask("q", do_sample=True, temperature=0), InvalidInputError),
     (lambda lm: lm.score("q", []), InvalidInputError),
     (lambda lm: lm.score("q", "Paris"), InvalidInputError),
     (lambda lm: lm.score("q", ["Paris", ""]), InvalidInputError),

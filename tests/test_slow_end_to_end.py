@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from conftest import shared_data
 
 from editkit import EditableLM, EditMemory
 
 pytestmark = pytest.mark.slow
-ROME_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / \
-    "counterfact-rome-test.json"
+ROME_TEST = shared_data() / "counterfact" / "counterfact-rome-test.json"
 
 
 def test_ike_mode_with_the_shipped_demonstration_store(default_model, default_ptokens):
@@ -23,7 +22,7 @@ def test_ike_mode_with_the_shipped_demonstration_store(default_model, default_pt
 
 def test_prompt_mode_beats_unedited_on_real_counterfact_rewrites(default_model, default_ptokens):
     if not ROME_TEST.is_file():
-        pytest.fail(f"shared data missing: {ROME_TEST}")
+        pytest.fail(f"shared data missing: {ROME_TEST} (set EDITKIT_DATA to the data folder)")
     records = json.loads(ROME_TEST.read_text())[:40]
     lm = EditableLM(default_model, default_ptokens, EditMemory(None), mode="prompt")
     wins = {"none": 0, "prompt": 0}
