@@ -18,7 +18,7 @@ from .errors import InvalidInputError, PTokenMismatchError
 from .ike import DemoStore
 from .layouts import Mode, Prompt, PromptBuilder
 from .loading import LoadedModel, load_model
-from .memory import EditMemory
+from .memory import EditMemory, EditStore
 from .ptokens import PTokens, fingerprint
 from .records import (
     DEFAULT_NAMESPACE,
@@ -72,7 +72,7 @@ class AnswerStream:
 class EditableLM:
     """A frozen language model + P-Tokens + an edit memory, asked through one of four modes."""
 
-    def __init__(self, loaded: LoadedModel, ptokens: PTokens, memory: EditMemory,
+    def __init__(self, loaded: LoadedModel, ptokens: PTokens, memory: EditStore,
                  mode: Mode | str = Mode.PTOKENS, *, retrieval: RetrievalSettings | None = None,
                  chat: bool = False, demos: DemoStore | str | os.PathLike[str] | None = None,
                  ptokens_source: str = "") -> None:
@@ -91,7 +91,7 @@ class EditableLM:
         cls,
         model: str | os.PathLike[str] | None = None,
         ptokens: PTokens | str | os.PathLike[str] | None = None,
-        memory: EditMemory | str | os.PathLike[str] | None = None,
+        memory: EditStore | str | os.PathLike[str] | None = None,
         mode: Mode | str = Mode.PTOKENS,
         quantization: str | None = None,
         device: str = "auto",
@@ -109,7 +109,8 @@ class EditableLM:
 
         ptokens: a P-Token directory or object; None picks the trained set shipped for the model,
         or, where none ships, fresh untrained tokens initialised from the text " new fact".
-        memory: an SQLite file path (persistent) or None (in RAM for this process).
+        memory: an SQLite file path (persistent), None (in RAM for this process), or any object
+        implementing `editkit.memory.EditStore` (e.g. the LangChain vector-store memory).
         """
         mode = Mode.parse(mode)
         try:
@@ -120,7 +121,7 @@ class EditableLM:
         loaded = load_model(model, quantization=quantization, device=device, dtype=dtype,
                             trust_remote_code=trust_remote_code)
         pt, source = cls._resolve_ptokens(loaded, ptokens, m)
-        mem = memory if isinstance(memory, EditMemory) else EditMemory(memory)
+        mem = memory if isinstance(memory, EditStore) else EditMemory(memory)
         return cls(loaded, pt, mem, mode, retrieval=retrieval, chat=chat, demos=demos,
                    ptokens_source=source)
 

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -37,6 +37,20 @@ CREATE TABLE IF NOT EXISTS edits (
 );
 CREATE INDEX IF NOT EXISTS edits_namespace ON edits(namespace, created_at);
 """
+
+
+@runtime_checkable
+class EditStore(Protocol):
+    """What EditableLM needs from a memory; `EditMemory` is the default, integrations add others."""
+
+    path: str
+
+    def add(self, facts: Any, namespace: str = DEFAULT_NAMESPACE) -> list[Edit]: ...
+    def forget(self, edit_id: str) -> Edit: ...
+    def edits(self, namespace: str | None = None) -> list[Edit]: ...
+    def clear(self, namespace: str | None = None) -> int: ...
+    def retrieve(self, question: str, *, k: int = 4, threshold: float = 0.5,
+                 namespace: str = DEFAULT_NAMESPACE) -> list[RetrievedEdit]: ...
 
 
 class EditMemory:
