@@ -1,13 +1,14 @@
 """Forward passes for layouts that may hold P-Tokens: teacher-forced scoring and generation.
 
-Scoring runs the prompt once, keeps its KV cache, and scores all candidates in one batched pass
-over that cache: the prompt (hundreds of tokens for IKE) is never recomputed per candidate.
+Scoring packs a shared prefix (demonstrations, fact) and every (question, target) branch of it into
+one sequence with a tree-shaped attention mask: the prefix (hundreds of tokens for IKE) and each
+question are computed once, not once per candidate.
 """
 from __future__ import annotations
 
-import inspect
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,45 +27,106 @@ def _device(model: Any) -> torch.device:
     return model.get_input_embeddings().weight.device
 
 
-def _cache_kwarg(model: Any) -> str:
-    """transformers ≥ 5.x names the KV cache `cache`; earlier releases `past_key_values`."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+@dataclass
+class ScoreItem:
+    """One question (token ids, may be empty) and the targets to score after it."""
+
+    question: list[int]
+    targets: list[list[int]]
+
+
+@dataclass
+class TargetScore:
+    """Per target token: its log-probability and the model's argmax at that position."""
+
+    logprobs: list[float]
+    argmax: list[int]
+
+    @property
+    def mean_logprob(self) -> float:
+        return sum(self.logprobs) / len(self.logprobs)
+
+    def token_accuracy(self, target: Sequence[int]) -> float:
+        return sum(int(a == t) for a, t in zip(self.argmax, target)) / len(target)
+
+
+def _pack(prefix: Sequence[int], items: Sequence[ScoreItem]) -> tuple[
+        list[int], list[int], torch.Tensor, list[list[tuple[int, list[int]]]]]:
+    """Lay a prefix and many (question, targets) branches out as one sequence.
+
+    Returns ids, position ids, a boolean attention mask (True = may attend) and, per item and
+    target, the position whose logits predict the target's first token plus the positions of the
+    target's own tokens. Each question sees the prefix and itself; each target sees the prefix,
+    its question and itself, never a sibling target. That is the same computation as scoring every
+    `prefix + question + target` separately, with the shared parts computed once.
+    """
+    ids, pos = list(prefix), list(range(len(prefix)))
+    spans: list[tuple[int, int, int]] = []  # (start, end, parent span index or -1)
+    where: list[list[tuple[int, list[int]]]] = []
+    for item in items:
+        q_start = len(ids)
+        ids += item.question
+        pos += range(len(prefix), len(prefix) + len(item.question))
+        q_span = len(spans)
+        spans.append((q_start, len(ids), -1))
+        last = len(ids) - 1  # predicts the first target token
+        if last < 0:
+            raise ValueError("scoring needs at least one token before the target")
+        base = len(prefix) + len(item.question)
+        entry = []
+        for target in item.targets:
+            if not target:
+                raise ValueError("every target needs at least one token")
+            t_start = len(ids)
+            ids += target[:-1]  # the last target token is predicted, never fed
+            pos += range(base, base + len(target) - 1)
+            spans.append((t_start, len(ids), q_span))
+            entry.append((last, list(range(t_start, len(ids)))))
+        where.append(entry)
+    n = len(ids)
+    mask = torch.zeros((n, n), dtype=torch.bool)
+    p = len(prefix)
+    mask[:, :p] = True
+    mask[:p, :p] = torch.tril(torch.ones((p, p), dtype=torch.bool))
+    for start, end, parent in spans:
+        block = torch.tril(torch.ones((end - start, end - start), dtype=torch.bool))
+        mask[start:end, start:end] = block
+        if parent >= 0:
+            ps, pe, _ = spans[parent]
+            mask[start:end, ps:pe] = True
+    return ids, pos, mask, where
 
 
 @torch.no_grad()
+def score_packed(model: Any, ptokens: PTokens | None, prefix: Sequence[int],
+                 items: Sequence[ScoreItem]) -> list[list[TargetScore]]:
+    """Teacher-forced log-probs (and argmax) of every target of every item, in one forward pass."""
+    ids, pos, mask, where = _pack(prefix, items)
+    dev = _device(model)
+    t_ids = torch.tensor([ids], device=dev)
+    out = model(inputs_embeds=input_embeds(model, ptokens, t_ids),
+                attention_mask=mask[None, None].to(dev),
+                position_ids=torch.tensor([pos], device=dev), use_cache=False)
+    logp = torch.log_softmax(out.logits[0].float(), dim=-1)
+    best = logp.argmax(-1).tolist()
+    results = []
+    for item, entry in zip(items, where):
+        row = []
+        for target, (first, own) in zip(item.targets, entry):
+            at = [first, *own]  # position predicting target token j
+            row.append(TargetScore(logprobs=[float(logp[a, t]) for a, t in zip(at, target)],
+                                   argmax=[best[a] for a in at]))
+        results.append(row)
+    return results
+
+
 def score_continuations(model: Any, ptokens: PTokens | None, prefix: Sequence[int],
                         continuations: Sequence[Sequence[int]]) -> list[list[float]]:
     """Log-probability of each token of each continuation given `prefix` (teacher forced)."""
     if not prefix:
         raise ValueError("score_continuations needs a non-empty prefix")
-    if any(len(c) == 0 for c in continuations):
-        raise ValueError("every continuation needs at least one token")
-    dev = _device(model)
-    ids = torch.tensor([list(prefix)], device=dev)
-    out = model(inputs_embeds=input_embeds(model, ptokens, ids), use_cache=True)
-    first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-    n, width = len(continuations), max(len(c) for c in continuations)
-    results = [[float(first[c[0]])] for c in continuations]
-    if width == 1:
-        return results
-    # Feed all but the last token of each continuation on top of the shared prefix cache.
-    pad = 0
-    batch = torch.full((n, width - 1), pad, dtype=torch.long, device=dev)
-    mask = torch.zeros((n, width - 1), dtype=torch.long, device=dev)
-    for i, c in enumerate(continuations):
-        batch[i, : len(c) - 1] = torch.tensor(list(c[:-1]), device=dev)
-        mask[i, : len(c) - 1] = 1
-    name = _cache_kwarg(model)
-    cache = getattr(out, name)
-    cache.batch_repeat_interleave(n)
-    attn = torch.cat([torch.ones((n, len(prefix)), dtype=torch.long, device=dev), mask], dim=1)
-    out2 = model(input_ids=batch, attention_mask=attn, use_cache=False, **{name: cache})
-    logp = torch.log_softmax(out2.logits.float(), dim=-1)
-    for i, c in enumerate(continuations):
-        for j in range(1, len(c)):
-            results[i].append(float(logp[i, j - 1, c[j]]))
-    return results
+    item = ScoreItem(question=[], targets=[list(c) for c in continuations])
+    return [t.logprobs for t in score_packed(model, ptokens, prefix, [item])[0]]
 
 
 def _generate_kwargs(model: Any, tokenizer: Any, ptokens: PTokens | None, prefix: Sequence[int],

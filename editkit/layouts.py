@@ -43,12 +43,6 @@ class Mode(str, Enum):
             ) from None
 
 
-def plain_edit_text(fact: str, question: str, distractors: Sequence[str] = ()) -> str:
-    """The IKE query format: `New Fact: f\\nPrompt: q`, distractor facts on lines between."""
-    lines = [f"New Fact: {fact}", *distractors, f"Prompt: {question}"]
-    return "\n".join(lines)
-
-
 @dataclass
 class Prompt:
     """Token ids ready for the model, and what went into them."""
@@ -100,32 +94,50 @@ class PromptBuilder:
         return (list(enc(before, add_special_tokens=False).input_ids),
                 list(enc(after, add_special_tokens=False).input_ids))
 
+    def context(self, mode: Mode | str, fact: str | None, distractors: Sequence[str] = (),
+                demos: str = "") -> tuple[list[int], str]:
+        """Ids (and display text) of everything between the chat head and the question.
+
+        Evaluation computes this once per record and packs all of the record's questions after
+        it; `build()` is `head + context + question_ids + tail`, so both see identical tokens.
+        """
+        mode = Mode.parse(mode)
+        if fact is None or mode is Mode.NONE:
+            return [], ""
+        if mode is Mode.PTOKENS:
+            if self.ptokens is None:
+                raise InvalidInputError("mode='ptokens' needs P-Tokens; none are loaded.")
+            rest = "\n" + "".join(f"{d}\n" for d in distractors)
+            names = self.ptokens.config
+            ids = self.ptokens.begin_ids + self.text_ids(fact) + self.ptokens.end_ids
+            return (ids + self.text_ids(rest),
+                    "".join(names.begin_tokens) + fact + "".join(names.end_tokens) + rest)
+        if mode is Mode.IKE and not demos:
+            raise InvalidInputError("mode='ike' needs demonstrations; none were given.")
+        text = (demos if mode is Mode.IKE else "") + "".join(
+            f"{line}\n" for line in (f"New Fact: {fact}", *distractors))
+        return self.text_ids(text), text
+
+    @staticmethod
+    def question_text(mode: Mode | str, question: str, edited: bool) -> str:
+        """The question as it follows the context: `Prompt: q` in the plain and IKE layouts."""
+        mode = Mode.parse(mode)
+        return f"Prompt: {question}" if edited and mode in (Mode.IKE, Mode.PROMPT) else question
+
     def build(self, mode: Mode | str, question: str, fact: str | None = None,
               distractors: Sequence[str] = (), demos: str = "", *, chat: bool | None = None,
               n_demos: int = 0) -> Prompt:
         """Lay out one question. `fact=None` (no edit) always gives the question alone."""
         mode = Mode.parse(mode)
-        distractors = tuple(distractors)
         chat = self.chat if chat is None else chat
         head, tail = self._chat_frame(chat)
-        if fact is None or mode is Mode.NONE:
-            body, text = self.text_ids(question), question
+        edited = fact is not None and mode is not Mode.NONE
+        if not edited:
             fact, distractors, n_demos = None, (), 0
-        elif mode is Mode.PTOKENS:
-            if self.ptokens is None:
-                raise InvalidInputError("mode='ptokens' needs P-Tokens; none are loaded.")
-            rest = "\n" + "\n".join([*distractors, question])
-            b, e = self.ptokens.begin_ids, self.ptokens.end_ids
-            body = b + self.text_ids(fact) + e + self.text_ids(rest)
-            names = self.ptokens.config
-            text = "".join(names.begin_tokens) + fact + "".join(names.end_tokens) + rest
-        else:
-            if mode is Mode.IKE and not demos:
-                raise InvalidInputError("mode='ike' needs demonstrations; none were given.")
-            text = (demos if mode is Mode.IKE else "") + plain_edit_text(fact, question,
-                                                                           distractors)
-            body = self.text_ids(text)
+        ctx, ctx_text = self.context(mode, fact, distractors, demos)
+        q = self.question_text(mode, question, edited)
         if mode is not Mode.IKE:
             n_demos = 0
-        return Prompt(ids=head + body + tail, mode=mode, question=question, fact=fact,
-                      distractors=distractors, n_demos=n_demos, chat=chat, text=text)
+        return Prompt(ids=head + ctx + self.text_ids(q) + tail, mode=mode, question=question,
+                      fact=fact, distractors=tuple(distractors), n_demos=n_demos, chat=chat,
+                      text=ctx_text + q)

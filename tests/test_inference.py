@@ -33,3 +33,40 @@ def test_generation_with_ptokens_returns_only_vocabulary_ids(default_model, defa
     new = inference.generate(default_model.model, tok, pt, prefix, max_new_tokens=12)
     assert 1 <= len(new) <= 12
     assert max(new) < pt.layer.first_id
+
+
+def test_packed_scoring_of_many_questions_matches_separate_full_forwards(default_model,
+                                                                         default_ptokens):
+    tok, model, pt = default_model.tokenizer, default_model.model, default_ptokens
+    prefix = pt.begin_ids + tok("Toko Yasuda plays the piano.").input_ids + pt.end_ids + tok(
+        "\n").input_ids
+    questions = ["Toko Yasuda is incredible at", "John Lennon performs on the"]
+    targets = [" piano", " the electric guitar"]
+    items = [inference.ScoreItem(question=tok(q).input_ids, targets=[tok(t).input_ids
+                                                                     for t in targets])
+             for q in questions]
+    got = inference.score_packed(model, pt, prefix, items)
+    for item, row in zip(items, got):
+        for target, score in zip(item.targets, row):
+            want = _full_sequence_logprobs(model, pt, prefix + item.question, target)
+            assert max(abs(a - b) for a, b in zip(score.logprobs, want)) < 1e-4
+            ids = torch.tensor([prefix + item.question + target])
+            with torch.no_grad():
+                logits = model(inputs_embeds=pt.embed(ids)).logits[0]
+            start = len(prefix) + len(item.question) - 1
+            assert score.argmax == logits[start:start + len(target)].argmax(-1).tolist()
+
+
+def test_hand_computed_nll_of_a_tiny_record_equals_the_scorer(default_model):
+    tok, model = default_model.tokenizer, default_model.model
+    prefix, target = tok("Paris is the capital of").input_ids, tok(" France").input_ids
+    with torch.no_grad():
+        logits = model(torch.tensor([prefix + target])).logits[0]
+    by_hand = []
+    for j, t in enumerate(target):
+        row = logits[len(prefix) - 1 + j].double()
+        by_hand.append(float(row[t] - torch.logsumexp(row, 0)))
+    [[score]] = inference.score_packed(model, None, prefix[:-1],
+                                       [inference.ScoreItem(question=prefix[-1:],
+                                                            targets=[target])])
+    assert abs(score.mean_logprob - sum(by_hand) / len(by_hand)) < 1e-4
