@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from pydantic import ValidationError
 from rich.table import Table
 
 from editkit.errors import EditkitError
@@ -112,6 +113,72 @@ def edits(
     for e in rows:
         table.add_row(e.id, e.namespace, e.text)
     console.print(table)
+
+
+@app.command("eval")
+def eval_(
+    data: Path = typer.Option(..., help="data file: ROME/EasyEdit CounterFact, zsRE or MQuAKE"),
+    mode: str = typer.Option("ptokens", help="ptokens | ike | prompt | none"),
+    limit: Optional[int] = typer.Option(None, min=1, help="first N records only"),
+    distractors: int = typer.Option(0, min=0, help="unrelated other edits in every prompt"),
+    memory_size: int = typer.Option(0, min=0, help="answer through retrieval from a memory of "
+                                                   "this many edits (0: fact given directly)"),
+    out: Optional[Path] = typer.Option(None, help="write the full report (per record) as JSON"),
+    plot: Optional[Path] = typer.Option(None, help="save a bar chart of the metrics (PNG)"),
+    demos: Optional[Path] = typer.Option(None, help="IKE demonstration file (default: vendored "
+                                                    "train split)"),
+    model: Optional[str] = typer.Option(None, help="HF id, local path or .gguf"),
+    ptokens: Optional[Path] = typer.Option(None, help="a P-Token directory"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Evaluate one mode on a data set: an lm-eval-style table, and JSON with --out."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from editkit import EditableLM
+    from editkit.evaluation import EvalConfig, evaluate
+
+    try:
+        cfg = EvalConfig(data=data, mode=mode, limit=limit, distractors=distractors,
+                         memory_size=memory_size, demos=demos, seed=seed)
+        lm = EditableLM.from_pretrained(model, ptokens=ptokens)
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task(f"{mode} on {data.name}", total=None)
+            report = evaluate(lm, cfg, progress=lambda i, n: bar.update(task, completed=i,
+                                                                          total=n))
+    except EditkitError as exc:
+        _fail(exc)
+        return
+    except ValidationError as exc:
+        console.print(f"[red]error:[/red] invalid options: {exc}")
+        raise typer.Exit(code=2) from None
+    console.print(f"{report.format} | mode={mode} | distractors={distractors} | "
+                  f"memory={memory_size} | records={int(report.timing['records'])} | "
+                  f"{report.timing['seconds']:.0f} s | P-Tokens: {report.ptokens}")
+    typer.echo(report.table())
+    if out:
+        console.print(f"wrote {report.save(out)}")
+    if plot:
+        _plot(report, plot)
+
+
+def _plot(report: Any, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        console.print("[red]error:[/red] --plot needs matplotlib: pip install 'editkit[plot]'")
+        raise typer.Exit(code=2) from None
+    names = [m.name for m in report.metrics.values()]
+    fig, ax = plt.subplots(figsize=(1 + 0.8 * len(names), 3))
+    ax.bar(names, [m.value for m in report.metrics.values()],
+           yerr=[m.stderr for m in report.metrics.values()])
+    ax.set_title(f"{report.format}, mode={report.config['mode']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    console.print(f"wrote {path}")
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from .errors import (
     QuantizationUnavailableError,
     UnknownModeError,
 )
+from .evaluation import EvalConfig, EvalReport, evaluate
 from .layouts import Mode, Prompt, PromptBuilder
 from .memory import EditMemory
 from .ptokens import PTokenConfig, PTokens
@@ -22,7 +23,7 @@ from .records import Answer, Edit, RetrievedEdit, ScoreResult
 __version__ = "0.1.0"
 
 __all__ = [
-    "Answer", "AnswerStream", "ArtifactError", "DatasetError", "Edit", "EditMemory",
+    "Answer", "AnswerStream", "EvalConfig", "EvalReport", "evaluate", "ArtifactError", "DatasetError", "Edit", "EditMemory",
     "EditMemoryError", "EditNotFoundError", "EditableLM", "EditkitError", "FactTooLongError",
     "InvalidInputError", "MemoryCorruptError", "Mode", "ModelLoadError", "PTokenConfig",
     "PTokenMismatchError", "PTokens", "Prompt", "PromptBuilder", "QuantizationUnavailableError",

@@ -1,20 +1,33 @@
-"""Typed records for the published knowledge-editing formats, read as they are."""
+"""Typed records for the published knowledge-editing formats, read as they are.
+
+| format | file shape | fields used |
+|---|---|---|
+| counterfact-rome | ROME CounterFact | requested_rewrite{prompt, subject, target_new.str, target_true.str}, paraphrase_prompts, neighborhood_prompts |
+| counterfact | EasyEdit CounterFact | case_id, prompt, subject, target_new, ground_truth, rephrase_prompt, locality_prompt, locality_ground_truth |
+| zsre | MEND/EasyEdit zsRE | subject, src, rephrase, alt, answers, loc, loc_ans, portability (optional) |
+| mquake | MQuAKE | case_id, requested_rewrite[], questions, new_answer, new_answer_alias |
+"""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import DatasetError
 
+Format = Literal["counterfact-rome", "counterfact", "zsre", "mquake"]
 
-class CounterFactRecord(BaseModel):
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class CounterFactRecord(_Record):
     """EasyEdit CounterFact: one rewrite with one rephrase and one locality prompt."""
 
-    model_config = ConfigDict(extra="ignore")
     case_id: int
     prompt: str
     subject: str
@@ -26,8 +39,97 @@ class CounterFactRecord(BaseModel):
 
     @property
     def fact(self) -> str:
-        """The edit as a sentence: prompt followed by the new object."""
+        """The edit as IKE writes it: prompt followed by the new object."""
         return f"{self.prompt} {self.target_new}"
+
+
+class _Target(_Record):
+    text: str = Field(alias="str", min_length=1)
+
+
+class RomeRewrite(_Record):
+    prompt: str = Field(pattern=r"\{\}")
+    subject: str
+    target_new: _Target
+    target_true: _Target
+    relation_id: str | None = None
+    question: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.prompt.format(self.subject)
+
+    @property
+    def fact(self) -> str:
+        return f"{self.text} {self.target_new.text}"
+
+
+class RomeCounterFactRecord(_Record):
+    """ROME CounterFact: a rewrite with 2 paraphrase and 10 neighbourhood prompts."""
+
+    case_id: int
+    requested_rewrite: RomeRewrite
+    paraphrase_prompts: list[str]
+    neighborhood_prompts: list[str]
+
+    @property
+    def fact(self) -> str:
+        return self.requested_rewrite.fact
+
+
+class Portability(_Record):
+    new_question: str = Field(alias="New Question")
+    new_answer: str = Field(alias="New Answer")
+
+
+class ZsreRecord(_Record):
+    """MEND/EasyEdit zsRE: a question, its new answer, a rephrase, an NQ locality question."""
+
+    subject: str
+    src: str
+    rephrase: str
+    alt: str
+    answers: list[str]
+    loc: str
+    loc_ans: str
+    portability: Portability | None = None
+    case_id: int = -1  # zsRE has no ids: the loader numbers records by position
+
+    @property
+    def fact(self) -> str:
+        return f"{self.src} {self.alt}"
+
+    def as_counterfact(self) -> CounterFactRecord:
+        """The same edit in CounterFact's shape, so one IKE demonstration builder serves both."""
+        return CounterFactRecord(case_id=self.case_id, prompt=self.src, subject=self.subject,
+                                 target_new=self.alt, ground_truth=self.answers[0]
+                                 if self.answers else "", rephrase_prompt=self.rephrase,
+                                 locality_prompt=self.loc, locality_ground_truth=self.loc_ans)
+
+
+class MquakeRecord(_Record):
+    """MQuAKE: several rewrites per case and multi-hop questions answered after all of them."""
+
+    case_id: int
+    requested_rewrite: list[RomeRewrite] = Field(min_length=1)
+    questions: list[str] = Field(min_length=1)
+    new_answer: str
+    new_answer_alias: list[str] = Field(default_factory=list)
+
+    @property
+    def facts(self) -> list[str]:
+        return [r.fact for r in self.requested_rewrite]
+
+    @property
+    def fact(self) -> str:
+        return self.facts[0]
+
+
+AnyRecord = Union[CounterFactRecord, RomeCounterFactRecord, ZsreRecord, MquakeRecord]
+_MODELS: dict[str, type[_Record]] = {
+    "counterfact-rome": RomeCounterFactRecord, "counterfact": CounterFactRecord,
+    "zsre": ZsreRecord, "mquake": MquakeRecord,
+}
 
 
 def _read_json_list(path: str | os.PathLike[str]) -> list[Any]:
@@ -38,20 +140,55 @@ def _read_json_list(path: str | os.PathLike[str]) -> list[Any]:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{p} is not valid JSON: {exc}") from exc
-    if not isinstance(data, list):
-        raise DatasetError(f"{p} must hold a JSON list of records, found {type(data).__name__}.")
+    if not isinstance(data, list) or not data:
+        raise DatasetError(f"{p} must hold a non-empty JSON list of records.")
+    if not all(isinstance(r, dict) for r in data):
+        raise DatasetError(f"{p}: every record must be a JSON object.")
     return data
 
 
-def load_counterfact(path: str | os.PathLike[str]) -> list[CounterFactRecord]:
-    """Read an EasyEdit-format CounterFact file; a bad record names its index and field."""
+def detect_format(record: dict[str, Any]) -> Format:
+    """Tell the published format from one record's keys."""
+    rw = record.get("requested_rewrite")
+    if isinstance(rw, list):
+        return "mquake"
+    if isinstance(rw, dict):
+        return "counterfact-rome"
+    if "src" in record and "alt" in record:
+        return "zsre"
+    if "prompt" in record and "target_new" in record:
+        return "counterfact"
+    raise DatasetError(
+        f"Unknown data format (keys: {sorted(record)[:12]}). Expected ROME CounterFact "
+        "(requested_rewrite), EasyEdit CounterFact (prompt, target_new, ...), zsRE (src, alt, "
+        "...) or MQuAKE (requested_rewrite as a list).")
+
+
+def load_records(path: str | os.PathLike[str], fmt: Format | None = None,
+                 ) -> tuple[Format, list[Any]]:
+    """Read a data file in any supported format; a bad record names its index and field."""
+    raw = _read_json_list(path)
+    fmt = fmt or detect_format(raw[0])
+    model = _MODELS[fmt]
     out = []
-    for i, raw in enumerate(_read_json_list(path)):
+    for i, r in enumerate(raw):
         try:
-            out.append(CounterFactRecord.model_validate(raw))
+            rec = model.model_validate(r)
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(x) for x in err["loc"])
-            raise DatasetError(f"{path}: record {i} is not EasyEdit CounterFact: field "
-                               f"{field!r}: {err['msg']}") from exc
-    return out
+            raise DatasetError(f"{path}: record {i} is not {fmt}: field {field!r}: "
+                               f"{err['msg']}") from exc
+        if isinstance(rec, ZsreRecord):
+            rec.case_id = i
+        out.append(rec)
+    return fmt, out
+
+
+def load_counterfact(path: str | os.PathLike[str]) -> list[CounterFactRecord]:
+    """Read an EasyEdit-format CounterFact file."""
+    return load_records(path, "counterfact")[1]
+
+
+def load_zsre(path: str | os.PathLike[str]) -> list[ZsreRecord]:
+    return load_records(path, "zsre")[1]

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import CounterFactRecord, load_counterfact
+from .datasets import CounterFactRecord, ZsreRecord, load_records
+from .errors import DatasetError
 from .embedder import Embedder, shared_embedder
 from .loading import cache_dir
 
@@ -26,9 +27,11 @@ DEFAULT_K = 32
 KIND_COUNTS = {"copy": 4, "update": 12, "retain": 16}
 
 
-def default_train_file() -> Path:
-    """The CounterFact training split vendored in the package (see editkit/data/PROVENANCE.md)."""
-    return Path(str(resources.files("editkit.data") / "counterfact-train.json"))
+def default_train_file(kind: str = "counterfact") -> Path:
+    """A training split vendored in the package (see editkit/data/PROVENANCE.md)."""
+    if kind not in ("counterfact", "zsre"):
+        raise DatasetError(f"No vendored demonstration file for {kind!r}; use counterfact or zsre.")
+    return Path(str(resources.files("editkit.data") / f"{kind}-train.json"))
 
 
 def demo_text(record: CounterFactRecord, kind: str) -> str:
@@ -70,8 +73,13 @@ class DemoStore:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str],
                   embedder: Embedder | None = None) -> DemoStore:
+        """Build from an EasyEdit CounterFact or a zsRE training file."""
         embedder = embedder or shared_embedder()
-        records = load_counterfact(path)
+        fmt, raw = load_records(path)
+        if fmt not in ("counterfact", "zsre"):
+            raise DatasetError(f"{path}: IKE demonstrations need a CounterFact (EasyEdit) or zsRE "
+                               f"training file, not {fmt}.")
+        records = [r.as_counterfact() if isinstance(r, ZsreRecord) else r for r in raw]
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
         name = hashlib.sha256(embedder.name.encode()).hexdigest()[:8]
         cached = cache_dir() / "ike" / f"keys-{digest}-{name}.npy"
@@ -82,8 +90,8 @@ class DemoStore:
         return cls(records, keys, embedder)
 
     @classmethod
-    def default(cls) -> DemoStore:
-        return cls.from_file(default_train_file())
+    def default(cls, kind: str = "counterfact") -> DemoStore:
+        return cls.from_file(default_train_file(kind))
 
     def retrieve(self, fact: str, k: int = DEFAULT_K, *, exclude: Iterable[int] = (),
                  seed: int = 0) -> Demonstrations:

@@ -71,7 +71,7 @@ class PromptBuilder:
         self.system_prompt = system_prompt
         bos = tokenizer.bos_token_id
         probe = tokenizer("a").input_ids
-        self._bos = [bos] if bos is not None and probe and probe[0] == bos else []
+        self.bos = [bos] if bos is not None and probe and probe[0] == bos else []
 
     def text_ids(self, text: str) -> list[int]:
         """Tokenize user text so that no special or P-Token id can come out of it."""
@@ -81,7 +81,7 @@ class PromptBuilder:
     def _chat_frame(self, chat: bool) -> tuple[list[int], list[int]]:
         """Token ids before and after the user content when a chat template is used."""
         if not chat:
-            return list(self._bos), []
+            return list(self.bos), []
         if not getattr(self.tokenizer, "chat_template", None):
             raise InvalidInputError("chat=True but this tokenizer has no chat template.")
         messages = [{"role": "user", "content": _CHAT_SLOT}]
