@@ -97,25 +97,39 @@ def _pack(prefix: Sequence[int], items: Sequence[ScoreItem]) -> tuple[
     return ids, pos, mask, where
 
 
-@torch.no_grad()
-def score_packed(model: Any, ptokens: PTokens | None, prefix: Sequence[int],
-                 items: Sequence[ScoreItem]) -> list[list[TargetScore]]:
-    """Teacher-forced log-probs (and argmax) of every target of every item, in one forward pass."""
+def packed_logprobs(model: Any, ptokens: PTokens | None, prefix: Sequence[int],
+                    items: Sequence[ScoreItem]) -> list[list[torch.Tensor]]:
+    """Next-token log-distributions (T, vocab) at each target token's position, per item and target.
+
+    One forward pass over the packed tree. Gradients flow to the P-Token rows when called outside
+    `torch.no_grad()` (training uses this with the student layout).
+    """
     ids, pos, mask, where = _pack(prefix, items)
     dev = _device(model)
     t_ids = torch.tensor([ids], device=dev)
     out = model(inputs_embeds=input_embeds(model, ptokens, t_ids),
                 attention_mask=mask[None, None].to(dev),
                 position_ids=torch.tensor([pos], device=dev), use_cache=False)
-    logp = torch.log_softmax(out.logits[0].float(), dim=-1)
-    best = logp.argmax(-1).tolist()
+    logits = out.logits[0]
+    result = []
+    for entry in where:
+        result.append([torch.log_softmax(logits[[first, *own]].float(), dim=-1)
+                       for first, own in entry])
+    return result
+
+
+@torch.no_grad()
+def score_packed(model: Any, ptokens: PTokens | None, prefix: Sequence[int],
+                 items: Sequence[ScoreItem]) -> list[list[TargetScore]]:
+    """Teacher-forced log-probs (and argmax) of every target of every item, in one forward pass."""
+    dists = packed_logprobs(model, ptokens, prefix, items)
     results = []
-    for item, entry in zip(items, where):
+    for item, row_d in zip(items, dists):
         row = []
-        for target, (first, own) in zip(item.targets, entry):
-            at = [first, *own]  # position predicting target token j
-            row.append(TargetScore(logprobs=[float(logp[a, t]) for a, t in zip(at, target)],
-                                   argmax=[best[a] for a in at]))
+        for target, logp in zip(item.targets, row_d):
+            tgt = torch.tensor(target, device=logp.device)
+            row.append(TargetScore(logprobs=logp.gather(1, tgt[:, None])[:, 0].tolist(),
+                                   argmax=logp.argmax(-1).tolist()))
         results.append(row)
     return results
 
