@@ -162,6 +162,63 @@ def eval_(
         _plot(report, plot)
 
 
+@app.command()
+def train(
+    out: Path = typer.Option(..., help="directory for the trained P-Tokens (+ checkpoint/)"),
+    m: int = typer.Option(3, min=1, max=64, help="begin/end token pairs"),
+    data: Optional[Path] = typer.Option(None, help="EasyEdit CounterFact training file"),
+    config: Optional[Path] = typer.Option(None, help="JSON or YAML file of TrainConfig fields "
+                                                     "(command-line options override it)"),
+    n_train: Optional[int] = typer.Option(None, min=1, help="training records"),
+    n_val: Optional[int] = typer.Option(None, min=1, help="validation records"),
+    epochs: Optional[int] = typer.Option(None, min=1),
+    lr: Optional[float] = typer.Option(None),
+    model: Optional[str] = typer.Option(None, help="HF id, local path or .gguf"),
+    resume: bool = typer.Option(False, help="continue from OUT/checkpoint"),
+) -> None:
+    """Train P-Tokens by distilling the IKE prompt (KL to the teacher at answer positions)."""
+    from editkit.loading import load_model
+    from editkit.training import TrainConfig, Trainer
+
+    try:
+        fields: dict[str, Any] = {}
+        if config is not None:
+            text = config.read_text()
+            if config.suffix in (".yaml", ".yml"):
+                import yaml
+
+                fields = yaml.safe_load(text) or {}
+            else:
+                fields = json.loads(text)
+        given = {"m": m, "data": data, "n_train": n_train, "n_val": n_val, "epochs": epochs,
+                 "lr": lr}
+        fields.update({k: v for k, v in given.items() if v is not None})
+        cfg = TrainConfig(**fields)
+        loaded = load_model(model)
+    except (ValidationError, json.JSONDecodeError, OSError, ImportError) as exc:
+        console.print(f"[red]error:[/red] invalid training config: {exc}")
+        raise typer.Exit(code=2) from None
+    except EditkitError as exc:
+        _fail(exc)
+        return
+    table = Table(title=f"training m={cfg.m} on {cfg.n_train} records")
+    for col in ("epoch", "train KL", "val KL"):
+        table.add_column(col)
+
+    def log(row: dict[str, Any]) -> None:
+        console.print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in row.items()))
+        table.add_row(str(row["epoch"]), f"{row.get('train_kl', float('nan')):.4f}",
+                      f"{row['val_kl']:.4f}")
+
+    trainer = Trainer(loaded.model, loaded.tokenizer, loaded.name, cfg, log=log)
+    with console.status("computing the teacher (cached after the first run)..."):
+        pt = trainer.run(out, resume=resume)
+    console.print(table)
+    console.print(f"saved {out} (best epoch {pt.config.training['best_epoch']}, val KL "
+                  f"{pt.config.training['best_val_kl']:.4f}, {pt.config.training['seconds']} s)")
+
+
 def _plot(report: Any, path: Path) -> None:
     try:
         import matplotlib

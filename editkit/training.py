@@ -1,0 +1,382 @@
+"""P-Token training: distil the IKE prompt into persuasion tokens (the model stays frozen).
+
+For each training record five kinds of pairs are built (edit, paraphrase, neighbour, distractor,
+empty edit). The teacher is the model under the IKE layout (32 demonstrations) — or, optionally for
+neighbour pairs, the unedited model, which is the ideal locality reference; the empty-edit teacher
+is always the unedited model. The student is the same question under the P-Token layout. The loss
+is KL(teacher ‖ student) of the next-token distributions at every answer position (teacher forced
+along the answer), temperature 1. The teacher never changes, so its distributions are computed
+once and cached as top-k log-probs plus the remaining mass; epochs then only run the short student
+sequences.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from .datasets import CounterFactRecord, load_counterfact
+from .ike import DemoStore, default_train_file
+from .inference import ScoreItem, packed_logprobs
+from .layouts import Mode
+from .loading import cache_dir
+from .ptokens import PTokens, fingerprint
+
+Kind = Literal["edit", "paraphrase", "neighbour", "distractor", "empty"]
+KINDS: tuple[Kind, ...] = ("edit", "paraphrase", "neighbour", "distractor", "empty")
+STATE_NAME = "trainer_state.json"
+OPTIM_NAME = "optimizer.safetensors"
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run depends on (saved with the artifact as provenance)."""
+
+    model_config = ConfigDict(extra="forbid")
+    m: int = Field(3, ge=1, le=64)
+    data: Path | None = Field(None, description="EasyEdit CounterFact file (default: vendored)")
+    demos: Path | None = Field(None, description="IKE demonstration file (default: vendored)")
+    n_train: int = Field(200, ge=1, description="records used for training (first N, shuffled)")
+    n_val: int = Field(40, ge=1, description="records held out for early stopping")
+    max_distractors: int = Field(10, ge=1, le=100)
+    neighbour_teacher: Literal["ike", "unedited"] = "ike"
+    weights: dict[str, float] = Field(default_factory=lambda: {k: 1.0 for k in KINDS})
+    init: Literal["text", "vocab_mean", "random"] = "text"
+    init_text: str = " new fact"
+    lr: float = Field(5e-3, gt=0)
+    batch_size: int = Field(8, ge=1, description="records per optimiser step")
+    epochs: int = Field(10, ge=1)
+    patience: int = Field(3, ge=1)
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    topk: int = Field(64, ge=1, le=4096, description="teacher log-probs kept per position")
+    seed: int = 0
+
+
+class Pair(BaseModel):
+    """One training question: the fact (None for empty edits), distractors and the answer."""
+
+    kind: Kind
+    record: int
+    fact: str | None
+    distractors: list[str] = Field(default_factory=list)
+    question: str
+    answer: str
+
+
+def build_pairs(records: Sequence[CounterFactRecord], cfg: TrainConfig,
+                pool: Sequence[str], rng: random.Random) -> list[Pair]:
+    """Five pairs per record. Distractor pairs carry 1..max_distractors other facts."""
+    pairs = []
+    for i, r in enumerate(records):
+        qa = [(r.prompt, r.target_new), (r.rephrase_prompt, r.target_new),
+              (r.locality_prompt, r.locality_ground_truth)]
+        for kind, (q, a) in zip(("edit", "paraphrase", "neighbour"), qa):
+            pairs.append(Pair(kind=kind, record=i, fact=r.fact, question=q, answer=a))
+        k = rng.randint(1, cfg.max_distractors)
+        others = rng.sample([f for f in pool if f != r.fact], k)
+        q, a = rng.choice(qa)
+        pairs.append(Pair(kind="distractor", record=i, fact=r.fact, distractors=others,
+                          question=q, answer=a))
+        pairs.append(Pair(kind="empty", record=i, fact=None, question=r.prompt,
+                          answer=r.ground_truth))
+    return pairs
+
+
+def _groups(pairs: Sequence[Pair], idx: Sequence[int]) -> dict[tuple[Any, ...], list[int]]:
+    """Pairs (by index) that share a context (fact, distractors): one packed pass each."""
+    out: dict[tuple[Any, ...], list[int]] = {}
+    for i in idx:
+        p = pairs[i]
+        out.setdefault((p.record, p.fact, tuple(p.distractors)), []).append(i)
+    return out
+
+
+class TeacherCache:
+    """Top-k teacher log-probs per pair and answer position, plus the log of the remaining mass."""
+
+    def __init__(self, values: list[torch.Tensor], indices: list[torch.Tensor],
+                 rest: list[torch.Tensor]) -> None:
+        self.values, self.indices, self.rest = values, indices, rest
+
+    def save(self, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {}
+        for i, (v, ix, r) in enumerate(zip(self.values, self.indices, self.rest)):
+            tensors[f"{i}.v"], tensors[f"{i}.i"], tensors[f"{i}.r"] = v, ix.to(torch.int32), r
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".teacher-", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @classmethod
+    def load(cls, path: Path, n: int) -> TeacherCache | None:
+        from safetensors.torch import load_file
+
+        try:
+            t = load_file(str(path))
+        except Exception:  # noqa: BLE001 - a damaged cache is simply recomputed
+            return None
+        if len(t) != 3 * n:
+            return None
+        return cls([t[f"{i}.v"] for i in range(n)], [t[f"{i}.i"].long() for i in range(n)],
+                   [t[f"{i}.r"] for i in range(n)])
+
+
+def topk_with_rest(logp: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(values, indices, log remaining mass) of a (T, V) log-distribution."""
+    v, ix = logp.topk(min(k, logp.shape[-1]), dim=-1)
+    rest = torch.log1p(-v.exp().sum(-1).clamp(max=1 - 1e-6))
+    return v, ix, rest
+
+
+def kl_topk(teacher_v: torch.Tensor, teacher_ix: torch.Tensor, teacher_rest: torch.Tensor,
+            student_logp: torch.Tensor) -> torch.Tensor:
+    """KL(teacher ‖ student) per position, with the teacher's tail lumped into one bucket.
+
+    Exact when k covers the vocabulary; otherwise a lower bound that is tight where the teacher
+    is peaked (which is where editing happens).
+    """
+    s_top = student_logp.gather(-1, teacher_ix)
+    s_rest = torch.log1p(-s_top.exp().sum(-1).clamp(max=1 - 1e-6))
+    p_top, p_rest = teacher_v.exp(), teacher_rest.exp()
+    return (p_top * (teacher_v - s_top)).sum(-1) + p_rest * (teacher_rest - s_rest)
+
+
+class Trainer:
+    """Train P-Tokens for one loaded model. `run()` returns the best P-Tokens found."""
+
+    def __init__(self, model: Any, tokenizer: Any, name: str, cfg: TrainConfig,
+                 log: Callable[[dict[str, Any]], None] | None = None) -> None:
+        from .layouts import PromptBuilder
+
+        self.model, self.tokenizer, self.name, self.cfg = model, tokenizer, name, cfg
+        self.log = log or (lambda row: None)
+        rng = random.Random(cfg.seed)
+        records = load_counterfact(cfg.data or default_train_file())
+        if cfg.n_train + cfg.n_val > len(records):
+            raise ValueError(f"n_train + n_val = {cfg.n_train + cfg.n_val} > {len(records)} "
+                             "records in the data file")
+        order = list(range(len(records)))
+        rng.shuffle(order)
+        self.train_records = [records[i] for i in order[: cfg.n_train]]
+        self.val_records = [records[i] for i in order[cfg.n_train: cfg.n_train + cfg.n_val]]
+        pool = [r.fact for r in records]
+        self.train_pairs = build_pairs(self.train_records, cfg, pool, rng)
+        self.val_pairs = build_pairs(self.val_records, cfg, pool, rng)
+        self.teacher_layouts = PromptBuilder(tokenizer)
+        self._demos: DemoStore | None = None
+
+    # ---- teacher ----------------------------------------------------------------------------
+    def _teacher_mode(self, p: Pair) -> Mode:
+        if p.kind == "empty" or (p.kind == "neighbour" and self.cfg.neighbour_teacher ==
+                                 "unedited"):
+            return Mode.NONE
+        return Mode.IKE
+
+    def _items(self, layouts: Any, mode: Mode, pairs: Sequence[Pair]) -> list[ScoreItem]:
+        edited = mode is not Mode.NONE
+        return [ScoreItem(question=layouts.text_ids(layouts.question_text(mode, p.question,
+                                                                          edited)),
+                          targets=[layouts.text_ids(" " + p.answer)]) for p in pairs]
+
+    def _cache_path(self, pairs: Sequence[Pair]) -> Path:
+        h = hashlib.sha256()
+        h.update(fingerprint(self.model, self.tokenizer, self.name).model_dump_json().encode())
+        h.update(json.dumps([p.model_dump() for p in pairs]).encode())
+        h.update(f"{self.cfg.neighbour_teacher}-{self.cfg.topk}".encode())
+        return cache_dir() / "teacher" / f"{h.hexdigest()[:20]}.safetensors"
+
+    @torch.no_grad()
+    def teacher(self, pairs: Sequence[Pair]) -> TeacherCache:
+        """Teacher distributions for `pairs`, from the disk cache or computed once."""
+        path = self._cache_path(pairs)
+        cached = TeacherCache.load(path, len(pairs))
+        if cached is not None:
+            return cached
+        if self._demos is None:
+            self._demos = (DemoStore.from_file(self.cfg.demos) if self.cfg.demos
+                           else DemoStore.default())
+        out: list[Any] = [None] * len(pairs)
+        lay = self.teacher_layouts
+        for (_, fact, dis), idx in _groups(pairs, range(len(pairs))).items():
+            by_mode: dict[Mode, list[int]] = {}
+            for i in idx:
+                by_mode.setdefault(self._teacher_mode(pairs[i]), []).append(i)
+            for mode, ids in by_mode.items():
+                demos = self._demos.retrieve(fact).text if mode is Mode.IKE else ""
+                ctx, _ = lay.context(mode, fact if mode is not Mode.NONE else None, dis, demos)
+                dists = packed_logprobs(self.model, None, lay.bos + ctx,
+                                        self._items(lay, mode, [pairs[i] for i in ids]))
+                for i, d in zip(ids, dists):
+                    out[i] = topk_with_rest(d[0], self.cfg.topk)
+        cache = TeacherCache([o[0].half().float() for o in out], [o[1] for o in out],
+                             [o[2] for o in out])
+        cache.save(path)
+        return cache
+
+    # ---- student ----------------------------------------------------------------------------
+    def student_loss(self, pt: PTokens, pairs: Sequence[Pair], teacher: TeacherCache,
+                     idx: Sequence[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Weighted mean KL over the pairs `idx` (grad flows to the P-Token rows only)."""
+        from .layouts import PromptBuilder
+
+        lay = PromptBuilder(self.tokenizer, pt)
+        total, weight_sum, per_kind = torch.zeros(()), 0.0, {}
+        for (_, fact, dis), chosen in _groups(pairs, idx).items():
+            ctx, _ = lay.context(Mode.PTOKENS, "" if fact is None else fact, dis)
+            dists = packed_logprobs(self.model, pt, lay.bos + ctx,
+                                    self._items(lay, Mode.PTOKENS, [pairs[i] for i in chosen]))
+            for i, d in zip(chosen, dists):
+                kl = kl_topk(teacher.values[i], teacher.indices[i], teacher.rest[i], d[0]).mean()
+                w = self.cfg.weights.get(pairs[i].kind, 1.0)
+                total = total + w * kl
+                weight_sum += w
+                per_kind.setdefault(pairs[i].kind, []).append(float(kl.detach()))
+        return total / max(weight_sum, 1e-9), {k: sum(v) / len(v) for k, v in per_kind.items()}
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        by_record: dict[int, list[int]] = {}
+        for i, p in enumerate(self.train_pairs):
+            by_record.setdefault(p.record, []).append(i)
+        recs = list(by_record)
+        random.Random(f"{self.cfg.seed}-{epoch}").shuffle(recs)
+        b = self.cfg.batch_size
+        return [[i for r in recs[s: s + b] for i in by_record[r]] for s in range(0, len(recs), b)]
+
+    @torch.no_grad()
+    def validate(self, pt: PTokens, teacher: TeacherCache) -> tuple[float, dict[str, float]]:
+        loss, kinds = self.student_loss(pt, self.val_pairs, teacher, range(len(self.val_pairs)))
+        return float(loss), kinds
+
+    # ---- loop -------------------------------------------------------------------------------
+    def run(self, out: str | os.PathLike[str], *, resume: bool = False,
+            stop_after_steps: int | None = None) -> PTokens:
+        """Train, checkpoint each epoch under out/checkpoint, keep the best (val KL) in out/.
+
+        `stop_after_steps` ends the call after that many optimiser steps without saving, as a
+        kill would (used to test `resume`).
+        """
+        from accelerate import Accelerator
+
+        cfg, out = self.cfg, Path(out)
+        ckpt = out / "checkpoint"
+        accel = Accelerator(cpu=self.model.device.type == "cpu")
+        t0 = time.perf_counter()
+        teacher_train, teacher_val = self.teacher(self.train_pairs), self.teacher(self.val_pairs)
+        teacher_s = time.perf_counter() - t0
+        state = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "history": [], "steps": 0}
+        if resume and (ckpt / STATE_NAME).is_file():
+            pt = PTokens.from_pretrained(ckpt, self.model, self.tokenizer, name=self.name)
+            state = json.loads((ckpt / STATE_NAME).read_text())
+        else:
+            pt = PTokens.create(self.model, self.tokenizer, name=self.name, m=cfg.m,
+                                init=cfg.init, init_text=cfg.init_text, seed=cfg.seed)
+        pt.layer.weight.requires_grad_(True)
+        opt = torch.optim.AdamW(pt.parameters(), lr=cfg.lr, betas=cfg.betas,
+                                weight_decay=cfg.weight_decay)
+        if resume and (ckpt / OPTIM_NAME).is_file():
+            _load_optimizer(opt, ckpt / OPTIM_NAME, state)
+        opt = accel.prepare(opt)
+        if state["epoch"] == 0 and not state["history"]:
+            val, kinds = self.validate(pt, teacher_val)
+            state["history"].append({"epoch": 0, "val_kl": val, "val_kinds": kinds})
+            self.log({"epoch": 0, "val_kl": val, **{f"val_{k}": v for k, v in kinds.items()}})
+        taken = 0
+        while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+            epoch = state["epoch"] + 1
+            losses = []
+            for batch in self._batches(epoch):
+                loss, _ = self.student_loss(pt, self.train_pairs, teacher_train, batch)
+                opt.zero_grad()
+                accel.backward(loss)
+                opt.step()
+                losses.append(float(loss))
+                state["steps"] += 1
+                taken += 1
+                if stop_after_steps is not None and taken >= stop_after_steps:
+                    return pt  # simulated interruption (tests): no checkpoint for this epoch
+            val, kinds = self.validate(pt, teacher_val)
+            improved = val < state["best"]
+            state.update(epoch=epoch, best=min(val, state["best"]),
+                         bad_epochs=0 if improved else state["bad_epochs"] + 1)
+            state["history"].append({"epoch": epoch, "train_kl": sum(losses) / len(losses),
+                                     "val_kl": val, "val_kinds": kinds})
+            self.log({"epoch": epoch, "train_kl": sum(losses) / len(losses), "val_kl": val,
+                      **{f"val_{k}": v for k, v in kinds.items()}})
+            if improved:
+                self._save_final(pt, out, state, teacher_s, t0)
+            pt.save_pretrained(ckpt)
+            _save_optimizer(opt, ckpt / OPTIM_NAME)
+            _atomic_text(ckpt / STATE_NAME, json.dumps(state, indent=1))
+        return PTokens.from_pretrained(out, self.model, self.tokenizer, name=self.name)
+
+    def _save_final(self, pt: PTokens, out: Path, state: dict[str, Any], teacher_s: float,
+                    t0: float) -> None:
+        pt.config.trained = True
+        pt.config.training = {
+            "objective": "KL(teacher || student) at answer positions, T=1, teacher top-k "
+                         f"{self.cfg.topk} + tail",
+            "config": json.loads(self.cfg.model_dump_json()),
+            "train_pairs": len(self.train_pairs), "val_pairs": len(self.val_pairs),
+            "best_epoch": state["epoch"], "best_val_kl": state["best"],
+            "teacher_seconds": round(teacher_s, 1),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        pt.save_pretrained(out)
+
+
+def _save_optimizer(opt: Any, path: Path) -> None:
+    """AdamW moments as safetensors (no pickle) plus the step count in the tensor names."""
+    from safetensors.torch import save_file
+
+    inner = getattr(opt, "optimizer", opt)
+    tensors = {}
+    for i, st in enumerate(inner.state.values()):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            if key in st:
+                tensors[f"{i}.{key}"] = torch.as_tensor(st[key]).detach().clone().float()
+    fd, tmp = tempfile.mkstemp(prefix=".optim-", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load_optimizer(opt: Any, path: Path, state: dict[str, Any]) -> None:
+    from safetensors.torch import load_file
+
+    t = load_file(str(path))
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        if f"{i}.exp_avg" in t:
+            opt.state[p] = {"exp_avg": t[f"{i}.exp_avg"], "exp_avg_sq": t[f"{i}.exp_avg_sq"],
+                            "step": t[f"{i}.step"]}
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

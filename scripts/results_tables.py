@@ -1,0 +1,65 @@
+"""Assemble the markdown tables of docs/results.md from results/*.json (written by run_results.py).
+
+    .venv/bin/python scripts/results_tables.py
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path("results")
+
+
+def load(name: str) -> dict | None:
+    p = ROOT / f"{name}.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def cmd(r: dict) -> str:
+    c = r["config"]
+    parts = [f"editkit eval --data ../shared/data/{Path(c['data']).parent.name}/"
+             f"{Path(c['data']).name} --mode {c['mode']}"]
+    for key, flag in (("limit", "--limit"), ("distractors", "--distractors"),
+                      ("memory_size", "--memory-size")):
+        if c.get(key):
+            parts.append(f"{flag} {c[key]}")
+    return " ".join(parts)
+
+
+def table(names: list[str], metrics: list[str]) -> str:
+    rows = [r for r in (load(n) for n in names) if r]
+    if not rows:
+        return "_not run yet_\n"
+    out = ["```bash"] + [cmd(r) for r in rows] + ["```", ""]
+    out.append("| mode | distractors | memory | n | " + " | ".join(metrics)
+               + " | prompt tokens/q | ms/q |")
+    out.append("|---" * (len(metrics) + 6) + "|")
+    for r in rows:
+        c, m, t = r["config"], r["metrics"], r["timing"]
+        vals = [f"{m[k]['value']:.1f} ± {m[k]['stderr']:.1f}" if k in m else "–" for k in metrics]
+        out.append(f"| {c['mode']} | {c['distractors']} | {c['memory_size'] or '–'} | "
+                   f"{int(t['records'])} | " + " | ".join(vals)
+                   + f" | {t['prompt_tokens_per_question']:.0f} | {t['ms_per_question']:.0f} |")
+    return "\n".join(out) + "\n"
+
+
+MODES = ["none", "prompt", "ptokens", "ike"]
+ROME = ["ES", "PS", "NS", "S"]
+print("### CounterFact, ROME protocol (counterfact-rome-test: 300 records; IKE first 100)\n")
+print(table([f"counterfact-rome-test-{m}" if m != "ike" else "counterfact-rome-test-ike-limit100"
+             for m in MODES], ROME))
+print("### Distractors (counterfact-rome-test: first 50 records with 10, first 25 with 100)\n")
+print(table([f"counterfact-rome-test-{m}-limit{50 if k == 10 else 25}-distractors{k}"
+             for k in (10, 100) for m in ("prompt", "ptokens", "ike")], ROME))
+print("### Memory setting: 1,000 edits stored, questions of the first 100 records answered "
+      "through retrieval\n")
+print(table([f"counterfact-rome-test-{m}-limit100-memory_size1000"
+             for m in ("prompt", "ptokens")], ROME))
+print("### CounterFact, EasyEdit protocol (counterfact-test: first 300 records; IKE 50)\n")
+print(table([f"counterfact-test-{m}-limit{300 if m != 'ike' else 50}" for m in MODES],
+            ["rewrite_acc", "rephrase_acc", "locality"]))
+print("### zsRE (zsre-test: first 200 records; IKE 50)\n")
+print(table([f"zsre-test-{m}-limit{200 if m != 'ike' else 50}" for m in MODES],
+            ["edit_acc", "rephrase_acc", "locality_acc", "portability_acc"]))
+print("### MQuAKE (mquake-hard-test: first 20 cases)\n")
+print(table([f"mquake-hard-test-{m}-limit20" for m in MODES], ["multi_hop_acc", "case_acc"]))

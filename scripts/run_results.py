@@ -1,0 +1,63 @@
+"""Run the evaluation grid behind docs/results.md in one process (the model is loaded once).
+
+    .venv/bin/python scripts/run_results.py [GROUP ...]     # groups: rome, distractors, easyedit,
+                                                            #         zsre, mquake, memory
+Each run is exactly `editkit eval --data D --mode M --limit N --distractors K --memory-size S
+--out results/<name>.json`; this script only saves reloading the model between runs.
+Then `.venv/bin/python scripts/results_tables.py > docs/results_tables.md` assembles the tables.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from editkit import EditableLM, evaluate
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROME, EASY = DATA / "counterfact/counterfact-rome-test.json", DATA / "counterfact/counterfact-test.json"
+ZSRE, MQUAKE = DATA / "zsre/zsre-test.json", DATA / "mquake/mquake-hard-test.json"
+MODES = ["none", "prompt", "ptokens", "ike"]
+
+# Limits keep the whole grid within about an hour on 2 CPU cores; IKE (~1,000 prompt tokens per
+# question) gets fewer records than the cheap modes.
+GROUPS: dict[str, list[dict]] = {
+    "rome": [dict(data=ROME, mode=m, limit=None if m != "ike" else 100) for m in MODES],
+    "distractors": [dict(data=ROME, mode=m, limit=50 if k == 10 else 25, distractors=k)
+                    for k in (10, 100) for m in ("prompt", "ptokens", "ike")],
+    "easyedit": [dict(data=EASY, mode=m, limit=300 if m != "ike" else 50) for m in MODES],
+    "zsre": [dict(data=ZSRE, mode=m, limit=200 if m != "ike" else 50) for m in MODES],
+    "mquake": [dict(data=MQUAKE, mode=m, limit=20) for m in MODES],
+    "memory": [dict(data=ROME, mode=m, limit=100, memory_size=1000)
+               for m in ("prompt", "ptokens")],
+}
+
+
+def name_of(cfg: dict) -> str:
+    parts = [Path(cfg["data"]).stem, cfg["mode"]]
+    for key in ("limit", "distractors", "memory_size"):
+        if cfg.get(key):
+            parts.append(f"{key}{cfg[key]}")
+    return "-".join(parts)
+
+
+def main(groups: list[str]) -> None:
+    lm = EditableLM.from_pretrained(device="cpu")
+    out = Path("results")
+    out.mkdir(exist_ok=True)
+    for g in groups:
+        for cfg in GROUPS[g]:
+            path = out / f"{name_of(cfg)}.json"
+            if path.exists():
+                print(f"skip {path} (exists)", flush=True)
+                continue
+            t = time.time()
+            report = evaluate(lm, **cfg)
+            report.save(path)
+            print(f"## {g}: {name_of(cfg)} ({time.time() - t:.0f} s)\n{report.table()}\n",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or list(GROUPS))

@@ -1,0 +1,99 @@
+"""P-Token training: the KL loss, the teacher cache, a small real run, round-trip and resume."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from editkit.ptokens import PTokens
+from editkit.training import (
+    TeacherCache,
+    TrainConfig,
+    Trainer,
+    build_pairs,
+    kl_topk,
+    topk_with_rest,
+)
+
+
+def test_topk_kl_is_exact_when_k_covers_the_vocabulary_and_a_bound_otherwise():
+    torch.manual_seed(0)
+    t = torch.log_softmax(torch.randn(4, 50) * 3, -1)
+    s = torch.log_softmax(torch.randn(4, 50), -1)
+    exact = (t.exp() * (t - s)).sum(-1)
+    v, ix, rest = topk_with_rest(t, 50)
+    assert torch.allclose(kl_topk(v, ix, rest, s), exact, atol=1e-4)
+    v, ix, rest = topk_with_rest(t, 5)
+    approx = kl_topk(v, ix, rest, s)
+    assert (approx <= exact + 1e-5).all() and (approx >= -1e-6).all()
+    assert torch.allclose(kl_topk(v, ix, rest, t), torch.zeros(4), atol=1e-5)
+
+
+def test_five_pair_kinds_per_record_with_foreign_distractors():
+    from editkit.datasets import load_counterfact
+    from editkit.ike import default_train_file
+    import random
+
+    recs = load_counterfact(default_train_file())[:3]
+    pool = [r.fact for r in load_counterfact(default_train_file())[:50]]
+    pairs = build_pairs(recs, TrainConfig(max_distractors=5), pool, random.Random(0))
+    assert [p.kind for p in pairs[:5]] == ["edit", "paraphrase", "neighbour", "distractor",
+                                           "empty"]
+    for p in pairs:
+        if p.kind == "distractor":
+            assert 1 <= len(p.distractors) <= 5 and recs[p.record].fact not in p.distractors
+        assert (p.fact is None) == (p.kind == "empty")
+
+
+@pytest.fixture
+def small_cfg(small_demo_file):
+    return TrainConfig(m=2, n_train=3, n_val=2, epochs=2, topk=32, batch_size=2, lr=1e-2,
+                       demos=small_demo_file)
+
+
+def test_teacher_is_computed_once_and_read_back_from_disk(default_model, small_cfg, tmp_path,
+                                                         monkeypatch):
+    monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path))
+    tr = Trainer(default_model.model, default_model.tokenizer, default_model.name, small_cfg)
+    first = tr.teacher(tr.val_pairs)
+    [path] = list((tmp_path / "teacher").glob("*.safetensors"))
+    stamp = path.stat().st_mtime_ns
+    again = tr.teacher(tr.val_pairs)
+    assert path.stat().st_mtime_ns == stamp
+    assert all(torch.equal(a, b) for a, b in zip(first.values, again.values))
+    assert TeacherCache.load(path, len(tr.val_pairs) + 1) is None  # wrong size → recompute
+
+
+def test_small_run_lowers_val_kl_and_round_trips_the_artifact(default_model, small_cfg,
+                                                              tmp_path):
+    rows = []
+    tr = Trainer(default_model.model, default_model.tokenizer, default_model.name, small_cfg,
+                 log=rows.append)
+    pt = tr.run(tmp_path / "pt")
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert min(r["val_kl"] for r in rows[1:]) < rows[0]["val_kl"]
+    cfg = json.loads((tmp_path / "pt" / "ptokens_config.json").read_text())
+    assert cfg["trained"] and cfg["training"]["train_pairs"] == 15
+    back = PTokens.from_pretrained(tmp_path / "pt", default_model.model,
+                                   default_model.tokenizer, name=default_model.name)
+    assert torch.equal(back.layer.weight, pt.layer.weight)
+    assert all(not p.requires_grad for p in default_model.model.parameters())
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(default_model, small_cfg,
+                                                                tmp_path):
+    args = (default_model.model, default_model.tokenizer, default_model.name)
+    full = Trainer(*args, small_cfg).run(tmp_path / "full")
+    one = small_cfg.model_copy(update={"epochs": 1})
+    Trainer(*args, one).run(tmp_path / "cut")  # "killed" after epoch 1's checkpoint
+    Trainer(*args, small_cfg).run(tmp_path / "cut", resume=True,
+                                  stop_after_steps=1)  # resumed, then dies mid-epoch 2
+    resumed = Trainer(*args, small_cfg).run(tmp_path / "cut", resume=True)
+    state = json.loads((tmp_path / "cut" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["epoch"] == 2
+    last = PTokens.from_pretrained(tmp_path / "cut" / "checkpoint", *args[:2], name=args[2])
+    full_last = PTokens.from_pretrained(tmp_path / "full" / "checkpoint", *args[:2],
+                                        name=args[2])
+    assert torch.allclose(last.layer.weight, full_last.layer.weight, atol=1e-5)
+    assert torch.allclose(resumed.layer.weight, full.layer.weight, atol=1e-5)
