@@ -306,7 +306,7 @@ class Trainer:
                 opt.zero_grad()
                 accel.backward(loss)
                 opt.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 state["steps"] += 1
                 taken += 1
                 if stop_after_steps is not None and taken >= stop_after_steps:

@@ -81,6 +81,7 @@ def test_small_run_lowers_val_kl_and_round_trips_the_artifact(default_model, sma
     assert all(not p.requires_grad for p in default_model.model.parameters())
 
 
+@pytest.mark.slow  # four small training runs: runs in CI's slow pass (`pytest -m slow`)
 def test_resume_after_interruption_matches_an_uninterrupted_run(default_model, small_cfg,
                                                                 tmp_path):
     args = (default_model.model, default_model.tokenizer, default_model.name)
