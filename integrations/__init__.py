@@ -1,4 +1,5 @@
 """Integrations with other frameworks, installed as `editkit.integrations`.
 
-LangChain support (`editkit[langchain]`) is tracked in its own issue and lands here.
+- `editkit.integrations.langchain` (`pip install 'editkit[langchain]'`): chat model, edit-memory
+  retriever, embeddings, vector-store-backed edit memory and P-Token RAG; see docs/langchain.md.
 """

@@ -1,0 +1,85 @@
+"""`EditMemoryRetriever`: an edit memory (any `EditStore`) as a LangChain retriever.
+
+    retriever = EditMemoryRetriever.from_lm(lm)            # lm.memory with lm's settings
+    retriever.invoke("The mother tongue of Danielle Darrieux is")   # -> [Document, ...]
+
+Each Document is one stored edit: `page_content` is the fact, `id` the edit id, and metadata holds
+`score` (cosine similarity), `id`, `namespace`, `created_at` and the (subject, relation, object)
+triple where one was given.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, Field, ValidationError, field_validator
+
+from ...editable import EditableLM
+from ...errors import InvalidInputError
+from ...memory import EditStore
+from ...records import DEFAULT_NAMESPACE, MAX_QUESTION_CHARS, check_namespace, clean_text
+from .vectorstore_memory import edit_to_document
+
+
+class EditMemoryRetriever(BaseRetriever):
+    """Top-`k` edits of one namespace whose similarity to the query is ≥ `threshold`.
+
+    `k`, `threshold` and `namespace` can also be given per call:
+    `retriever.invoke(query, k=1, namespace="alice")`. No edit above the threshold gives `[]`.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    memory: Any = Field(description="an editkit EditStore (EditMemory, VectorStoreEditMemory...)")
+    k: int = Field(4, ge=1, le=200)
+    threshold: float = Field(0.5, ge=-1.0, le=1.0)
+    namespace: str = DEFAULT_NAMESPACE
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise InvalidInputError(f"Invalid EditMemoryRetriever settings: {exc}") from exc
+
+    @field_validator("memory")
+    @classmethod
+    def _check_memory(cls, value: Any) -> Any:
+        if not isinstance(value, EditStore):
+            # ValueError (not TypeError): pydantic turns it into the ValidationError that
+            # __init__ reports as InvalidInputError.
+            raise ValueError(f"memory must implement editkit.memory.EditStore (add, "  # noqa: TRY004
+                             f"forget, edits, clear, retrieve, path); got "
+                             f"{type(value).__name__}.")
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _check_namespace(cls, value: Any) -> str:
+        return check_namespace(value)
+
+    @classmethod
+    def from_lm(cls, lm: EditableLM, **overrides: Any) -> EditMemoryRetriever:
+        """A retriever over `lm.memory` with the LM's retrieval settings (overridable)."""
+        r = lm.retrieval
+        params: dict[str, Any] = {"memory": lm.memory, "k": r.top_k,
+                                  "threshold": r.threshold, "namespace": r.namespace}
+        return cls(**{**params, **overrides})
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
+                                **kwargs: Any) -> list[Document]:
+        unknown = set(kwargs) - {"k", "threshold", "namespace"}
+        if unknown:
+            raise InvalidInputError(f"Unknown retriever argument(s) {sorted(unknown)}; "
+                                    "use k, threshold or namespace.")
+        k = kwargs.get("k", self.k)
+        threshold = kwargs.get("threshold", self.threshold)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise InvalidInputError("k must be an int ≥ 1.")
+        if not isinstance(threshold, (int, float)) or not -1.0 <= threshold <= 1.0:
+            raise InvalidInputError("threshold must be a number between -1 and 1.")
+        ns = check_namespace(kwargs.get("namespace", self.namespace))
+        q = clean_text(query, "query", MAX_QUESTION_CHARS)
+        hits = self.memory.retrieve(q, k=k, threshold=float(threshold), namespace=ns)
+        return [edit_to_document(h.edit, h.score) for h in hits]
