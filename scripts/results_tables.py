@@ -45,21 +45,21 @@ def table(names: list[str], metrics: list[str]) -> str:
 
 MODES = ["none", "prompt", "ptokens", "ike"]
 ROME = ["ES", "PS", "NS", "S"]
-print("### CounterFact, ROME protocol (counterfact-rome-test: 300 records; IKE first 100)\n")
-print(table([f"counterfact-rome-test-{m}" if m != "ike" else "counterfact-rome-test-ike-limit100"
+print("### CounterFact, ROME protocol (counterfact-rome-test: 300 records; IKE first 50)\n")
+print(table([f"counterfact-rome-test-{m}" if m != "ike" else "counterfact-rome-test-ike-limit50"
              for m in MODES], ROME))
-print("### Distractors (counterfact-rome-test: first 50 records with 10, first 25 with 100)\n")
-print(table([f"counterfact-rome-test-{m}-limit{50 if k == 10 else 25}-distractors{k}"
+print("### Distractors (counterfact-rome-test: first 30 records with 10, first 10 with 100)\n")
+print(table([f"counterfact-rome-test-{m}-limit{30 if k == 10 else 10}-distractors{k}"
              for k in (10, 100) for m in ("prompt", "ptokens", "ike")], ROME))
-print("### Memory setting: 1,000 edits stored, questions of the first 100 records answered "
+print("### Memory setting: 1,000 edits stored, questions of the first 50 records answered "
       "through retrieval\n")
-print(table([f"counterfact-rome-test-{m}-limit100-memory_size1000"
+print(table([f"counterfact-rome-test-{m}-limit50-memory_size1000"
              for m in ("prompt", "ptokens")], ROME))
-print("### CounterFact, EasyEdit protocol (counterfact-test: first 300 records; IKE 50)\n")
-print(table([f"counterfact-test-{m}-limit{300 if m != 'ike' else 50}" for m in MODES],
+print("### CounterFact, EasyEdit protocol (counterfact-test: first 100 records; IKE 30)\n")
+print(table([f"counterfact-test-{m}-limit{100 if m != 'ike' else 30}" for m in MODES],
             ["rewrite_acc", "rephrase_acc", "locality"]))
-print("### zsRE (zsre-test: first 200 records; IKE 50)\n")
-print(table([f"zsre-test-{m}-limit{200 if m != 'ike' else 50}" for m in MODES],
+print("### zsRE (zsre-test: first 100 records; IKE 30)\n")
+print(table([f"zsre-test-{m}-limit{100 if m != 'ike' else 30}" for m in MODES],
             ["edit_acc", "rephrase_acc", "locality_acc", "portability_acc"]))
-print("### MQuAKE (mquake-hard-test: first 20 cases)\n")
-print(table([f"mquake-hard-test-{m}-limit20" for m in MODES], ["multi_hop_acc", "case_acc"]))
+print("### MQuAKE (mquake-hard-test: first 10 cases)\n")
+print(table([f"mquake-hard-test-{m}-limit10" for m in MODES], ["multi_hop_acc", "case_acc"]))

@@ -20,16 +20,16 @@ ROME, EASY = DATA / "counterfact/counterfact-rome-test.json", DATA / "counterfac
 ZSRE, MQUAKE = DATA / "zsre/zsre-test.json", DATA / "mquake/mquake-hard-test.json"
 MODES = ["none", "prompt", "ptokens", "ike"]
 
-# Limits keep the whole grid within about an hour on 2 CPU cores; IKE (~1,000 prompt tokens per
-# question) gets fewer records than the cheap modes.
+# Limits keep the whole grid within about an hour on 2 shared CPU cores; IKE (~1,000 prompt tokens
+# per question) gets fewer records than the cheap modes.
 GROUPS: dict[str, list[dict]] = {
-    "rome": [dict(data=ROME, mode=m, limit=None if m != "ike" else 100) for m in MODES],
-    "distractors": [dict(data=ROME, mode=m, limit=50 if k == 10 else 25, distractors=k)
+    "rome": [dict(data=ROME, mode=m, limit=None if m != "ike" else 50) for m in MODES],
+    "distractors": [dict(data=ROME, mode=m, limit=30 if k == 10 else 10, distractors=k)
                     for k in (10, 100) for m in ("prompt", "ptokens", "ike")],
-    "easyedit": [dict(data=EASY, mode=m, limit=300 if m != "ike" else 50) for m in MODES],
-    "zsre": [dict(data=ZSRE, mode=m, limit=200 if m != "ike" else 50) for m in MODES],
-    "mquake": [dict(data=MQUAKE, mode=m, limit=20) for m in MODES],
-    "memory": [dict(data=ROME, mode=m, limit=100, memory_size=1000)
+    "easyedit": [dict(data=EASY, mode=m, limit=100 if m != "ike" else 30) for m in MODES],
+    "zsre": [dict(data=ZSRE, mode=m, limit=100 if m != "ike" else 30) for m in MODES],
+    "mquake": [dict(data=MQUAKE, mode=m, limit=10) for m in MODES],
+    "memory": [dict(data=ROME, mode=m, limit=50, memory_size=1000)
                for m in ("prompt", "ptokens")],
 }
 
