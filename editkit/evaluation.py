@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from .datasets import (
     load_records,
 )
 from .errors import InvalidInputError
+from .fileio import atomic_write
 from .ike import DemoStore, default_train_file
 from .inference import ScoreItem, TargetScore, score_packed
 from .layouts import Mode
@@ -80,17 +80,7 @@ class EvalReport(BaseModel):
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the full report as JSON, atomically."""
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(self.model_dump_json(indent=1))
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return out
+        return atomic_write(path, lambda p: p.write_text(self.model_dump_json(indent=1)))
 
 
 def probes_for(record: Any) -> list[Probe]:

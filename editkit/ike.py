@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -20,6 +19,7 @@ import numpy as np
 
 from .datasets import CounterFactRecord, ZsreRecord, load_records
 from .errors import DatasetError
+from .fileio import atomic_write
 from .embedder import Embedder, shared_embedder
 from .loading import cache_dir
 
@@ -117,12 +117,8 @@ def _load_keys(path: Path, n: int, dim: int) -> np.ndarray | None:
 
 
 def _save_keys(path: Path, keys: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".keys-", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a file object: np.save(path) would append ".npy"
             np.save(f, keys)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(path, write)

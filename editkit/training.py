@@ -16,7 +16,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .datasets import CounterFactRecord, load_counterfact
+from .fileio import atomic_write
 from .ike import DemoStore, default_train_file
 from .inference import ScoreItem, packed_logprobs
 from .layouts import Mode
@@ -114,15 +114,7 @@ class TeacherCache:
         tensors = {}
         for i, (v, ix, r) in enumerate(zip(self.values, self.indices, self.rest)):
             tensors[f"{i}.v"], tensors[f"{i}.i"], tensors[f"{i}.r"] = v, ix.to(torch.int32), r
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".teacher-", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, lambda p: save_file(tensors, str(p)))
 
     @classmethod
     def load(cls, path: Path, n: int) -> TeacherCache | None:
@@ -323,7 +315,7 @@ class Trainer:
                 self._save_final(pt, out, state, teacher_s, t0)
             pt.save_pretrained(ckpt)
             _save_optimizer(opt, ckpt / OPTIM_NAME)
-            _atomic_text(ckpt / STATE_NAME, json.dumps(state, indent=1))
+            atomic_write(ckpt / STATE_NAME, lambda p: p.write_text(json.dumps(state, indent=1)))
         return PTokens.from_pretrained(out, self.model, self.tokenizer, name=self.name)
 
     def _save_final(self, pt: PTokens, out: Path, state: dict[str, Any], teacher_s: float,
@@ -351,14 +343,7 @@ def _save_optimizer(opt: Any, path: Path) -> None:
         for key in ("exp_avg", "exp_avg_sq", "step"):
             if key in st:
                 tensors[f"{i}.{key}"] = torch.as_tensor(st[key]).detach().clone().float()
-    fd, tmp = tempfile.mkstemp(prefix=".optim-", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda p: save_file(tensors, str(p)))
 
 
 def _load_optimizer(opt: Any, path: Path, state: dict[str, Any]) -> None:
@@ -369,14 +354,3 @@ def _load_optimizer(opt: Any, path: Path, state: dict[str, Any]) -> None:
         if f"{i}.exp_avg" in t:
             opt.state[p] = {"exp_avg": t[f"{i}.exp_avg"], "exp_avg_sq": t[f"{i}.exp_avg_sq"],
                             "step": t[f"{i}.step"]}
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import torch
 from pydantic import ValidationError
 
 from ..errors import ArtifactError, PTokenMismatchError
+from ..fileio import atomic_write
 from .config import (
     CONFIG_NAME,
     WEIGHTS_KEY,
@@ -121,8 +121,8 @@ class PTokens:
         dtype = getattr(torch, self.config.dtype)
         tensors = {WEIGHTS_KEY: self.layer.weight.detach().to("cpu", dtype).contiguous()}
         meta = {"format": "pt", "editkit": "ptokens", "m": str(self.m)}
-        _atomic_write(out / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata=meta))
-        _atomic_write(out / CONFIG_NAME,
+        atomic_write(out / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata=meta))
+        atomic_write(out / CONFIG_NAME,
                       lambda p: p.write_text(self.config.model_dump_json(indent=2) + "\n"))
         return out
 
@@ -157,15 +157,3 @@ class PTokens:
             raise ArtifactError(f"{w_path} holds tensors {sorted(tensors)}, expected "
                                 f"['{WEIGHTS_KEY}'].")
         return cls(config, tensors[WEIGHTS_KEY], model)
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same directory, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
