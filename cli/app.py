@@ -21,6 +21,13 @@ DEMO_QUESTION = "The mother tongue of Danielle Darrieux is"
 DEMO_CANDIDATES = ["English", "French"]
 
 
+def _table(title: str, *columns: str) -> Table:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    return table
+
+
 def _fail(exc: EditkitError) -> None:
     console.print(f"[red]error:[/red] {exc}")
     raise typer.Exit(code=2)
@@ -41,9 +48,7 @@ def demo(
         console.print("[dim]loading the model (the first run converts it, ~30 s)...[/dim]")
         lm = EditableLM.from_pretrained(model)
         console.print(f"[dim]{lm!r}[/dim]")
-        table = Table(title=f"Q: {question!r}")
-        for col in ("mode", "before edit()", "after edit()", "edit used"):
-            table.add_column(col)
+        table = _table(f"Q: {question!r}", "mode", "before edit()", "after edit()", "edit used")
         modes = ["prompt", "ptokens"]
         before = {m: lm.ask(question, mode=m, max_new_tokens=max_new_tokens) for m in modes}
         lm.edit(fact)
@@ -107,9 +112,7 @@ def edits(
     except EditkitError as exc:
         _fail(exc)
         return
-    table = Table(title=f"{len(rows)} edits in {memory}")
-    for col in ("id", "namespace", "text"):
-        table.add_column(col)
+    table = _table(f"{len(rows)} edits in {memory}", "id", "namespace", "text")
     for e in rows:
         table.add_row(e.id, e.namespace, e.text)
     console.print(table)
@@ -201,9 +204,7 @@ def train(
     except EditkitError as exc:
         _fail(exc)
         return
-    table = Table(title=f"training m={cfg.m} on {cfg.n_train} records")
-    for col in ("epoch", "train KL", "val KL"):
-        table.add_column(col)
+    table = _table(f"training m={cfg.m} on {cfg.n_train} records", "epoch", "train KL", "val KL")
 
     def log(row: dict[str, Any]) -> None:
         console.print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"

@@ -57,3 +57,16 @@ def test_cli_and_integrations_install_inside_editkit_not_top_level():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd="/", timeout=60)
     assert out.stdout.strip() == "None None"
+
+
+def test_train_refuses_a_bad_config_before_loading_anything(tmp_path):
+    cfg = tmp_path / "train.json"
+    cfg.write_text('{"m": 3, "learning_rate": 0.1}')  # unknown field
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "pt"), "--config", str(cfg)])
+    assert res.exit_code == 2 and "invalid training config" in res.output
+    assert not (tmp_path / "pt").exists()
+    yml = tmp_path / "train.yaml"
+    yml.write_text("m: 0\n")
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "pt"), "--config", str(yml),
+                              "--m", "0"])
+    assert res.exit_code == 2
