@@ -189,6 +189,3 @@ def load_counterfact(path: str | os.PathLike[str]) -> list[CounterFactRecord]:
     """Read an EasyEdit-format CounterFact file."""
     return load_records(path, "counterfact")[1]
 
-
-def load_zsre(path: str | os.PathLike[str]) -> list[ZsreRecord]:
-    return load_records(path, "zsre")[1]

@@ -23,6 +23,7 @@ from .datasets import (
     MquakeRecord,
     RomeCounterFactRecord,
     ZsreRecord,
+    load_counterfact,
     load_records,
 )
 from .errors import InvalidInputError
@@ -250,7 +251,7 @@ def _fill_memory(memory: EditMemory, records: Sequence[Any], all_records: Sequen
     seen = set(facts)
     fillers = [r.fact for r in all_records if r.fact not in seen]
     if len(facts) + len(fillers) < size:
-        extra = DemoStore.from_file(default_train_file()).records
+        extra = load_counterfact(default_train_file())  # records only: no key embedding
         fillers += [r.fact for r in extra if r.fact not in seen]
     memory.add(facts + fillers[: size - len(facts)], namespace="eval")
 
@@ -317,7 +318,6 @@ def _evaluate_mquake(lm: Any, cfg: EvalConfig, records: Sequence[MquakeRecord],
     mention the new answer or an alias. IKE demonstrations come from `lm.demos`."""
     memory = EditMemory(None, embedder=getattr(lm.memory, "embedder", None))
     rows, questions, prompt_tokens = [], 0, 0
-    k = len(records[0].facts) + cfg.distractors if records else 1
     for n, rec in enumerate(records):
         rng = random.Random(f"{cfg.seed}-{rec.case_id}")
         ns = f"case-{rec.case_id}"
@@ -326,7 +326,7 @@ def _evaluate_mquake(lm: Any, cfg: EvalConfig, records: Sequence[MquakeRecord],
         answers = [rec.new_answer, *rec.new_answer_alias]
         details = []
         for q in rec.questions:
-            hits = memory.retrieve(q, k=max(k, len(rec.facts) + cfg.distractors),
+            hits = memory.retrieve(q, k=len(rec.facts) + cfg.distractors,
                                    threshold=lm.retrieval.threshold, namespace=ns)
             if hits and cfg.mode is not Mode.NONE:
                 a = lm.ask(q, mode=cfg.mode, fact=hits[0].edit.text,

@@ -46,9 +46,6 @@ class TargetScore:
     def mean_logprob(self) -> float:
         return sum(self.logprobs) / len(self.logprobs)
 
-    def token_accuracy(self, target: Sequence[int]) -> float:
-        return sum(int(a == t) for a, t in zip(self.argmax, target)) / len(target)
-
 
 def _pack(prefix: Sequence[int], items: Sequence[ScoreItem]) -> tuple[
         list[int], list[int], torch.Tensor, list[list[tuple[int, list[int]]]]]:
