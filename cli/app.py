@@ -204,13 +204,15 @@ def train(
     except EditkitError as exc:
         _fail(exc)
         return
-    table = _table(f"training m={cfg.m} on {cfg.n_train} records", "epoch", "train KL", "val KL")
+    table = _table(f"training m={cfg.m} on {cfg.n_train} records", "epoch", "train loss",
+                   "val loss", "val ES", "val PS", "val NS", "val S")
 
     def log(row: dict[str, Any]) -> None:
         console.print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in row.items()))
         table.add_row(str(row["epoch"]), f"{row.get('train_kl', float('nan')):.4f}",
-                      f"{row['val_kl']:.4f}")
+                      f"{row['val_kl']:.4f}",
+                      *(f"{row.get('val_' + k, float('nan')):.1f}" for k in ("ES", "PS", "NS", "S")))
 
     trainer = Trainer(loaded.model, loaded.tokenizer, loaded.name, cfg, log=log)
     with console.status("computing the teacher (cached after the first run)..."):
@@ -218,6 +220,31 @@ def train(
     console.print(table)
     console.print(f"saved {out} (best epoch {pt.config.training['best_epoch']}, val KL "
                   f"{pt.config.training['best_val_kl']:.4f}, {pt.config.training['seconds']} s)")
+
+
+@app.command()
+def export(
+    out: Path = typer.Argument(..., help="directory for the Hugging Face checkpoint"),
+    format: str = typer.Option("hf", "--format", help="hf (the only format so far)"),
+    model: Optional[str] = typer.Option(None, help="HF id, local path or .gguf"),
+    ptokens: Optional[Path] = typer.Option(None, help="a P-Token directory (default: shipped)"),
+    overwrite: bool = typer.Option(False, help="replace OUT if it exists"),
+) -> None:
+    """Write a plain HF checkpoint whose vocabulary holds the P-Tokens (for vLLM, TGI, ...)."""
+    from editkit import EditableLM
+    from editkit.export import export_hf
+
+    if format != "hf":
+        console.print(f"[red]error:[/red] unknown format {format!r}; supported: hf")
+        raise typer.Exit(code=2)
+    try:
+        lm = EditableLM.from_pretrained(model, ptokens=ptokens, mode="ptokens")
+        path = export_hf(lm.model, lm.tokenizer, lm.ptokens, out, overwrite=overwrite)
+    except EditkitError as exc:
+        _fail(exc)
+        return
+    console.print(f"exported {path} (P-Tokens: {lm.ptokens_source}); prompt layout in "
+                  f"{path / 'PROMPT_TEMPLATE.md'}")
 
 
 def _plot(report: Any, path: Path) -> None:

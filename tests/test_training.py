@@ -98,3 +98,69 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(default_model, s
                                         name=args[2])
     assert torch.allclose(last.layer.weight, full_last.layer.weight, atol=1e-5)
     assert torch.allclose(resumed.layer.weight, full.layer.weight, atol=1e-5)
+
+
+def test_cross_entropy_term_adds_the_gold_answer_nll_only_to_its_kinds(default_model, small_cfg,
+                                                                       tmp_path, monkeypatch):
+    monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path))
+    args = (default_model.model, default_model.tokenizer, default_model.name)
+    plain = Trainer(*args, small_cfg)
+    teacher = plain.teacher(plain.val_pairs)
+    pt = PTokens.create(*args[:2], name=args[2], m=2)
+    with_ce = Trainer(*args, small_cfg.model_copy(update={"ce_weight": 0.5,
+                                                           "ce_kinds": ("edit",)}))
+    kinds = [p.kind for p in plain.val_pairs]
+    edit, neighbour = kinds.index("edit"), kinds.index("neighbour")
+    with torch.no_grad():
+        base_e, _ = plain.student_loss(pt, plain.val_pairs, teacher, [edit])
+        ce_e, _ = with_ce.student_loss(pt, plain.val_pairs, teacher, [edit])
+        base_n, _ = plain.student_loss(pt, plain.val_pairs, teacher, [neighbour])
+        ce_n, _ = with_ce.student_loss(pt, plain.val_pairs, teacher, [neighbour])
+        # the gold answer's mean NLL under the student, computed independently
+        from editkit.inference import score_packed
+        from editkit.layouts import Mode, PromptBuilder
+
+        p = plain.val_pairs[edit]
+        lay = PromptBuilder(default_model.tokenizer, pt)
+        ctx, _ = lay.context(Mode.PTOKENS, p.fact, [])
+        item = plain._items(lay, Mode.PTOKENS, [p])
+        [[gold]] = score_packed(default_model.model, pt, lay.bos + ctx, item)
+    assert float(ce_e - base_e) == pytest.approx(-0.5 * gold.mean_logprob, rel=1e-4)
+    assert float(ce_n) == pytest.approx(float(base_n), abs=1e-6)
+
+
+def test_clean_distractor_teacher_ignores_the_distractors_and_ike_excludes_the_record(
+        default_model, small_cfg, tmp_path, monkeypatch):
+    from editkit.ike import DemoStore
+
+    monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path))
+    excluded = []
+    real = DemoStore.retrieve
+
+    def spy(self, fact, *a, exclude=(), **kw):
+        excluded.append(list(exclude))
+        return real(self, fact, *a, exclude=exclude, **kw)
+
+    monkeypatch.setattr(DemoStore, "retrieve", spy)
+    tr = Trainer(default_model.model, default_model.tokenizer, default_model.name, small_cfg)
+    teacher = tr.teacher(tr.val_pairs)
+    assert sorted(e[0] for e in excluded) == sorted({p.case_id for p in tr.val_pairs})
+    for i, p in enumerate(tr.val_pairs):
+        if p.kind != "distractor":
+            continue
+        [twin] = [j for j, q in enumerate(tr.val_pairs) if q.record == p.record
+                  and q.kind in ("edit", "paraphrase", "neighbour") and q.question == p.question]
+        assert torch.allclose(teacher.values[i], teacher.values[twin], atol=1e-3)
+        assert torch.equal(teacher.indices[i][:, :5], teacher.indices[twin][:, :5])
+
+
+def test_validation_reports_rome_style_scores_each_epoch(default_model, small_cfg, tmp_path):
+    rows = []
+    tr = Trainer(default_model.model, default_model.tokenizer, default_model.name,
+                 small_cfg.model_copy(update={"epochs": 1}), log=rows.append)
+    tr.run(tmp_path / "pt")
+    for row in rows:
+        assert {"val_ES", "val_PS", "val_NS", "val_S"} <= row.keys()
+        assert all(0 <= row[f"val_{k}"] <= 100 for k in ("ES", "PS", "NS", "S"))
+    cfg = json.loads((tmp_path / "pt" / "ptokens_config.json").read_text())
+    assert set(cfg["training"]["best_val_scores"]) == {"ES", "PS", "NS", "S"}

@@ -1,0 +1,138 @@
+"""Export a model + P-Tokens as a plain Hugging Face checkpoint that any server can load.
+
+editkit keeps P-Tokens outside the vocabulary (it builds `inputs_embeds` itself). Serving engines
+(vLLM, TGI, plain transformers) take token ids, so the export makes the P-Tokens ordinary special
+tokens: the tokenizer gets `<BEGIN_EDIT_i>` / `<END_EDIT_i>`, the input embedding table grows by
+2m rows holding the trained vectors. The output layer gets zero rows for them (untied if the model
+ties its embeddings) and `generation_config.suppress_tokens` lists them, so a server never emits
+one. A prompt is then plain text: `<BEGIN_EDIT_0>..fact..<END_EDIT_0>..\\n(distractors\\n)question`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import InvalidInputError
+from .ptokens import PTokens
+
+LAYOUT_NAME = "editkit_layout.json"
+TEMPLATE_NAME = "PROMPT_TEMPLATE.md"
+
+
+def render_prompt(begin_tokens: list[str], end_tokens: list[str], fact: str, question: str,
+                  distractors: list[str] | tuple[str, ...] = ()) -> str:
+    """The P-Token layout as plain text for an exported tokenizer (same ids as editkit's).
+
+    Needs only the token strings (from `editkit_layout.json`), so an app that sends prompts to a
+    server does not need the model. Facts containing the P-Token strings are refused.
+    """
+    for text in (fact, question, *distractors):
+        if any(t in text for t in (*begin_tokens, *end_tokens)):
+            raise InvalidInputError("A fact or question contains a P-Token string "
+                                    f"({begin_tokens[0]}...); remove it before rendering.")
+    return ("".join(begin_tokens) + fact + "".join(end_tokens) + "\n"
+            + "".join(f"{d}\n" for d in distractors) + question)
+
+
+def ptoken_prompt_text(ptokens: PTokens, fact: str, question: str,
+                       distractors: list[str] | tuple[str, ...] = ()) -> str:
+    """`render_prompt` with the token strings of a loaded P-Token set."""
+    c = ptokens.config
+    return render_prompt(c.begin_tokens, c.end_tokens, fact, question, distractors)
+
+
+def export_hf(model: Any, tokenizer: Any, ptokens: PTokens, out: str | os.PathLike[str], *,
+              overwrite: bool = False) -> Path:
+    """Write `out/` (config, safetensors weights, tokenizer, layout files); the model is not touched.
+
+    The directory appears whole or not at all: it is written beside `out` and renamed into place.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise InvalidInputError(f"{out} exists and is not empty; pass overwrite=True "
+                                "(--overwrite) to replace it.")
+    if getattr(model, "is_quantized", False) or getattr(model, "quantization_method", None):
+        raise InvalidInputError("Export a full-precision model: quantized weights cannot be "
+                                "resized. Load it without quantization, export, then quantize "
+                                "in the serving engine.")
+    from tokenizers import AddedToken
+    from transformers import AutoTokenizer
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        tokenizer.save_pretrained(tmp)
+        tok = AutoTokenizer.from_pretrained(tmp)
+        names = ptokens.config.begin_tokens + ptokens.config.end_tokens
+        tok.add_tokens([AddedToken(n, special=True, normalized=False, lstrip=False,
+                                   rstrip=False) for n in names], special_tokens=True)
+        ids = tok.convert_tokens_to_ids(names)
+        rows = ptokens.layer.weight.detach()
+
+        lm = copy.deepcopy(model)
+        old_in = lm.get_input_embeddings().weight.detach().clone()
+        old_out = lm.get_output_embeddings()
+        old_out_w = None if old_out is None else old_out.weight.detach().clone()
+        size = max(max(ids) + 1, old_in.shape[0])
+        lm.config.tie_word_embeddings = False  # P-Token output rows differ from input rows
+        new_in = torch.nn.Embedding(size, old_in.shape[1], dtype=old_in.dtype,
+                                    device=old_in.device)
+        with torch.no_grad():
+            new_in.weight.zero_()
+            new_in.weight[: old_in.shape[0]] = old_in
+            new_in.weight[ids] = rows.to(old_in.dtype).to(old_in.device)
+        lm.set_input_embeddings(new_in)
+        if old_out_w is not None:
+            head = torch.nn.Linear(old_out_w.shape[1], size, bias=False, dtype=old_out_w.dtype,
+                                   device=old_out_w.device)
+            with torch.no_grad():
+                head.weight.zero_()
+                head.weight[: old_out_w.shape[0]] = old_out_w
+            lm.set_output_embeddings(head)
+        lm.config.vocab_size = size
+        if getattr(lm, "generation_config", None) is not None:
+            lm.generation_config.suppress_tokens = list(ids)
+        lm.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        layout = {
+            "format": "editkit-ptokens-hf/1",
+            "m": ptokens.m, "begin_tokens": ptokens.config.begin_tokens,
+            "end_tokens": ptokens.config.end_tokens, "token_ids": dict(zip(names, ids)),
+            "template": "{begin_tokens}{fact}{end_tokens}\n{distractor}\n...{question}",
+            "base_model": ptokens.config.base_model.model_dump(),
+            "trained": ptokens.config.trained,
+        }
+        (tmp / LAYOUT_NAME).write_text(json.dumps(layout, indent=1))
+        example = ptoken_prompt_text(ptokens, "The Eiffel Tower is located in Rome.",
+                                     "The Eiffel Tower is located in the city of")
+        (tmp / TEMPLATE_NAME).write_text(_TEMPLATE.format(m=ptokens.m, example=example))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+_TEMPLATE = """# Prompt layout (editkit P-Tokens, m = {m})
+
+Plain text; the `<BEGIN_EDIT_i>` / `<END_EDIT_i>` strings are special tokens of this tokenizer.
+Write the begin tokens, the fact, the end tokens, a newline, any other (distractor) facts one per
+line, then the question, with no chat template and no space after the last begin token:
+
+```
+{example}
+```
+
+Never put user text through the tokenizer with these strings in it unsplit: strip or escape them
+(editkit tokenizes user text with `split_special_tokens=True`). The P-Tokens have zero output rows
+and are listed in `generation_config.suppress_tokens`, so they are never generated.
+"""
