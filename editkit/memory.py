@@ -20,7 +20,15 @@ import numpy as np
 
 from .embedder import Embedder, shared_embedder
 from .errors import EditNotFoundError, InvalidInputError, MemoryCorruptError
-from .records import DEFAULT_NAMESPACE, Edit, FactInput, RetrievedEdit, check_namespace
+from .records import (
+    DEFAULT_NAMESPACE,
+    MAX_QUESTION_CHARS,
+    Edit,
+    FactInput,
+    RetrievedEdit,
+    check_namespace,
+    clean_text,
+)
 
 SCHEMA_VERSION = 1
 _APP_MARK = "editkit-memory"
@@ -161,6 +169,7 @@ class EditMemory:
         """Delete one edit by id and return it."""
         if not isinstance(edit_id, str) or not edit_id:
             raise InvalidInputError("forget() needs an edit id (a non-empty string).")
+        edit_id = clean_text(edit_id, "edit id", 200)  # also refuses lone surrogates
         with self._tx() as c:
             row = c.execute(f"SELECT {_COLS} FROM edits WHERE id = ?", (edit_id,)).fetchone()
             if row is None:
@@ -223,6 +232,7 @@ class EditMemory:
         """Edits of `namespace` whose cosine similarity to `question` is ≥ threshold, best first."""
         if k < 1:
             raise InvalidInputError("k must be ≥ 1.")
+        question = clean_text(question, "question", MAX_QUESTION_CHARS)
         ids, mat = self._vectors(check_namespace(namespace))
         if not ids:
             return []
