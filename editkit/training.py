@@ -239,6 +239,15 @@ class Trainer:
     def student_loss(self, pt: PTokens, pairs: Sequence[Pair], teacher: TeacherCache,
                      idx: Sequence[int]) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted mean KL over the pairs `idx` (grad flows to the P-Token rows only)."""
+        total, weight_sum, per_kind = self._loss_sum(pt, pairs, teacher, idx)
+        return total / max(weight_sum, 1e-9), {k: sum(v) / len(v) for k, v in per_kind.items()}
+
+    def _weight(self, pairs: Sequence[Pair], idx: Sequence[int]) -> float:
+        return sum(self.cfg.weights.get(pairs[i].kind, 1.0) for i in idx)
+
+    def _loss_sum(self, pt: PTokens, pairs: Sequence[Pair], teacher: TeacherCache,
+                  idx: Sequence[int]) -> tuple[torch.Tensor, float, dict[str, list[float]]]:
+        """Weighted sum of the per-pair losses, the weight sum and the losses by kind."""
         from .layouts import PromptBuilder
 
         lay = PromptBuilder(self.tokenizer, pt)
@@ -259,7 +268,7 @@ class Trainer:
                 total = total + w * kl
                 weight_sum += w
                 per_kind.setdefault(pairs[i].kind, []).append(float(kl.detach()))
-        return total / max(weight_sum, 1e-9), {k: sum(v) / len(v) for k, v in per_kind.items()}
+        return total, weight_sum, per_kind
 
     def _batches(self, epoch: int) -> list[list[int]]:
         by_record: dict[int, list[int]] = {}
@@ -317,9 +326,19 @@ class Trainer:
         cfg, out = self.cfg, Path(out)
         ckpt = out / "checkpoint"
         accel = Accelerator(cpu=self.model.device.type == "cpu")
+        # Data parallel (`accelerate launch` / torchrun): process r owns the training records
+        # with index % world == r, computes (and caches) only their teacher, and the gradients
+        # of each step are summed over processes. The global batches are the same as in one
+        # process, so the result is the same up to float rounding.
+        world, rank = accel.num_processes, accel.process_index
+        mine = [i for i, p in enumerate(self.train_pairs) if p.record % world == rank]
         t0 = time.perf_counter()
-        teacher_train, teacher_val = self.teacher(self.train_pairs), self.teacher(self.val_pairs)
+        local = self.teacher([self.train_pairs[i] for i in mine])
+        teacher_train = _scatter(local, mine, len(self.train_pairs))
+        teacher_val = self.teacher(self.val_pairs)  # small: every process has all of it
         teacher_s = time.perf_counter() - t0
+        accel.wait_for_everyone()
+        log = self.log if accel.is_main_process else (lambda row: None)
         state = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "history": [], "steps": 0}
         if resume and (ckpt / STATE_NAME).is_file():
             pt = PTokens.from_pretrained(ckpt, self.model, self.tokenizer, name=self.name)
@@ -338,16 +357,23 @@ class Trainer:
             scores = self.val_scores(pt)
             state["history"].append({"epoch": 0, "val_kl": val, "val_kinds": kinds,
                                      "val_scores": scores})
-            self.log({"epoch": 0, "val_kl": val, **{f"val_{k}": v for k, v in kinds.items()},
+            log({"epoch": 0, "val_kl": val, **{f"val_{k}": v for k, v in kinds.items()},
                       **{f"val_{k}": v for k, v in scores.items()}})
         taken = 0
         while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
             epoch = state["epoch"] + 1
             losses = []
             for batch in self._batches(epoch):
-                loss, _ = self.student_loss(pt, self.train_pairs, teacher_train, batch)
+                owned = [i for i in batch if self.train_pairs[i].record % world == rank]
+                total, _, _ = self._loss_sum(pt, self.train_pairs, teacher_train, owned)
+                loss = total / self._weight(self.train_pairs, batch)  # global-batch mean
                 opt.zero_grad()
                 accel.backward(loss)
+                if world > 1:
+                    grad = pt.layer.weight.grad
+                    pt.layer.weight.grad = accel.reduce(
+                        grad if grad is not None else torch.zeros_like(pt.layer.weight), "sum")
+                    loss = accel.reduce(loss.detach(), "sum")
                 opt.step()
                 losses.append(float(loss.detach()))
                 state["steps"] += 1
@@ -362,14 +388,17 @@ class Trainer:
             state["history"].append({"epoch": epoch, "train_kl": sum(losses) / len(losses),
                                      "val_kl": val, "val_kinds": kinds, "val_scores": scores,
                                      "seconds": round(time.perf_counter() - t0, 1)})
-            self.log({"epoch": epoch, "train_kl": sum(losses) / len(losses), "val_kl": val,
+            log({"epoch": epoch, "train_kl": sum(losses) / len(losses), "val_kl": val,
                       **{f"val_{k}": v for k, v in kinds.items()},
                       **{f"val_{k}": v for k, v in scores.items()}})
-            if improved:
-                self._save_final(pt, out, state, teacher_s, t0)
-            pt.save_pretrained(ckpt)
-            _save_optimizer(opt, ckpt / OPTIM_NAME)
-            atomic_write(ckpt / STATE_NAME, lambda p: p.write_text(json.dumps(state, indent=1)))
+            if accel.is_main_process:
+                if improved:
+                    self._save_final(pt, out, state, teacher_s, t0)
+                pt.save_pretrained(ckpt)
+                _save_optimizer(opt, ckpt / OPTIM_NAME)
+                atomic_write(ckpt / STATE_NAME,
+                             lambda p: p.write_text(json.dumps(state, indent=1)))
+            accel.wait_for_everyone()
         return PTokens.from_pretrained(out, self.model, self.tokenizer, name=self.name)
 
     def _save_final(self, pt: PTokens, out: Path, state: dict[str, Any], teacher_s: float,
@@ -387,6 +416,14 @@ class Trainer:
             "seconds": round(time.perf_counter() - t0, 1),
         }
         pt.save_pretrained(out)
+
+
+def _scatter(local: TeacherCache, positions: Sequence[int], n: int) -> TeacherCache:
+    """A cache indexed like all n pairs, holding entries only at `positions` (this shard's)."""
+    full: list[list[Any]] = [[None] * n for _ in range(3)]
+    for j, i in enumerate(positions):
+        full[0][i], full[1][i], full[2][i] = local.values[j], local.indices[j], local.rest[j]
+    return TeacherCache(*full)
 
 
 def _mean_epoch_seconds(history: list[dict[str, Any]], teacher_s: float) -> float | None:

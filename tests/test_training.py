@@ -164,3 +164,35 @@ def test_validation_reports_rome_style_scores_each_epoch(default_model, small_cf
         assert all(0 <= row[f"val_{k}"] <= 100 for k in ("ES", "PS", "NS", "S"))
     cfg = json.loads((tmp_path / "pt" / "ptokens_config.json").read_text())
     assert set(cfg["training"]["best_val_scores"]) == {"ES", "PS", "NS", "S"}
+
+
+def test_two_process_data_parallel_training_matches_one_process(tiny_model_dir, small_demo_file,
+                                                                tmp_path):
+    """`torchrun --nproc_per_node 2 -m editkit.cli train` (gloo on CPU) = one process."""
+    import os
+    import subprocess
+    import sys
+
+    cfg = {"m": 2, "n_train": 6, "n_val": 2, "epochs": 2, "topk": 32, "batch_size": 4,
+           "lr": 1e-2, "demos": str(small_demo_file), "neighbour_teacher": "unedited"}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    env = {**os.environ, "EDITKIT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    common = ["-m", "editkit.cli", "train", "--model", str(tiny_model_dir), "--config",
+              str(tmp_path / "cfg.json")]
+    one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29517", *common, "--out", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "one" / "ptokens.safetensors"))
+    b = load_file(str(tmp_path / "two" / "ptokens.safetensors"))
+    [key] = a
+    info = json.loads((tmp_path / "two" / "ptokens_config.json").read_text())["training"]
+    assert info["best_epoch"] >= 1  # rows that took optimiser steps, not the init
+    assert torch.allclose(a[key], b[key], atol=1e-4)
+    shards = list((tmp_path / "cache" / "teacher").glob("*.safetensors"))
+    assert len(shards) >= 4  # one: train + val; two: two train shards (+ the shared val)
