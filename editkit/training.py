@@ -48,6 +48,9 @@ class TrainConfig(BaseModel):
     n_train: int = Field(200, ge=1, description="records used for training (first N, shuffled)")
     n_val: int = Field(40, ge=1, description="records held out for early stopping")
     max_distractors: int = Field(10, ge=1, le=100)
+    edit_teacher: Literal["ike", "prompt"] = Field(
+        "ike", description="teacher layout for edit/paraphrase/distractor pairs: the IKE prompt "
+        "(the paper) or the plain `New Fact: ...\nPrompt: ...` layout")
     neighbour_teacher: Literal["ike", "unedited"] = "ike"
     distractor_teacher: Literal["clean", "ike"] = Field(
         "clean", description="clean: the teacher sees the fact without the distractors (what "
@@ -75,6 +78,7 @@ class Pair(BaseModel):
     kind: Kind
     record: int
     case_id: int = -1  # the teacher's IKE demonstrations never come from this record
+    asks: Literal["edit", "paraphrase", "neighbour", ""] = ""  # distractor pairs: which question
     fact: str | None
     distractors: list[str] = Field(default_factory=list)
     question: str
@@ -93,9 +97,10 @@ def build_pairs(records: Sequence[CounterFactRecord], cfg: TrainConfig,
                               answer=a))
         k = rng.randint(1, cfg.max_distractors)
         others = rng.sample([f for f in pool if f != r.fact], k)
-        q, a = rng.choice(qa)
+        asks = rng.choice(("edit", "paraphrase", "neighbour"))
+        q, a = qa[("edit", "paraphrase", "neighbour").index(asks)]
         pairs.append(Pair(kind="distractor", record=i, case_id=r.case_id, fact=r.fact,
-                          distractors=others, question=q, answer=a))
+                          distractors=others, question=q, answer=a, asks=asks))
         pairs.append(Pair(kind="empty", record=i, case_id=r.case_id, fact=None,
                           question=r.prompt, answer=r.ground_truth))
     return pairs
@@ -185,10 +190,13 @@ class Trainer:
 
     # ---- teacher ----------------------------------------------------------------------------
     def _teacher_mode(self, p: Pair) -> Mode:
-        if p.kind == "empty" or (p.kind == "neighbour" and self.cfg.neighbour_teacher ==
-                                 "unedited"):
+        """Empty edits: the unedited model. Neighbour questions (also inside distractor pairs):
+        `neighbour_teacher`. Edit and paraphrase questions: `edit_teacher`."""
+        if p.kind == "empty":
             return Mode.NONE
-        return Mode.IKE
+        if "neighbour" in (p.kind, p.asks):
+            return Mode.NONE if self.cfg.neighbour_teacher == "unedited" else Mode.IKE
+        return Mode.PROMPT if self.cfg.edit_teacher == "prompt" else Mode.IKE
 
     def _items(self, layouts: Any, mode: Mode, pairs: Sequence[Pair]) -> list[ScoreItem]:
         edited = mode is not Mode.NONE
@@ -202,6 +210,8 @@ class Trainer:
         h.update(json.dumps([p.model_dump() for p in pairs]).encode())
         h.update(f"{self.cfg.neighbour_teacher}-{self.cfg.distractor_teacher}-{self.cfg.topk}"
                  .encode())
+        if self.cfg.edit_teacher != "ike":  # keeps the hashes of existing IKE caches valid
+            h.update(f"edit-{self.cfg.edit_teacher}".encode())
         return cache_dir() / "teacher" / f"{h.hexdigest()[:20]}.safetensors"
 
     @torch.no_grad()

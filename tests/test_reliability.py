@@ -113,3 +113,28 @@ def test_fuzzed_score_on_the_real_model_ends_in_a_typed_error_or_scores(fuzz_lm,
     else:
         assert len(out.scores) == 2
     assert [e.text for e in fuzz_lm.edits()] == ["The Eiffel Tower is located in Rome."]
+
+
+def test_no_pickle_loading_and_no_remote_code_by_default_anywhere_in_the_package():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offences = []
+    for path in [*root.glob("editkit/**/*.py"), *root.glob("cli/*.py"),
+                 *root.glob("integrations/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                if any(n.split(".")[0] in ("pickle", "dill", "cloudpickle") for n in names):
+                    offences.append(f"{path.name}: imports pickle")
+            if isinstance(node, ast.Call):
+                fn = ast.unparse(node.func)
+                kw = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                if fn.endswith("torch.load") and kw.get("weights_only") != "True":
+                    offences.append(f"{path.name}:{node.lineno} torch.load without weights_only")
+                if fn.endswith("np.load") and kw.get("allow_pickle") != "False":
+                    offences.append(f"{path.name}:{node.lineno} np.load may unpickle")
+                if kw.get("trust_remote_code") == "True":
+                    offences.append(f"{path.name}:{node.lineno} trust_remote_code=True")
+    assert not offences, offences

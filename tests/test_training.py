@@ -196,3 +196,25 @@ def test_two_process_data_parallel_training_matches_one_process(tiny_model_dir, 
     assert torch.allclose(a[key], b[key], atol=1e-4)
     shards = list((tmp_path / "cache" / "teacher").glob("*.safetensors"))
     assert len(shards) >= 4  # one: train + val; two: two train shards (+ the shared val)
+
+
+def test_teacher_choice_per_question_kind_including_questions_inside_distractor_pairs():
+    from types import SimpleNamespace
+
+    from editkit.layouts import Mode
+    from editkit.training import Pair
+
+    def mode(cfg, **kw):
+        p = Pair(record=0, fact=None if kw.get("kind") == "empty" else "F.", question="q",
+                 answer="a", **kw)
+        return Trainer._teacher_mode(SimpleNamespace(cfg=cfg), p)
+
+    paper = TrainConfig()
+    mixed = TrainConfig(edit_teacher="prompt", neighbour_teacher="unedited")
+    assert [mode(paper, kind=k) for k in ("edit", "paraphrase", "neighbour", "empty")] == [
+        Mode.IKE, Mode.IKE, Mode.IKE, Mode.NONE]
+    assert [mode(mixed, kind=k) for k in ("edit", "paraphrase", "neighbour", "empty")] == [
+        Mode.PROMPT, Mode.PROMPT, Mode.NONE, Mode.NONE]
+    assert mode(mixed, kind="distractor", asks="neighbour") is Mode.NONE
+    assert mode(mixed, kind="distractor", asks="paraphrase") is Mode.PROMPT
+    assert mode(paper, kind="distractor", asks="neighbour") is Mode.IKE
