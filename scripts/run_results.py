@@ -1,7 +1,7 @@
 """Run the evaluation grid behind docs/results.md in one process (the model is loaded once).
 
     .venv/bin/python scripts/run_results.py [GROUP ...]     # groups: rome, distractors, easyedit,
-                                                            #         zsre, mquake, memory
+                                                            #   zsre, mquake, memory, msweep
 Each run is exactly `editkit eval --data D --mode M --limit N --distractors K --memory-size S
 --out results/<name>.json`; this script only saves reloading the model between runs.
 Then `.venv/bin/python scripts/results_tables.py > docs/results_tables.md` assembles the tables.
@@ -31,11 +31,13 @@ GROUPS: dict[str, list[dict]] = {
     "mquake": [dict(data=MQUAKE, mode=m, limit=10) for m in MODES],
     "memory": [dict(data=ROME, mode=m, limit=50, memory_size=1000)
                for m in ("prompt", "ptokens")],
+    # the shipped trained P-Tokens at each m (the default m is the `ptokens` rows above)
+    "msweep": [dict(data=ROME, mode="ptokens", m=m) for m in (1, 3, 5, 10)],
 }
 
 
 def name_of(cfg: dict) -> str:
-    parts = [Path(cfg["data"]).stem, cfg["mode"]]
+    parts = [Path(cfg["data"]).stem, cfg["mode"] + (f"-m{cfg['m']}" if "m" in cfg else "")]
     for key in ("limit", "distractors", "memory_size"):
         if cfg.get(key):
             parts.append(f"{key}{cfg[key]}")
@@ -43,19 +45,24 @@ def name_of(cfg: dict) -> str:
 
 
 def main(groups: list[str]) -> None:
-    lm = EditableLM.from_pretrained(device="cpu")
+    lms = {None: EditableLM.from_pretrained(device="cpu")}
     out = Path("results")
     out.mkdir(exist_ok=True)
     for g in groups:
         for cfg in GROUPS[g]:
-            path = out / f"{name_of(cfg)}.json"
+            name = name_of(cfg)
+            path = out / f"{name}.json"
             if path.exists():
                 print(f"skip {path} (exists)", flush=True)
                 continue
             t = time.time()
-            report = evaluate(lm, **cfg)
+            cfg = dict(cfg)
+            m = cfg.pop("m", None)
+            if m not in lms:
+                lms[m] = EditableLM.from_pretrained(device="cpu", m=m)
+            report = evaluate(lms[m], **cfg)
             report.save(path)
-            print(f"## {g}: {name_of(cfg)} ({time.time() - t:.0f} s)\n{report.table()}\n",
+            print(f"## {g}: {name} ({time.time() - t:.0f} s)\n{report.table()}\n",
                   flush=True)
 
 
