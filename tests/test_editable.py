@@ -23,7 +23,10 @@ EIFFEL_Q = "The Eiffel Tower is located in the city of"
 def test_from_pretrained_defaults_to_ptokens_mode_on_the_embedded_model(tmp_path):
     lm = EditableLM.from_pretrained(memory=tmp_path / "m.sqlite", device="cpu")
     assert lm.mode.value == "ptokens" and lm.name == "SmolLM2-135M-Instruct"
-    assert lm.ptokens.m == 3 and "untrained" in lm.ptokens_source
+    from editkit.editable import DEFAULT_M
+
+    assert lm.ptokens.m == DEFAULT_M and "shipped" in lm.ptokens_source
+    assert lm.ptokens.config.trained  # the trained P-Tokens that ship in the package
     answer = lm.edit(DARRIEUX).ask(DARRIEUX_Q, max_new_tokens=4)
     assert isinstance(answer, Answer) and answer.edit.edit.text == DARRIEUX
     assert answer.text.startswith("English")

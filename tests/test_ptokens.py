@@ -138,3 +138,17 @@ def test_save_leaves_no_temporary_files(default_model, tmp_path):
     pt.save_pretrained(tmp_path)
     pt.save_pretrained(tmp_path)  # overwrite in place
     assert sorted(p.name for p in tmp_path.iterdir()) == [WEIGHTS_NAME, CONFIG_NAME]
+
+
+def test_every_shipped_ptoken_set_is_trained_and_loads_on_the_default_model(default_model):
+    from editkit.editable import DEFAULT_M, shipped_ptokens_dir
+
+    found = {m: shipped_ptokens_dir(default_model.name, m) for m in (1, 3, 5, 10)}
+    assert all(found.values()), found
+    assert found[DEFAULT_M] is not None
+    for m, path in found.items():
+        pt = PTokens.from_pretrained(path, default_model.model, default_model.tokenizer,
+                                     name=default_model.name)
+        info = pt.config.training
+        assert pt.m == m and pt.config.trained
+        assert info["config"]["m"] == m and set(info["best_val_scores"]) == {"ES", "PS", "NS", "S"}
