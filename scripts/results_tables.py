@@ -19,11 +19,26 @@ def cmd(r: dict) -> str:
     c = r["config"]
     parts = [f"editkit eval --data ../shared/data/{Path(c['data']).parent.name}/"
              f"{Path(c['data']).name} --mode {c['mode']}"]
+    src = r.get("ptokens") or ""
+    if c["mode"] == "ptokens" and "editkit/data/ptokens/" in src:
+        parts.append("--ptokens editkit/data/ptokens/" + src.split("editkit/data/ptokens/")[1]
+                     .rstrip(")"))
     for key, flag in (("limit", "--limit"), ("distractors", "--distractors"),
                       ("memory_size", "--memory-size")):
         if c.get(key):
             parts.append(f"{flag} {c[key]}")
     return " ".join(parts)
+
+
+def label(r: dict) -> str:
+    """The mode, and for P-Tokens whether they were trained (and m)."""
+    mode, src = r["config"]["mode"], r.get("ptokens") or ""
+    if mode != "ptokens":
+        return mode
+    if "untrained" in src:
+        return "ptokens (untrained)"
+    m = src.rstrip(")/").rsplit("/m", 1)[-1]
+    return f"ptokens (trained, m={m})" if m.isdigit() else "ptokens (trained)"
 
 
 def table(names: list[str], metrics: list[str]) -> str:
@@ -37,24 +52,24 @@ def table(names: list[str], metrics: list[str]) -> str:
     for r in rows:
         c, m, t = r["config"], r["metrics"], r["timing"]
         vals = [f"{m[k]['value']:.1f} ± {m[k]['stderr']:.1f}" if k in m else "–" for k in metrics]
-        out.append(f"| {c['mode']} | {c['distractors']} | {c['memory_size'] or '–'} | "
+        out.append(f"| {label(r)} | {c['distractors']} | {c['memory_size'] or '–'} | "
                    f"{int(t['records'])} | " + " | ".join(vals)
                    + f" | {t['prompt_tokens_per_question']:.0f} | {t['ms_per_question']:.0f} |")
     return "\n".join(out) + "\n"
 
 
-MODES = ["none", "prompt", "ptokens", "ike"]
+MODES = ["none", "prompt", "ptokens-untrained", "ptokens", "ike"]
 ROME = ["ES", "PS", "NS", "S"]
 print("### CounterFact, ROME protocol (counterfact-rome-test: 300 records; IKE first 50)\n")
 print(table([f"counterfact-rome-test-{m}" if m != "ike" else "counterfact-rome-test-ike-limit50"
              for m in MODES], ROME))
 print("### Distractors (counterfact-rome-test: first 30 records with 10, first 10 with 100)\n")
 print(table([f"counterfact-rome-test-{m}-limit{30 if k == 10 else 10}-distractors{k}"
-             for k in (10, 100) for m in ("prompt", "ptokens", "ike")], ROME))
+             for k in (10, 100) for m in ("prompt", "ptokens-untrained", "ptokens", "ike")], ROME))
 print("### Memory setting: 1,000 edits stored, questions of the first 50 records answered "
       "through retrieval\n")
 print(table([f"counterfact-rome-test-{m}-limit50-memory_size1000"
-             for m in ("prompt", "ptokens")], ROME))
+             for m in ("prompt", "ptokens-untrained", "ptokens")], ROME))
 print("### CounterFact, EasyEdit protocol (counterfact-test: first 100 records; IKE 30)\n")
 print(table([f"counterfact-test-{m}-limit{100 if m != 'ike' else 30}" for m in MODES],
             ["rewrite_acc", "rephrase_acc", "locality"]))
@@ -63,3 +78,5 @@ print(table([f"zsre-test-{m}-limit{100 if m != 'ike' else 30}" for m in MODES],
             ["edit_acc", "rephrase_acc", "locality_acc", "portability_acc"]))
 print("### MQuAKE (mquake-hard-test: first 10 cases)\n")
 print(table([f"mquake-hard-test-{m}-limit10" for m in MODES], ["multi_hop_acc", "case_acc"]))
+print("### Trained P-Tokens against m (counterfact-rome-test, 300 records)\n")
+print(table([f"counterfact-rome-test-ptokens-m{m}" for m in (1, 3, 5, 10)], ROME))

@@ -1,7 +1,7 @@
 """Run the evaluation grid behind docs/results.md in one process (the model is loaded once).
 
     .venv/bin/python scripts/run_results.py [GROUP ...]     # groups: rome, distractors, easyedit,
-                                                            #   zsre, mquake, memory, msweep
+                                                            #   zsre, mquake, memory, msweep, untrained
 Each run is exactly `editkit eval --data D --mode M --limit N --distractors K --memory-size S
 --out results/<name>.json`; this script only saves reloading the model between runs.
 Then `.venv/bin/python scripts/results_tables.py > docs/results_tables.md` assembles the tables.
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from editkit import EditableLM, evaluate
+from editkit.ptokens import PTokens
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ROME, EASY = DATA / "counterfact/counterfact-rome-test.json", DATA / "counterfact/counterfact-test.json"
@@ -34,10 +35,15 @@ GROUPS: dict[str, list[dict]] = {
     # the shipped trained P-Tokens at each m (the default m is the `ptokens` rows above)
     "msweep": [dict(data=ROME, mode="ptokens", m=m) for m in (1, 3, 5, 10)],
 }
+# the same P-Token rows with untrained tokens (text init " new fact", m = 3), for comparison
+GROUPS["untrained"] = [dict(c, untrained=True) for g in ("rome", "distractors", "memory",
+                                                       "easyedit", "zsre", "mquake")
+                       for c in GROUPS[g] if c["mode"] == "ptokens"]
 
 
 def name_of(cfg: dict) -> str:
-    parts = [Path(cfg["data"]).stem, cfg["mode"] + (f"-m{cfg['m']}" if "m" in cfg else "")]
+    mode = cfg["mode"] + ("-untrained" if cfg.get("untrained") else "")
+    parts = [Path(cfg["data"]).stem, mode + (f"-m{cfg['m']}" if "m" in cfg else "")]
     for key in ("limit", "distractors", "memory_size"):
         if cfg.get(key):
             parts.append(f"{key}{cfg[key]}")
@@ -57,8 +63,12 @@ def main(groups: list[str]) -> None:
                 continue
             t = time.time()
             cfg = dict(cfg)
-            m = cfg.pop("m", None)
-            if m not in lms:
+            m = "untrained" if cfg.pop("untrained", False) else cfg.pop("m", None)
+            if m == "untrained" and m not in lms:
+                base = lms[None]
+                lms[m] = EditableLM.from_pretrained(device="cpu", ptokens=PTokens.create(
+                    base.model, base.tokenizer, name=base.name, m=3, init="text"))
+            elif m not in lms:
                 lms[m] = EditableLM.from_pretrained(device="cpu", m=m)
             report = evaluate(lms[m], **cfg)
             report.save(path)
