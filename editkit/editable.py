@@ -47,7 +47,8 @@ class RetrievalSettings(BaseModel):
 
 def shipped_ptokens_dir(model_name: str, m: int) -> Path | None:
     """Trained P-Tokens shipped inside the package for a model, if any."""
-    path = Path(str(resources.files("editkit.data"))) / "ptokens" / model_name / f"m{m}"
+    # join before str(): the package root may be a MultiplexedPath, whose str() is not a path
+    path = Path(str(resources.files("editkit.data") / "ptokens" / model_name / f"m{m}"))
     return path if (path / "ptokens_config.json").is_file() else None
 
 
