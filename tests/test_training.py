@@ -222,13 +222,14 @@ def test_teacher_choice_per_question_kind_including_questions_inside_distractor_
 
 def test_shipped_trained_ptokens_keep_neighbours_better_than_untrained_ones(default_model,
                                                                             default_ptokens):
-    """The measured effect of training on real ROME records (first 20: NS 32.5 -> 42.5)."""
+    """The measured effect of training on real ROME records (m=3, first 20: NS 32.5 -> 42.5)."""
     from conftest import shared_data
 
     from editkit import EditableLM, EditMemory, evaluate
-    from editkit.editable import DEFAULT_M, shipped_ptokens_dir
+    from editkit.editable import shipped_ptokens_dir
 
-    shipped = PTokens.from_pretrained(shipped_ptokens_dir(default_model.name, DEFAULT_M),
+    assert default_ptokens.m == 3 and not default_ptokens.config.trained
+    shipped = PTokens.from_pretrained(shipped_ptokens_dir(default_model.name, 3),
                                       default_model.model, default_model.tokenizer,
                                       name=default_model.name)
     data = shared_data() / "counterfact" / "counterfact-rome-test.json"
