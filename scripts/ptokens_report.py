@@ -66,7 +66,7 @@ def latency(n: int) -> dict[str, float]:
     from editkit import EditableLM
     from editkit.datasets import load_records
 
-    records = load_records(DATA)[:n]
+    records = load_records(DATA)[1][:n]
     lm = EditableLM.from_pretrained(device="cpu")
     out = {}
     for mode in ("ptokens", "ike"):
