@@ -27,6 +27,8 @@ def cmd(r: dict) -> str:
                       ("memory_size", "--memory-size")):
         if c.get(key):
             parts.append(f"{flag} {c[key]}")
+    if c["mode"] == "ptokens" and "untrained" in src:
+        parts.append(" # untrained tokens: scripts/run_results.py untrained")
     return " ".join(parts)
 
 
