@@ -376,6 +376,8 @@ class Trainer:
             for batch in self._batches(epoch):
                 owned = [i for i in batch if self.train_pairs[i].record % world == rank]
                 total, _, _ = self._loss_sum(pt, self.train_pairs, teacher_train, owned)
+                if not owned:  # this rank got no record of the batch: contribute a zero gradient
+                    total = pt.layer.weight.sum() * 0.0
                 loss = total / self._weight(self.train_pairs, batch)  # global-batch mean
                 opt.zero_grad()
                 accel.backward(loss)

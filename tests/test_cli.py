@@ -17,7 +17,7 @@ def test_demo_shows_answers_before_and_after_the_edit():
     assert res.exit_code == 0, res.output
     assert "before edit()" in res.output and "after edit()" in res.output
     assert "English" in res.output and "French" in res.output
-    assert "untrained" in res.output  # honest about the P-Tokens in use
+    assert "P-Tokens: shipped" in res.output  # says which P-Tokens are in use
 
 
 def test_ask_with_facts_and_a_memory_file(tmp_path):
