@@ -77,9 +77,10 @@ def export_hf(model: Any, tokenizer: Any, ptokens: PTokens, out: str | os.PathLi
         rows = ptokens.layer.weight.detach()
 
         lm = copy.deepcopy(model)
-        old_in = lm.get_input_embeddings().weight.detach().clone()
+        # `lm` is already a private copy and both tables are replaced below, so read them as-is
+        old_in = lm.get_input_embeddings().weight.detach()
         old_out = lm.get_output_embeddings()
-        old_out_w = None if old_out is None else old_out.weight.detach().clone()
+        old_out_w = None if old_out is None else old_out.weight.detach()
         size = max(max(ids) + 1, old_in.shape[0])
         lm.config.tie_word_embeddings = False  # P-Token output rows differ from input rows
         new_in = torch.nn.Embedding(size, old_in.shape[1], dtype=old_in.dtype,

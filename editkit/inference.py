@@ -108,13 +108,15 @@ def packed_logprobs(model: Any, ptokens: PTokens | None, prefix: Sequence[int],
     # 1,000-token IKE prefix that skips almost all of the (576 x 49k) output matmul.
     keep = sorted({i for entry in where for first, own in entry for i in (first, *own)})
     row = {p: r for r, p in enumerate(keep)}
-    kwargs = dict(inputs_embeds=input_embeds(model, ptokens, t_ids),
-                  attention_mask=mask[None, None].to(dev),
-                  position_ids=torch.tensor([pos], device=dev), use_cache=False)
+    kwargs = {"inputs_embeds": input_embeds(model, ptokens, t_ids),
+              "attention_mask": mask[None, None].to(dev),
+              "position_ids": torch.tensor([pos], device=dev), "use_cache": False}
     try:
         logits = model(**kwargs, logits_to_keep=torch.tensor(keep, device=dev)).logits[0]
-    except TypeError:  # an architecture without logits_to_keep: project everything, then pick
-        logits = model(**kwargs).logits[0][keep]
+    except TypeError:  # an architecture without logits_to_keep
+        logits = model(**kwargs).logits[0]
+    if logits.shape[0] != len(keep):  # every position was projected (the argument was refused
+        logits = logits[keep]         # or silently ignored via **kwargs): pick the kept rows
     result = []
     for entry in where:
         result.append([torch.log_softmax(logits[[row[first], *(row[i] for i in own)]].float(),

@@ -34,6 +34,7 @@ from .ptokens import PTokens, fingerprint
 
 Kind = Literal["edit", "paraphrase", "neighbour", "distractor", "empty"]
 KINDS: tuple[Kind, ...] = ("edit", "paraphrase", "neighbour", "distractor", "empty")
+QUESTION_KINDS = KINDS[:3]  # the questions a record asks; distractor pairs reuse one of them
 STATE_NAME = "trainer_state.json"
 OPTIM_NAME = "optimizer.safetensors"
 
@@ -92,13 +93,12 @@ def build_pairs(records: Sequence[CounterFactRecord], cfg: TrainConfig,
     for i, r in enumerate(records):
         qa = [(r.prompt, r.target_new), (r.rephrase_prompt, r.target_new),
               (r.locality_prompt, r.locality_ground_truth)]
-        for kind, (q, a) in zip(("edit", "paraphrase", "neighbour"), qa):
+        for kind, (q, a) in zip(QUESTION_KINDS, qa):
             pairs.append(Pair(kind=kind, record=i, case_id=r.case_id, fact=r.fact, question=q,
                               answer=a))
         k = rng.randint(1, cfg.max_distractors)
         others = rng.sample([f for f in pool if f != r.fact], k)
-        asks = rng.choice(("edit", "paraphrase", "neighbour"))
-        q, a = qa[("edit", "paraphrase", "neighbour").index(asks)]
+        asks, (q, a) = rng.choice(list(zip(QUESTION_KINDS, qa)))
         pairs.append(Pair(kind="distractor", record=i, case_id=r.case_id, fact=r.fact,
                           distractors=others, question=q, answer=a, asks=asks))
         pairs.append(Pair(kind="empty", record=i, case_id=r.case_id, fact=None,
