@@ -2,8 +2,10 @@
 
 One row per edit with its all-MiniLM-L6-v2 vector. Writes are single transactions, so an edit for
 which `add()` returned is on disk (synchronous=FULL) and a crash never leaves half of a batch.
-Retrieval is exact cosine search over the namespace's vectors, cached in RAM and refreshed when any
-connection (this process or another) commits a change.
+Retrieval searches an in-RAM index of the namespace's vectors (exact, or FAISS IVF at scale:
+editkit/vector_index.py). Triggers log every insert and delete in a `changes` table, so when any
+connection (this process or another) commits, the index applies just those changes instead of
+re-reading every row.
 """
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -29,22 +31,31 @@ from .records import (
     check_namespace,
     clean_text,
 )
+from .vector_index import ExactIndex, IndexKind, VectorIndex, build_index, resolve_kind
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added the change log; version-1 files are upgraded in place on open
 _APP_MARK = "editkit-memory"
+CHANGE_LOG_KEEP = 200_000  # changes kept for readers that lag; one further behind reloads fully
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS editkit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS edits (
-    id TEXT PRIMARY KEY,
-    text TEXT NOT NULL,
-    subject TEXT, relation TEXT, object TEXT,
-    namespace TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    embedding BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS edits_namespace ON edits(namespace, created_at);
-"""
+# A list, not one script: trigger bodies contain ';'.
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS editkit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS edits (
+        id TEXT PRIMARY KEY,
+        text TEXT NOT NULL,
+        subject TEXT, relation TEXT, object TEXT,
+        namespace TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        embedding BLOB NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS edits_namespace ON edits(namespace, created_at)",
+    """CREATE TABLE IF NOT EXISTS changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        op TEXT NOT NULL, id TEXT NOT NULL, namespace TEXT NOT NULL)""",
+    """CREATE TRIGGER IF NOT EXISTS edits_logged_insert AFTER INSERT ON edits BEGIN
+        INSERT INTO changes (op, id, namespace) VALUES ('add', NEW.id, NEW.namespace); END""",
+    """CREATE TRIGGER IF NOT EXISTS edits_logged_delete AFTER DELETE ON edits BEGIN
+        INSERT INTO changes (op, id, namespace) VALUES ('del', OLD.id, OLD.namespace); END""",
+]
 
 
 @runtime_checkable
@@ -65,12 +76,16 @@ class EditMemory:
     """SQLite-backed store of edits. `path=None` or ':memory:' keeps it in RAM for this process."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *,
-                 embedder: Embedder | None = None, busy_timeout_s: float = 30.0) -> None:
+                 embedder: Embedder | None = None, busy_timeout_s: float = 30.0,
+                 index: IndexKind = "auto") -> None:
+        """index: 'exact' (numpy), 'faiss' (flat, then IVF from 20k edits; `editkit[scale]`),
+        or 'auto' (FAISS when installed)."""
         self.path = ":memory:" if path in (None, ":memory:") else str(Path(path).expanduser())
+        self.index_kind = resolve_kind(index)
         self._embedder = embedder
         self._lock = threading.RLock()
         self._writes = 0
-        self._cache: dict[str, tuple[tuple[int, int], list[str], np.ndarray]] = {}
+        self._indexes: dict[str, _NamespaceIndex] = {}
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -97,14 +112,20 @@ class EditMemory:
             raise sqlite3.DatabaseError(
                 f"it is an SQLite file with other tables ({', '.join(sorted(tables))})")
         with self._tx():
-            for stmt in filter(str.strip, _SCHEMA.split(";")):
+            meta = ({} if "editkit_meta" not in tables else
+                    dict(c.execute("SELECT key, value FROM editkit_meta").fetchall()))
+            if meta and (meta.get("app") != _APP_MARK
+                         or meta.get("schema") not in {"1", str(SCHEMA_VERSION)}):
+                raise sqlite3.DatabaseError(f"unexpected editkit_meta {meta}")
+            for stmt in _SCHEMA:
                 c.execute(stmt)  # idempotent (IF NOT EXISTS); executescript would COMMIT early
-            meta = dict(c.execute("SELECT key, value FROM editkit_meta").fetchall())
             if not meta:
                 c.executemany("INSERT INTO editkit_meta VALUES (?, ?)",
                               [("app", _APP_MARK), ("schema", str(SCHEMA_VERSION))])
-            elif meta.get("app") != _APP_MARK or meta.get("schema") != str(SCHEMA_VERSION):
-                raise sqlite3.DatabaseError(f"unexpected editkit_meta {meta}")
+            elif meta["schema"] == "1":  # upgrade: the change log starts empty; readers that
+                # find no log position reload fully, so nothing written before is missed
+                c.execute("UPDATE editkit_meta SET value = ? WHERE key = 'schema'",
+                          (str(SCHEMA_VERSION),))
         self._meta = dict(c.execute("SELECT key, value FROM editkit_meta").fetchall())
 
     class _Tx:
@@ -118,6 +139,8 @@ class EditMemory:
 
         def __exit__(self, exc_type: Any, *_: Any) -> None:
             try:
+                if not exc_type:
+                    _prune_log(self.mem._conn)
                 self.mem._conn.execute("ROLLBACK" if exc_type else "COMMIT")
                 if not exc_type:
                     self.mem._writes += 1
@@ -148,12 +171,29 @@ class EditMemory:
     # ---- writes ---------------------------------------------------------------------------
     def add(self, facts: Any | Sequence[Any], namespace: str = DEFAULT_NAMESPACE) -> list[Edit]:
         """Store one fact or a list of facts (str, dict or FactInput) in one transaction."""
-        items = facts if isinstance(facts, (list, tuple)) else [facts]
-        if not items:
-            raise InvalidInputError("edit() got an empty list of facts.")
-        parsed = [FactInput.parse(f) for f in items]  # validate all before writing any
+        parsed = _parse_facts(facts)  # validate all before writing any
         ns = check_namespace(namespace)
-        vecs = self.embedder.encode([p.text for p in parsed])
+        return self._insert(parsed, self.embedder.encode([p.text for p in parsed]), ns)
+
+    def add_embedded(self, facts: Any | Sequence[Any], vectors: np.ndarray,
+                     namespace: str = DEFAULT_NAMESPACE) -> list[Edit]:
+        """Store facts with vectors computed elsewhere (bulk loads, e.g. embedded on a GPU).
+
+        The vectors must come from this memory's embedder: one row per fact, its dimension,
+        finite; they are normalised here so cosine stays a dot product.
+        """
+        parsed = _parse_facts(facts)
+        ns = check_namespace(namespace)
+        vecs = np.asarray(vectors, dtype=np.float32)
+        if vecs.ndim != 2 or vecs.shape != (len(parsed), self.embedder.dim):
+            raise InvalidInputError(f"vectors must have shape ({len(parsed)}, "
+                                    f"{self.embedder.dim}), got {vecs.shape}.")
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        if not np.isfinite(vecs).all() or (norms == 0).any():
+            raise InvalidInputError("vectors must be finite and non-zero.")
+        return self._insert(parsed, vecs / norms, ns)
+
+    def _insert(self, parsed: list[FactInput], vecs: np.ndarray, ns: str) -> list[Edit]:
         now = time.time()
         edits = [Edit(id=uuid.uuid4().hex[:16], namespace=ns, created_at=now, **p.model_dump())
                  for p in parsed]
@@ -211,40 +251,69 @@ class EditMemory:
             raise EditNotFoundError(f"No edit with id {edit_id!r} in {self.path}.")
         return _edit(row)
 
-    def _vectors(self, namespace: str) -> tuple[list[str], np.ndarray]:
-        """(ids, matrix) of one namespace; reloaded only after some connection wrote."""
+    def _index(self, namespace: str) -> _NamespaceIndex:
+        """The namespace's index, brought up to date with every committed change."""
         with self._lock:
             version = (int(self._conn.execute("PRAGMA data_version").fetchone()[0]), self._writes)
-            hit = self._cache.get(namespace)
-            if hit is not None and hit[0] == version:
-                return hit[1], hit[2]
-            rows = self._conn.execute("SELECT id, embedding FROM edits WHERE namespace = ?",
-                                      (namespace,)).fetchall()
-        ids = [r[0] for r in rows]
-        mat = (np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
-               if rows else np.zeros((0, 0), dtype=np.float32))
-        with self._lock:
-            self._cache[namespace] = (version, ids, mat)
-        return ids, mat
+            state = self._indexes.get(namespace)
+            if state is not None and state.version == version:
+                return state
+            c = self._conn
+            c.execute("BEGIN")  # one snapshot for the log position and the rows read with it
+            try:
+                top = c.execute("SELECT COALESCE(MAX(seq), 0), COALESCE(MIN(seq), 0) "
+                                "FROM changes").fetchone()
+                if state is None or state.needs_full_reload(top[1]):
+                    state = self._full_load(namespace)
+                else:
+                    state.apply(c, namespace, self._rows_by_id)
+                    if state.index.wants_rebuild():
+                        state = self._full_load(namespace)
+                state.seq, state.version = top[0], version
+            finally:
+                c.execute("COMMIT")
+            self._indexes[namespace] = state
+            return state
+
+    def _full_load(self, namespace: str) -> _NamespaceIndex:
+        rows = self._conn.execute("SELECT id, embedding FROM edits WHERE namespace = ?",
+                                  (namespace,)).fetchall()
+        return _NamespaceIndex.build(self.index_kind, [r[0] for r in rows], _matrix(rows))
+
+    def _rows_by_id(self, ids: Sequence[str]) -> list[tuple[str, bytes]]:
+        out: list[tuple[str, bytes]] = []
+        for i in range(0, len(ids), 500):  # SQLite caps the number of bound parameters
+            chunk = ids[i:i + 500]
+            out += self._conn.execute(
+                f"SELECT id, embedding FROM edits WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk).fetchall()
+        return out
 
     def retrieve(self, question: str, *, k: int = 4, threshold: float = 0.5,
                  namespace: str = DEFAULT_NAMESPACE) -> list[RetrievedEdit]:
         """Edits of `namespace` whose cosine similarity to `question` is ≥ threshold, best first."""
-        if k < 1:
-            raise InvalidInputError("k must be ≥ 1.")
+        if not isinstance(k, int) or k < 1:
+            raise InvalidInputError("k must be an int ≥ 1.")
         question = clean_text(question, "question", MAX_QUESTION_CHARS)
-        ids, mat = self._vectors(check_namespace(namespace))
-        if not ids:
+        state = self._index(check_namespace(namespace))
+        if not len(state.index):
             return []
-        q = self.embedder.encode([question])[0]
-        sims = mat @ q
-        order = np.argsort(-sims, kind="stable")[:k]
-        hits = [(ids[i], float(sims[i])) for i in order if sims[i] >= threshold]
+        return self.retrieve_vector(self.embedder.encode([question])[0], k=k,
+                                    threshold=threshold, namespace=namespace)
+
+    def retrieve_vector(self, query: np.ndarray, *, k: int = 4, threshold: float = 0.5,
+                        namespace: str = DEFAULT_NAMESPACE) -> list[RetrievedEdit]:
+        """`retrieve` for an already embedded (unit-norm) question."""
+        state = self._index(check_namespace(namespace))
+        with self._lock:
+            sims, labels = state.index.search(np.asarray(query, dtype=np.float32), k)
+            hits = [(state.ids[int(lab)], float(s)) for s, lab in zip(sims, labels)
+                    if s >= threshold]
         out = []
         for edit_id, score in hits:
             try:
                 out.append(RetrievedEdit(edit=self.get(edit_id), score=score))
-            except EditNotFoundError:  # forgotten by another connection since the cache loaded
+            except EditNotFoundError:  # forgotten by another connection since the index synced
                 continue
         return out
 
@@ -263,6 +332,88 @@ class EditMemory:
 
 
 _COLS = "id, text, subject, relation, object, namespace, created_at"
+
+
+def _prune_log(c: sqlite3.Connection) -> None:
+    """Keep the change log bounded: drop entries more than CHANGE_LOG_KEEP behind the newest.
+
+    A range delete on the primary key, so it costs only what it removes."""
+    top = c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
+    if top:
+        c.execute("DELETE FROM changes WHERE seq <= ?", (top[0] - CHANGE_LOG_KEEP,))
+
+
+def _parse_facts(facts: Any) -> list[FactInput]:
+    items = facts if isinstance(facts, (list, tuple)) else [facts]
+    if not items:
+        raise InvalidInputError("edit() got an empty list of facts.")
+    return [FactInput.parse(f) for f in items]
+
+
+def _matrix(rows: Sequence[tuple[str, bytes]]) -> np.ndarray:
+    if not rows:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+
+
+class _NamespaceIndex:
+    """One namespace's vector index plus the int label <-> edit id mapping and log position."""
+
+    def __init__(self, kind: Literal["exact", "faiss"], index: VectorIndex | None) -> None:
+        self.kind = kind
+        self.index: VectorIndex = index if index is not None else ExactIndex(0)
+        self.ids: dict[int, str] = {}
+        self.labels: dict[str, int] = {}
+        self.next_label = 0
+        self.seq = 0
+        self.version: tuple[int, int] = (-1, -1)
+
+    @classmethod
+    def build(cls, kind: Literal["exact", "faiss"], ids: list[str],
+              mat: np.ndarray) -> _NamespaceIndex:
+        state = cls(kind, None)
+        labels = np.arange(len(ids), dtype=np.int64)
+        state.ids = dict(enumerate(ids))
+        state.labels = {i: n for n, i in enumerate(ids)}
+        state.next_label = len(ids)
+        if len(ids):
+            state.index = build_index(kind, mat.shape[1], mat, labels)
+        return state
+
+    def needs_full_reload(self, min_seq: int) -> bool:
+        """True when changes this index has not seen were pruned from the log."""
+        return min_seq > self.seq + 1
+
+    def apply(self, c: sqlite3.Connection, namespace: str,
+              rows_by_id: Callable[[Sequence[str]], list[tuple[str, bytes]]]) -> None:
+        """Apply the logged inserts and deletes after `self.seq`, in order."""
+        added: dict[str, None] = {}
+        removed: set[str] = set()
+        for op, edit_id in c.execute("SELECT op, id FROM changes WHERE seq > ? AND namespace = ? "
+                                     "ORDER BY seq", (self.seq, namespace)):
+            if op == "add":
+                added[edit_id] = None
+            elif edit_id in added:
+                del added[edit_id]
+            else:
+                removed.add(edit_id)
+        gone = [self.labels.pop(i) for i in removed if i in self.labels]
+        if gone:
+            self.index.remove(np.asarray(gone, dtype=np.int64))
+            for lab in gone:
+                del self.ids[lab]
+        rows = [r for r in rows_by_id(list(added)) if r[0] not in self.labels]
+        if not rows:
+            return
+        mat = _matrix(rows)
+        labels = np.arange(self.next_label, self.next_label + len(rows), dtype=np.int64)
+        self.next_label += len(rows)
+        for lab, (edit_id, _) in zip(labels, rows):
+            self.ids[int(lab)], self.labels[edit_id] = edit_id, int(lab)
+        if len(self.index) == 0 and self.index.built_size == 0:
+            self.index = build_index(self.kind, mat.shape[1], mat, labels)
+        else:
+            self.index.add(labels, mat)
 
 
 def _edit(row: Iterable[Any]) -> Edit:
