@@ -247,6 +247,23 @@ def export(
                   f"{path / 'PROMPT_TEMPLATE.md'}")
 
 
+BENCHMARKS = ("latency", "throughput", "memory_scale", "cold_start")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context,
+          name: str = typer.Argument(..., help=f"one of: {', '.join(BENCHMARKS)}")) -> None:
+    """Run a benchmark (a table on stdout, JSON in results/bench/); extra options go to it,
+    e.g. `editkit bench latency --n 10`, `editkit bench memory_scale --help`."""
+    import importlib
+
+    if name not in BENCHMARKS:
+        console.print(f"[red]error:[/red] unknown benchmark {name!r}; choose one of: "
+                      f"{', '.join(BENCHMARKS)}")
+        raise typer.Exit(code=2)
+    importlib.import_module(f"editkit.benchmarks.{name}").main(list(ctx.args))
+
+
 def _plot(report: Any, path: Path) -> None:
     try:
         import matplotlib

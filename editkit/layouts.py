@@ -55,6 +55,7 @@ class Prompt:
     n_demos: int = 0
     chat: bool = False
     text: str = field(default="", repr=False)  # human-readable rendering, P-Tokens by name
+    prefix_len: int = 0  # tokens before the question (chat head + context): cacheable per edit
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -140,4 +141,4 @@ class PromptBuilder:
             n_demos = 0
         return Prompt(ids=head + ctx + self.text_ids(q) + tail, mode=mode, question=question,
                       fact=fact, distractors=tuple(distractors), n_demos=n_demos, chat=chat,
-                      text=ctx_text + q)
+                      text=ctx_text + q, prefix_len=len(head) + len(ctx))

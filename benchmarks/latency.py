@@ -1,0 +1,132 @@
+"""Ask/score latency and prompt tokens per mode: none vs P-Tokens vs prompt vs IKE.
+
+    python -m benchmarks.latency --n 50 [--dtypes float32,bfloat16]
+
+Each question is about a fresh edit (the fact is passed in, so nothing is cached and the memory
+plays no part; benchmarks.memory_scale times retrieval). `ask` generates 8 new tokens greedily;
+`score` scores the new and the true object. IKE is then timed again with its prefix KV cache
+(`EditableLM(prefix_cache=...)`) on repeated questions about one edit: the rewrite prompt and its
+two paraphrases, timing the 2nd and 3rd. All ratios come from this one run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+
+from .common import data_dir, pct, save, table, timed
+
+MODES = ("none", "ptokens", "prompt", "ike")
+
+
+def questions(n: int) -> list[dict[str, Any]]:
+    """Real ROME CounterFact rewrites: fact, question, paraphrases, new and true objects."""
+    recs = json.loads((data_dir() / "counterfact" / "counterfact-rome-test.json").read_text())
+    out = []
+    for r in recs[:n]:
+        rw = r["requested_rewrite"]
+        q = rw["prompt"].format(rw["subject"])
+        out.append({"fact": f"{q} {rw['target_new']['str']}.", "question": q,
+                    "paraphrases": r["paraphrase_prompts"][:2],
+                    "candidates": [rw["target_new"]["str"], rw["target_true"]["str"]]})
+    return out
+
+
+def time_modes(lm: Any, qs: list[dict[str, Any]], modes: tuple[str, ...]) -> dict[str, dict]:
+    """Per mode: ask (8 tokens) and score latency over the questions, and prompt tokens."""
+    out = {}
+    for mode in modes:
+        ask_t, score_t, toks, new = [], [], [], []
+        for q in qs:
+            def ask(q: dict = q) -> None:
+                a = lm.ask(q["question"], fact=q["fact"], mode=mode, max_new_tokens=8)
+                toks.append(a.prompt_tokens)
+                new.append(a.completion_tokens)
+            ask_t += timed(ask, repeat=1, warmup=0)
+            score_t += timed(lambda q=q: lm.score(q["question"], q["candidates"], fact=q["fact"],
+                                                  mode=mode), repeat=1, warmup=0)
+        out[mode] = {"ask_p50_ms": 1e3 * pct(ask_t, .5), "ask_p95_ms": 1e3 * pct(ask_t, .95),
+                     "score_p50_ms": 1e3 * pct(score_t, .5),
+                     "score_p95_ms": 1e3 * pct(score_t, .95),
+                     "prompt_tokens": sum(toks) / len(toks), "new_tokens": sum(new) / len(new)}
+    return out
+
+
+def time_cached(lm: Any, qs: list[dict[str, Any]], mode: str) -> dict[str, float]:
+    """Repeated questions about one edit with the prefix cache: time the 2nd and 3rd."""
+    ask_t, score_t = [], []
+    for q in qs:
+        for i, text in enumerate([q["question"], *q["paraphrases"]]):
+            a = timed(lambda t=text: lm.ask(t, fact=q["fact"], mode=mode, max_new_tokens=8),
+                      repeat=1, warmup=0)
+            s = timed(lambda t=text: lm.score(t, q["candidates"], fact=q["fact"], mode=mode),
+                      repeat=1, warmup=0)
+            if i:  # the first question of an edit fills the cache
+                ask_t += a
+                score_t += s
+    return {"ask_p50_ms": 1e3 * pct(ask_t, .5), "ask_p95_ms": 1e3 * pct(ask_t, .95),
+            "score_p50_ms": 1e3 * pct(score_t, .5), "score_p95_ms": 1e3 * pct(score_t, .95)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=50, help="questions (fresh edits)")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--dtypes", default="float32,bfloat16",
+                    help="each is timed in this run; the first is the reference")
+    ap.add_argument("--model", default=None, help="model id or path (default: embedded)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    from editkit import EditableLM
+
+    qs = questions(args.n)
+    modes = tuple(args.modes.split(","))
+    result: dict[str, Any] = {"n": args.n, "by_dtype": {}}
+    for dtype in args.dtypes.split(","):
+        lm = EditableLM.from_pretrained(args.model, device="cpu", dtype=dtype)
+        lm.ask("Warm up:", max_new_tokens=2)
+        lm.score("Warm up:", ["a"], mode="ptokens", fact="Warm up.")
+        res = time_modes(lm, qs, modes)
+        if "ike" in modes:
+            cached = EditableLM(_loaded(lm), lm.ptokens, lm.memory, demos=lm.demos,
+                                prefix_cache=2)
+            res["ike (prefix cached)"] = time_cached(cached, qs, "ike")
+            res["ptokens (prefix cached)"] = time_cached(cached, qs, "ptokens")
+        result["by_dtype"][dtype] = res
+        del lm
+    ref = result["by_dtype"][args.dtypes.split(",")[0]]
+    rows = []
+    for dtype, res in result["by_dtype"].items():
+        for mode, r in res.items():
+            rows.append([dtype, mode, r.get("prompt_tokens", "-"), r["ask_p50_ms"],
+                         r["ask_p95_ms"], r["score_p50_ms"], r["score_p95_ms"],
+                         r["ask_p50_ms"] / ref["none"]["ask_p50_ms"] if "none" in ref else "-",
+                         r["score_p50_ms"] / ref["prompt"]["score_p50_ms"]
+                         if "prompt" in ref else "-"])
+    print(table(["dtype", "mode", "prompt tokens", "ask p50 ms", "ask p95 ms", "score p50 ms",
+                 "score p95 ms", "ask / none (fp32)", "score / prompt (fp32)"], rows))
+    if {"ptokens", "ike"} <= set(ref):
+        result["ratios"] = {
+            "ask_ptokens_over_none": ref["ptokens"]["ask_p50_ms"] / ref["none"]["ask_p50_ms"],
+            "score_ptokens_over_prompt": ref["ptokens"]["score_p50_ms"]
+            / ref["prompt"]["score_p50_ms"],
+            "ike_over_ptokens_score": ref["ike"]["score_p50_ms"] / ref["ptokens"]["score_p50_ms"],
+            "ike_over_ptokens_ask": ref["ike"]["ask_p50_ms"] / ref["ptokens"]["ask_p50_ms"],
+            "ptokens_over_ike_prompt_tokens": ref["ptokens"]["prompt_tokens"]
+            / ref["ike"]["prompt_tokens"]}
+        print("\n" + "\n".join(f"{k}: {v:.3f}" for k, v in result["ratios"].items()))
+    result["torch_threads"] = torch.get_num_threads()
+    print("wrote", save("latency", result, args.json))
+    return result
+
+
+def _loaded(lm: Any) -> Any:
+    from editkit.loading import LoadedModel
+
+    return LoadedModel(model=lm.model, tokenizer=lm.tokenizer, name=lm.name)
+
+
+if __name__ == "__main__":
+    main()
