@@ -55,7 +55,8 @@ class FlopCounter:
         x = kwargs.get("inputs_embeds")
         x = x if x is not None else kwargs.get("input_ids", args[0] if args else None)
         t = int(x.shape[1])
-        past = kwargs.get("past_key_values") or kwargs.get("cache")
+        past = kwargs.get("past_key_values")
+        past = kwargs.get("cache") if past is None else past
         ctx = t + (past.get_seq_length() if past is not None else 0)
         keep = kwargs.get("logits_to_keep")
         rows = t if keep is None or (isinstance(keep, int) and keep == 0) else (

@@ -1,0 +1,86 @@
+"""Smoke runs of every benchmark: each runs end to end on tiny sizes and writes sane JSON.
+
+Correctness only: no timing is asserted (numbers live in docs/benchmarks.md)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from editkit.benchmarks import cold_start, facts, latency, memory_scale, throughput
+
+
+def test_fact_corpus_is_distinct_deterministic_and_prefix_stable() -> None:
+    a, b = facts.facts(3000), facts.facts(1000)
+    assert len(set(a)) == 3000 and a[:1000] == b
+    assert all(t.endswith(".") and len(t) > 10 for t in a)
+
+
+def test_vectors_beyond_the_real_ones_stay_close_to_a_real_one() -> None:
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(500, 384)).astype(np.float32)
+    real /= np.linalg.norm(real, axis=1, keepdims=True)
+    out = memory_scale.corpus_vectors(2000, real)
+    assert np.array_equal(out[:500], real)
+    best = (out[500:] @ real.T).max(axis=1)
+    assert abs(float(np.median(best)) - 0.85) < 0.03
+    assert np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+
+
+def test_memory_scale_smoke_exact_and_faiss_on_real_embeddings(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("faiss")
+    monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "m.json"
+    res = memory_scale.main(["--sizes", "300,1200", "--queries", "5", "--real", "1200",
+                             "--json", str(out)])
+    rows = {(r["facts"], r["index"]): r for r in res["rows"]}
+    assert set(rows) == {(300, "exact"), (300, "faiss"), (1200, "exact"), (1200, "faiss")}
+    assert rows[(1200, "faiss")]["recall_at_10"] == 1.0  # flat below IVF_MIN: exact too
+    assert json.loads(out.read_text())["machine"]["cores"] >= 1
+
+
+def test_latency_smoke_covers_every_mode_and_the_cached_prefix(tmp_path) -> None:
+    res = latency.main(["--n", "2", "--dtypes", "float32", "--json", str(tmp_path / "l.json")])
+    fp32 = res["by_dtype"]["float32"]
+    assert set(fp32) == {"none", "ptokens", "prompt", "ike", "ike (prefix cached)",
+                         "ptokens (prefix cached)"}
+    assert fp32["ike"]["prompt_tokens"] > 15 * fp32["ptokens"]["prompt_tokens"] / 2
+    assert res["ratios"]["ptokens_over_ike_prompt_tokens"] < 1
+
+
+def test_flop_counter_counts_the_tokens_of_each_forward(default_model) -> None:
+    import torch
+
+    counter = throughput.FlopCounter(default_model.model)
+    ids = torch.tensor([default_model.tokenizer("The sky is blue today").input_ids])
+    with torch.no_grad():
+        default_model.model(input_ids=ids, logits_to_keep=1)
+    counter.close()
+    t = ids.shape[1]
+    assert counter.tokens == t
+    assert counter.flops == (2 * counter.body * t + 4 * counter.layers * t * t * counter.hidden
+                             + 2 * counter.hidden * counter.vocab)
+    assert 0.9e8 < counter.body < 1.2e8  # SmolLM2-135M without its (tied) embedding table
+
+
+def test_throughput_smoke_evaluates_every_mode_and_times_a_training_step(default_model,
+                                                                          tmp_path) -> None:
+    from editkit import EditableLM, EditMemory
+    from editkit.ptokens import PTokens
+
+    lm = EditableLM(default_model, PTokens.create(default_model.model, default_model.tokenizer,
+                                                  name=default_model.name, m=1),
+                    EditMemory(None))
+    rows = throughput.eval_throughput(lm, records=2, ike_records=1, peak=100.0)
+    assert [r["mode"] for r in rows] == list(throughput.MODES)
+    assert all(r["tokens_per_s"] > 0 and r["gflop_per_s"] > 0 for r in rows)
+    train = throughput.training_steps(default_model, steps=1)
+    assert train["step_without_cache_s"] > train["step_with_cache_s"] > 0
+
+
+def test_cold_start_child_reports_each_phase() -> None:
+    import os
+
+    row = cold_start.child({**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert set(row) == {"import_s", "from_pretrained_s", "first_answer_s", "process_s"}
+    assert row["process_s"] > row["from_pretrained_s"] > 0
