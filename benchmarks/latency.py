@@ -70,6 +70,38 @@ def time_cached(lm: Any, qs: list[dict[str, Any]], mode: str) -> dict[str, float
             "score_p50_ms": 1e3 * pct(score_t, .5), "score_p95_ms": 1e3 * pct(score_t, .95)}
 
 
+def sweep(lm: Any, qs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """How P-Token score latency grows with distractors, m and question length (fp32)."""
+    from editkit import EditableLM
+    from editkit.editable import shipped_ptokens_dir
+    from editkit.ptokens import PTokens
+
+    others = [q["fact"] for q in questions(150)][50:]  # real facts of other records
+    rows = []
+
+    def run(label: str, value: Any, model: Any, **kw: Any) -> None:
+        t, toks = [], []
+        for q in qs:
+            t += timed(lambda q=q: toks.append(model.score(
+                kw.get("prefix", "") + q["question"], q["candidates"], fact=q["fact"],
+                mode="ptokens", distractors=kw.get("distractors")).prompt_tokens),
+                repeat=1, warmup=0)
+        rows.append({"input": label, "value": value, "prompt_tokens": sum(toks) / len(toks),
+                     "score_p50_ms": 1e3 * pct(t, .5)})
+
+    for k in (0, 1, 10, 100):
+        run("distractors", k, lm, distractors=others[:k])
+    for m in (1, 3, 5, 10):
+        path = shipped_ptokens_dir(lm.name, m)
+        if path is not None:
+            pt = PTokens.from_pretrained(path, lm.model, lm.tokenizer, name=lm.name)
+            run("m", m, EditableLM(_loaded(lm), pt, lm.memory))
+    filler = "In a recent survey of encyclopedic knowledge, one question stood out. "
+    for reps in (0, 4, 16):
+        run("question length (filler sentences)", reps, lm, prefix=filler * reps)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=50, help="questions (fresh edits)")
@@ -77,6 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dtypes", default="float32,bfloat16",
                     help="each is timed in this run; the first is the reference")
     ap.add_argument("--model", default=None, help="model id or path (default: embedded)")
+    ap.add_argument("--sweep", action="store_true",
+                    help="also time P-Token scoring vs distractors, m and question length")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     from editkit import EditableLM
@@ -95,6 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
             res["ike (prefix cached)"] = time_cached(cached, qs, "ike")
             res["ptokens (prefix cached)"] = time_cached(cached, qs, "ptokens")
         result["by_dtype"][dtype] = res
+        if args.sweep and dtype == args.dtypes.split(",")[0]:
+            result["sweep"] = sweep(lm, qs[:20])
         del lm
     ref = result["by_dtype"][args.dtypes.split(",")[0]]
     rows = []
@@ -117,6 +153,10 @@ def main(argv: list[str] | None = None) -> dict:
             "ptokens_over_ike_prompt_tokens": ref["ptokens"]["prompt_tokens"]
             / ref["ike"]["prompt_tokens"]}
         print("\n" + "\n".join(f"{k}: {v:.3f}" for k, v in result["ratios"].items()))
+    if "sweep" in result:
+        print("\n" + table(["input", "value", "prompt tokens", "score p50 ms"],
+                           [[r["input"], r["value"], r["prompt_tokens"], r["score_p50_ms"]]
+                            for r in result["sweep"]]))
     result["torch_threads"] = torch.get_num_threads()
     print("wrote", save("latency", result, args.json))
     return result

@@ -40,12 +40,16 @@ def test_memory_scale_smoke_exact_and_faiss_on_real_embeddings(tmp_path, monkeyp
 
 
 def test_latency_smoke_covers_every_mode_and_the_cached_prefix(tmp_path) -> None:
-    res = latency.main(["--n", "2", "--dtypes", "float32", "--json", str(tmp_path / "l.json")])
+    res = latency.main(["--n", "2", "--dtypes", "float32", "--sweep",
+                        "--json", str(tmp_path / "l.json")])
     fp32 = res["by_dtype"]["float32"]
     assert set(fp32) == {"none", "ptokens", "prompt", "ike", "ike (prefix cached)",
                          "ptokens (prefix cached)"}
     assert fp32["ike"]["prompt_tokens"] > 15 * fp32["ptokens"]["prompt_tokens"] / 2
     assert res["ratios"]["ptokens_over_ike_prompt_tokens"] < 1
+    by = {(r["input"], r["value"]): r["prompt_tokens"] for r in res["sweep"]}
+    assert by[("distractors", 100)] > by[("distractors", 10)] > by[("distractors", 0)]
+    assert by[("m", 10)] - by[("m", 1)] == 18  # 2 x 9 more P-Tokens
 
 
 def test_flop_counter_counts_the_tokens_of_each_forward(default_model) -> None:
