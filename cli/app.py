@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -28,9 +28,23 @@ def _table(title: str, *columns: str) -> Table:
     return table
 
 
-def _fail(exc: EditkitError) -> None:
-    console.print(f"[red]error:[/red] {exc}")
+def _error(message: str) -> NoReturn:
+    """One line on stderr, never re-wrapped, user text never read as rich markup; exit 2."""
+    from rich.markup import escape
+
+    Console(stderr=True, soft_wrap=True).print(
+        "[red]error:[/red] " + escape(" ".join(message.split())))
     raise typer.Exit(code=2)
+
+
+def _fail(exc: EditkitError) -> NoReturn:
+    _error(str(exc))
+
+
+def _invalid(exc: ValidationError) -> str:
+    """A pydantic error as one line: `field: message; field: message`."""
+    return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'value'}: {e['msg']}"
+                     for e in exc.errors())
 
 
 @app.command()
@@ -104,8 +118,7 @@ def edits(
     from editkit.memory import EditMemory
 
     if not memory.is_file():
-        console.print(f"[red]error:[/red] no memory file at {memory}")
-        raise typer.Exit(code=2)
+        _error(f"no memory file at {memory}")
     try:
         with EditMemory(memory) as mem:
             rows = mem.edits(namespace)
@@ -138,11 +151,13 @@ def eval_(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from editkit import EditableLM
+    from editkit.datasets import load_records
     from editkit.evaluation import EvalConfig, evaluate
 
     try:
         cfg = EvalConfig(data=data, mode=mode, limit=limit, distractors=distractors,
                          memory_size=memory_size, demos=demos, seed=seed)
+        load_records(cfg.data)  # a bad data file fails here, before the model loads
         lm = EditableLM.from_pretrained(model, ptokens=ptokens)
         with Progress("[progress.description]{task.description}", BarColumn(),
                       MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
@@ -153,8 +168,7 @@ def eval_(
         _fail(exc)
         return
     except ValidationError as exc:
-        console.print(f"[red]error:[/red] invalid options: {exc}")
-        raise typer.Exit(code=2) from None
+        _error(f"invalid options: {_invalid(exc)}")
     console.print(f"{report.format} | mode={mode} | distractors={distractors} | "
                   f"memory={memory_size} | records={int(report.timing['records'])} | "
                   f"{report.timing['seconds']:.0f} s | P-Tokens: {report.ptokens}")
@@ -168,7 +182,8 @@ def eval_(
 @app.command()
 def train(
     out: Path = typer.Option(..., help="directory for the trained P-Tokens (+ checkpoint/)"),
-    m: int = typer.Option(3, min=1, max=64, help="begin/end token pairs"),
+    m: Optional[int] = typer.Option(None, min=1, max=64, help="begin/end token pairs "
+                                                            "(default: the config's, else 3)"),
     data: Optional[Path] = typer.Option(None, help="EasyEdit CounterFact training file"),
     config: Optional[Path] = typer.Option(None, help="JSON or YAML file of TrainConfig fields "
                                                      "(command-line options override it)"),
@@ -180,27 +195,24 @@ def train(
     resume: bool = typer.Option(False, help="continue from OUT/checkpoint"),
 ) -> None:
     """Train P-Tokens by distilling the IKE prompt (KL to the teacher at answer positions)."""
+    from editkit.datasets import load_counterfact
     from editkit.loading import load_model
     from editkit.training import TrainConfig, Trainer
 
     try:
         fields: dict[str, Any] = {}
         if config is not None:
-            text = config.read_text()
-            if config.suffix in (".yaml", ".yml"):
-                import yaml
-
-                fields = yaml.safe_load(text) or {}
-            else:
-                fields = json.loads(text)
+            fields = _read_config(config)
         given = {"m": m, "data": data, "n_train": n_train, "n_val": n_val, "epochs": epochs,
                  "lr": lr}
         fields.update({k: v for k, v in given.items() if v is not None})
-        cfg = TrainConfig(**fields)
+        cfg = TrainConfig.model_validate(fields)
+        if cfg.data is not None:
+            load_counterfact(cfg.data)  # a bad data file fails here, before the model loads
         loaded = load_model(model)
-    except (ValidationError, json.JSONDecodeError, OSError, ImportError) as exc:
-        console.print(f"[red]error:[/red] invalid training config: {exc}")
-        raise typer.Exit(code=2) from None
+    except ValidationError as exc:
+        _error(f"invalid training config: {_invalid(exc)}")
+        return
     except EditkitError as exc:
         _fail(exc)
         return
@@ -215,8 +227,12 @@ def train(
                       *(f"{row.get('val_' + k, float('nan')):.1f}" for k in ("ES", "PS", "NS", "S")))
 
     trainer = Trainer(loaded.model, loaded.tokenizer, loaded.name, cfg, log=log)
-    with console.status("computing the teacher (cached after the first run)..."):
-        pt = trainer.run(out, resume=resume)
+    try:
+        with console.status("computing the teacher (cached after the first run)..."):
+            pt = trainer.run(out, resume=resume)
+    except EditkitError as exc:
+        _fail(exc)
+        return
     console.print(table)
     console.print(f"saved {out} (best epoch {pt.config.training['best_epoch']}, val KL "
                   f"{pt.config.training['best_val_kl']:.4f}, {pt.config.training['seconds']} s)")
@@ -235,8 +251,7 @@ def export(
     from editkit.export import export_hf
 
     if format != "hf":
-        console.print(f"[red]error:[/red] unknown format {format!r}; supported: hf")
-        raise typer.Exit(code=2)
+        _error(f"unknown format {format!r}; supported: hf")
     try:
         lm = EditableLM.from_pretrained(model, ptokens=ptokens, mode="ptokens")
         path = export_hf(lm.model, lm.tokenizer, lm.ptokens, out, overwrite=overwrite)
@@ -250,7 +265,8 @@ def export(
 BENCHMARKS = ("latency", "throughput", "memory_scale", "cold_start")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                               "help_option_names": []})  # --help goes to the benchmark
 def bench(ctx: typer.Context,
           name: str = typer.Argument(..., help=f"one of: {', '.join(BENCHMARKS)}")) -> None:
     """Run a benchmark (a table on stdout, JSON in results/bench/); extra options go to it,
@@ -262,6 +278,34 @@ def bench(ctx: typer.Context,
                       f"{', '.join(BENCHMARKS)}")
         raise typer.Exit(code=2)
     importlib.import_module(f"editkit.benchmarks.{name}").main(list(ctx.args))
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The fields of a JSON or YAML training config; every problem exits 2 with one line."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        _error(f"invalid training config: cannot read {path}: {exc.strerror or exc}")
+    except UnicodeDecodeError as exc:
+        _error(f"invalid training config: {path} is not UTF-8 text (byte {exc.start}).")
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            fields = yaml.safe_load(text) or {}
+        else:
+            fields = json.loads(text)
+    except ImportError:
+        _error("invalid training config: YAML configs need PyYAML (pip install pyyaml).")
+    except RecursionError:
+        _error(f"invalid training config: {path} is nested too deeply.")
+    except Exception as exc:  # noqa: BLE001 - JSONDecodeError, YAMLError: the parser's message
+        _error(f"invalid training config: {path} does not parse: {exc}")
+    if not isinstance(fields, dict) or not all(isinstance(k, str) for k in fields):
+        what = type(fields).__name__ if not isinstance(fields, dict) else "non-text keys"
+        _error(f"invalid training config: {path} must hold a mapping of TrainConfig field "
+               f"names to values, not {what}.")
+    return fields
 
 
 def _plot(report: Any, path: Path) -> None:

@@ -88,3 +88,14 @@ def test_cold_start_child_reports_each_phase() -> None:
     row = cold_start.child({**os.environ, "HF_HUB_OFFLINE": "1"})
     assert set(row) == {"import_s", "from_pretrained_s", "first_answer_s", "process_s"}
     assert row["process_s"] > row["from_pretrained_s"] > 0
+
+
+def test_bench_command_refuses_an_unknown_benchmark_and_forwards_options() -> None:
+    from typer.testing import CliRunner
+
+    from editkit.cli.app import app
+
+    bad = CliRunner().invoke(app, ["bench", "nope"])
+    assert bad.exit_code == 2 and "unknown benchmark" in bad.output
+    helped = CliRunner().invoke(app, ["bench", "memory_scale", "--help"])
+    assert helped.exit_code == 0 and "--sizes" in helped.output
