@@ -56,29 +56,36 @@ def build_file(path: Path, texts: list[str], vecs: np.ndarray, batch: int = 10_0
     return rate
 
 
-def measure(path: Path, kind: str, qvecs: np.ndarray, exact_ids: list[list[str]] | None
-            ) -> dict:
-    """Open the file with one index kind; time the first sync and each retrieval."""
+def measure(path: Path, kind: str, qvecs: np.ndarray, exact_ids: list[list[str]] | None,
+            nprobes: list[int]) -> list[dict]:
+    """Open the file with one index kind; time the first sync and each retrieval (per nprobe
+    setting too, on the same built index, when it is an IVF index)."""
     t = time.perf_counter()
     mem = EditMemory(path, index=kind)
     mem.retrieve_vector(qvecs[0], k=10, threshold=-1.0)  # loads and builds the index
     open_s = time.perf_counter() - t
-    state = mem._index("default")
-    ids, times = [], []
-    for q in qvecs:
-        t = time.perf_counter()
-        hits = mem.retrieve_vector(q, k=10, threshold=-1.0)
-        times.append(time.perf_counter() - t)
-        ids.append([h.edit.id for h in hits])
-    row = {"index": kind, "built_as": getattr(state.index, "kind", "exact"),
-           "nlist": getattr(state.index, "nlist", 0), "nprobe": getattr(state.index, "nprobe", 0),
-           "open_and_build_s": open_s, "p50_ms": 1e3 * pct(times, 0.5),
-           "p99_ms": 1e3 * pct(times, 0.99), "ids": ids}
-    if exact_ids is not None:
-        row["recall_at_10"] = float(np.mean([len(set(a) & set(b)) / max(1, len(b))
-                                             for a, b in zip(ids, exact_ids)]))
+    index = mem._index("default").index
+    built = getattr(index, "kind", "exact")
+    rows = []
+    for nprobe in [0] + (nprobes if built == "ivf" else []):
+        if nprobe:
+            index.set_nprobe(nprobe)  # type: ignore[attr-defined]
+        ids, times = [], []
+        for q in qvecs:
+            t = time.perf_counter()
+            hits = mem.retrieve_vector(q, k=10, threshold=-1.0)
+            times.append(time.perf_counter() - t)
+            ids.append([h.edit.id for h in hits])
+        row = {"index": kind, "built_as": built, "nlist": getattr(index, "nlist", 0),
+               "nprobe": getattr(index, "nprobe", 0), "default_nprobe": not nprobe,
+               "open_and_build_s": open_s, "p50_ms": 1e3 * pct(times, 0.5),
+               "p99_ms": 1e3 * pct(times, 0.99), "ids": ids}
+        if exact_ids is not None:
+            row["recall_at_10"] = float(np.mean([len(set(a) & set(b)) / max(1, len(b))
+                                                 for a, b in zip(ids, exact_ids)]))
+        rows.append(row)
     mem.close()
-    return row
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -87,10 +94,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--kinds", default="exact,faiss")
     ap.add_argument("--real", type=int, default=REAL, help="facts embedded for real")
+    ap.add_argument("--nprobes", default="", help="extra IVF nprobe settings to time, e.g. 32,64")
     ap.add_argument("--json", default=None, help="output path (default results/bench/...)")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = args.kinds.split(",")
+    nprobes = [int(x) for x in args.nprobes.split(",") if x]
     n_real = min(args.real, max(sizes))
     texts = facts(max(sizes))
     real = vectors(texts[:n_real], "facts")
@@ -111,24 +120,24 @@ def main(argv: list[str] | None = None) -> dict:
             exact_ids = None
             for kind in (["exact"] if "exact" in kinds else []) + [k for k in kinds
                                                                    if k != "exact"]:
-                r = measure(path, kind, qvecs, exact_ids)
-                if kind == "exact":
-                    exact_ids = r["ids"]
-                r.pop("ids")
-                r.update(facts=n, insert_per_s=rate, real_vectors=min(n, n_real),
-                         file_mb=path.stat().st_size / 2**20)
-                out_rows.append(r)
-                rows.append([n, kind, r["built_as"], r["nprobe"] or "-", f"{rate:,.0f}",
-                             r["open_and_build_s"], r["p50_ms"], r["p99_ms"],
-                             r.get("recall_at_10", 1.0 if kind == "exact" else "n/a")])
-                print(table(["facts", "index", "built as", "nprobe", "insert/s", "open+build s",
-                             "p50 ms", "p99 ms", "recall@10"], rows[-1:]).splitlines()[-1],
-                      flush=True)
+                for r in measure(path, kind, qvecs, exact_ids, nprobes):
+                    if kind == "exact":
+                        exact_ids = r["ids"]
+                    r.pop("ids")
+                    r.update(facts=n, insert_per_s=rate, real_vectors=min(n, n_real),
+                             file_mb=path.stat().st_size / 2**20)
+                    out_rows.append(r)
+                    rows.append([n, kind, r["built_as"],
+                                 f"{r['nprobe']}/{r['nlist']}" if r["nlist"] else "-",
+                                 f"{rate:,.0f}", r["open_and_build_s"], r["p50_ms"], r["p99_ms"],
+                                 r.get("recall_at_10", 1.0 if kind == "exact" else "n/a")])
+                    print(rows[-1], flush=True)
     print()
     print(f"question embedding: p50 {1e3 * pct(embed_q, 0.5):.1f} ms, p99 "
           f"{1e3 * pct(embed_q, 0.99):.1f} ms; fact embedding {embed_rate:,.0f} facts/s "
           "(add() = embedding + insert)")
-    print(table(["facts", "index", "built as", "nprobe", "insert/s", "open+build s", "p50 ms",
+    print(table(["facts", "index", "built as", "nprobe/nlist", "insert/s", "open+build s",
+                 "p50 ms",
                  "p99 ms", "recall@10 vs exact"], rows))
     payload = {"rows": out_rows, "queries": args.queries, "real_vectors": n_real,
                "question_embed_ms": {"p50": 1e3 * pct(embed_q, 0.5),
