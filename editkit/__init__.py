@@ -13,17 +13,19 @@ from .errors import (
     PTokenMismatchError,
     QuantizationUnavailableError,
     UnknownModeError,
+    UnsafeFactError,
 )
 from .evaluation import EvalConfig, EvalReport, evaluate
 from .layouts import Mode, Prompt, PromptBuilder
 from .memory import EditMemory
 from .ptokens import PTokenConfig, PTokens
 from .records import Answer, Edit, RetrievedEdit, ScoreResult
+from .safety import FactPolicy
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Answer", "AnswerStream", "EvalConfig", "EvalReport", "evaluate", "ArtifactError", "DatasetError", "Edit", "EditMemory",
+    "Answer", "AnswerStream", "FactPolicy", "UnsafeFactError", "EvalConfig", "EvalReport", "evaluate", "ArtifactError", "DatasetError", "Edit", "EditMemory",
     "EditMemoryError", "EditNotFoundError", "EditableLM", "EditkitError", "FactTooLongError",
     "InvalidInputError", "MemoryCorruptError", "Mode", "ModelLoadError", "PTokenConfig",
     "PTokenMismatchError", "PTokens", "Prompt", "PromptBuilder", "QuantizationUnavailableError",

@@ -14,15 +14,31 @@ import os
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import DatasetError
 
 Format = Literal["counterfact-rome", "counterfact", "zsre", "mquake"]
 
 
+def _valid_unicode(value: Any) -> Any:
+    """Refuse strings that cannot be encoded (JSON `\\ud800` escapes): tokenizers reject them."""
+    for v in value if isinstance(value, list) else [value]:
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("text contains invalid Unicode (a lone surrogate)") from None
+    return value
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @field_validator("*")
+    @classmethod
+    def check_unicode(cls, value: Any) -> Any:
+        return _valid_unicode(value)
 
 
 class CounterFactRecord(_Record):
@@ -55,6 +71,15 @@ class RomeRewrite(_Record):
     relation_id: str | None = None
     question: str | None = None
 
+    @model_validator(mode="after")
+    def _formats(self) -> RomeRewrite:
+        try:
+            self.prompt.format(self.subject)
+        except (IndexError, KeyError, ValueError, AttributeError):
+            raise ValueError(f"prompt {self.prompt[:80]!r} must hold one '{{}}' for the subject "
+                             "and no other '{' or '}' (write them as '{{' and '}}')") from None
+        return self
+
     @property
     def text(self) -> str:
         return self.prompt.format(self.subject)
@@ -69,8 +94,8 @@ class RomeCounterFactRecord(_Record):
 
     case_id: int
     requested_rewrite: RomeRewrite
-    paraphrase_prompts: list[str]
-    neighborhood_prompts: list[str]
+    paraphrase_prompts: list[str] = Field(min_length=1)  # the metrics need PS and NS
+    neighborhood_prompts: list[str] = Field(min_length=1)
 
     @property
     def fact(self) -> str:
@@ -137,9 +162,20 @@ def _read_json_list(path: str | os.PathLike[str]) -> list[Any]:
     if not p.is_file():
         raise DatasetError(f"Data file not found: {p}")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"Cannot read {p}: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8-sig")  # a leading BOM (Windows editors) is harmless
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{p} is not UTF-8 text: byte {exc.start} is invalid "
+                           f"({exc.reason}).") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise DatasetError(f"{p} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise DatasetError(f"{p} is not a data file: its JSON is nested too deeply.") from None
     if not isinstance(data, list) or not data:
         raise DatasetError(f"{p} must hold a non-empty JSON list of records.")
     if not all(isinstance(r, dict) for r in data):
@@ -167,8 +203,14 @@ def detect_format(record: dict[str, Any]) -> Format:
 def load_records(path: str | os.PathLike[str], fmt: Format | None = None,
                  ) -> tuple[Format, list[Any]]:
     """Read a data file in any supported format; a bad record names its index and field."""
+    if fmt is not None and fmt not in _MODELS:
+        raise DatasetError(f"Unknown data format {fmt!r}; choose one of: {', '.join(_MODELS)}.")
     raw = _read_json_list(path)
-    fmt = fmt or detect_format(raw[0])
+    if fmt is None:
+        try:
+            fmt = detect_format(raw[0])
+        except DatasetError as exc:
+            raise DatasetError(f"{path}: record 0: {exc}") from None
     model = _MODELS[fmt]
     out = []
     for i, r in enumerate(raw):

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from importlib import resources
@@ -14,11 +15,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import inference
-from .errors import InvalidInputError, PTokenMismatchError
+from .errors import InvalidInputError, PTokenMismatchError, UnsafeFactError
 from .ike import DemoStore
 from .layouts import Mode, Prompt, PromptBuilder
 from .loading import LoadedModel, load_model
 from .memory import EditMemory, EditStore
+from .prefix_cache import PrefixCache
 from .ptokens import PTokens, fingerprint
 from .records import (
     DEFAULT_NAMESPACE,
@@ -27,11 +29,15 @@ from .records import (
     Answer,
     CandidateScore,
     Edit,
+    FactInput,
     RetrievedEdit,
     ScoreResult,
     check_namespace,
     clean_text,
 )
+from .safety import FactPolicy, tokenizer_special_strings
+
+log = logging.getLogger(__name__)
 
 # The shipped m whose artifact has the best validation S (m=10: 72.4; m=3: 65.2; m=5: 58.3;
 # m=1: 57.3; docs/results.md). It costs 14 more prompt tokens than m=3, about the same latency.
@@ -78,15 +84,47 @@ class EditableLM:
     def __init__(self, loaded: LoadedModel, ptokens: PTokens, memory: EditStore,
                  mode: Mode | str = Mode.PTOKENS, *, retrieval: RetrievalSettings | None = None,
                  chat: bool = False, demos: DemoStore | str | os.PathLike[str] | None = None,
-                 ptokens_source: str = "") -> None:
+                 ptokens_source: str = "",
+                 fact_policy: FactPolicy | dict[str, Any] | None = None,
+                 prefix_cache: int = 0) -> None:
         self.model, self.tokenizer, self.name = loaded.model, loaded.tokenizer, loaded.name
+        self.fact_policy = fact_policy  # validated by the property setter
         self.ptokens = ptokens
         self.ptokens_source = ptokens_source
         self.memory = memory
+        # KV caches of the last `prefix_cache` prompt prefixes (demonstrations + fact), for
+        # repeated questions about one edit; 0 = off. Greedy ask() and score() use them.
+        self.prefix_cache = PrefixCache(self.model, None, prefix_cache) if prefix_cache else None
         self.mode = Mode.parse(mode)
         self.retrieval = retrieval or RetrievalSettings()
         self.layouts = PromptBuilder(self.tokenizer, ptokens, chat=chat)
         self._demos = demos
+        self._special = tokenizer_special_strings(self.tokenizer)
+
+    @property
+    def fact_policy(self) -> FactPolicy:
+        """What facts may contain (prompt-injection guard); strict by default, see
+        `editkit.safety`. Assign a `FactPolicy`, a dict of its fields, or None for the default."""
+        return self._fact_policy
+
+    @fact_policy.setter
+    def fact_policy(self, value: FactPolicy | dict[str, Any] | None) -> None:
+        if value is None:
+            value = FactPolicy()
+        elif isinstance(value, dict):
+            try:
+                value = FactPolicy(**value)
+            except ValidationError as exc:
+                raise InvalidInputError(f"Invalid fact policy: {exc}") from exc
+        elif not isinstance(value, FactPolicy):
+            raise InvalidInputError(f"fact_policy must be a FactPolicy, a dict or None, got "
+                                    f"{type(value).__name__}.")
+        self._fact_policy = value
+
+    def check_fact(self, text: str, what: str = "fact") -> None:
+        """Raise `UnsafeFactError` if the fact policy refuses `text`."""
+        names = self.ptokens.config.begin_tokens + self.ptokens.config.end_tokens
+        self._fact_policy.check(text, what, special=self._special, ptoken_names=names)
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -107,6 +145,8 @@ class EditableLM:
         chat: bool = False,
         demos: DemoStore | str | os.PathLike[str] | None = None,
         trust_remote_code: bool = False,
+        fact_policy: FactPolicy | dict[str, Any] | None = None,
+        prefix_cache: int = 0,
     ) -> EditableLM:
         """Load a model (None = the embedded SmolLM2-135M-Instruct), P-Tokens and a memory.
 
@@ -114,6 +154,10 @@ class EditableLM:
         or, where none ships, fresh untrained tokens initialised from the text " new fact".
         memory: an SQLite file path (persistent), None (in RAM for this process), or any object
         implementing `editkit.memory.EditStore` (e.g. the LangChain vector-store memory).
+        fact_policy: what facts may contain (None: the strict default, `FactPolicy.off()`: no
+        prompt-injection checks); see `editkit.safety`.
+        prefix_cache: keep the KV cache of this many prompt prefixes (IKE demonstrations + fact),
+        so repeated questions about one edit skip recomputing them (0 = off).
         """
         mode = Mode.parse(mode)
         try:
@@ -126,7 +170,7 @@ class EditableLM:
         pt, source = cls._resolve_ptokens(loaded, ptokens, m)
         mem = memory if isinstance(memory, EditStore) else EditMemory(memory)
         return cls(loaded, pt, mem, mode, retrieval=retrieval, chat=chat, demos=demos,
-                   ptokens_source=source)
+                   ptokens_source=source, fact_policy=fact_policy, prefix_cache=prefix_cache)
 
     @staticmethod
     def _resolve_ptokens(loaded: LoadedModel, ptokens: Any, m: int) -> tuple[PTokens, str]:
@@ -158,8 +202,17 @@ class EditableLM:
     def edit(self, facts: Any, namespace: str | None = None) -> EditableLM:
         """Store one fact or a list of facts (str or {'text', 'subject', 'relation', 'object'}).
 
-        Returns self so calls chain: `lm.edit(fact).ask(question)`.
+        Returns self so calls chain: `lm.edit(fact).ask(question)`. A fact the fact policy
+        refuses raises `UnsafeFactError`, and nothing of the call is stored.
         """
+        items = facts if isinstance(facts, (list, tuple)) else [facts]
+        for f in items:
+            if isinstance(f, (str, dict, FactInput)):
+                parsed = FactInput.parse(f)  # InvalidInputError for what memory would refuse
+                for field in ("text", "subject", "relation", "object"):
+                    value = getattr(parsed, field)
+                    if value is not None:
+                        self.check_fact(value, "fact" if field == "text" else f"fact {field}")
         self.memory.add(facts, namespace=namespace or self.retrieval.namespace)
         return self
 
@@ -195,10 +248,14 @@ class EditableLM:
         if fact is not None:
             fact = clean_text(fact, "fact", MAX_FACT_CHARS)
             dis = [clean_text(d, "distractor", MAX_FACT_CHARS) for d in (distractors or ())]
+            if mode is not Mode.NONE:  # mode none leaves the fact out of the prompt
+                self.check_fact(fact)
+                for d in dis:
+                    self.check_fact(d, "distractor")
         elif mode is Mode.NONE:
             dis = []
         else:
-            hits = self.retrieve(q, namespace)
+            hits = self._allowed(self.retrieve(q, namespace))
             edit, others = (hits[0], hits[1:]) if hits else (None, [])
             fact = edit.edit.text if edit else None
             dis = [h.edit.text for h in others]
@@ -212,6 +269,21 @@ class EditableLM:
             raise InvalidInputError(f"The prompt has {len(p)} tokens, more than this model's "
                                     f"context of {limit}; shorten the question or the facts.")
         return p, edit, others
+
+    def _allowed(self, hits: list[RetrievedEdit]) -> list[RetrievedEdit]:
+        """Retrieved edits the fact policy accepts (stored by another writer or policy)."""
+        out = []
+        for h in hits:
+            try:
+                self.check_fact(h.edit.text, f"stored edit {h.edit.id}")
+            except UnsafeFactError as exc:
+                if self._fact_policy.on_retrieved == "raise":
+                    raise UnsafeFactError(f"{exc} (forget it with lm.forget({h.edit.id!r}))"
+                                          ) from None
+                log.warning("left out of the prompt: %s", exc)
+                continue
+            out.append(h)
+        return out
 
     # ---- asking ---------------------------------------------------------------------------
     def ask(self, question: str, *, max_new_tokens: int = 32, stream: bool = False,
@@ -231,7 +303,11 @@ class EditableLM:
         if stream:
             pieces = inference.stream(self.model, self.tokenizer, pt, p.ids, **kw)
             return AnswerStream(pieces, p, edit, others)
-        new = inference.generate(self.model, self.tokenizer, pt, p.ids, **kw)
+        if self.prefix_cache is not None and not do_sample and p.prefix_len:
+            new = self.prefix_cache.greedy(p.ids, p.prefix_len, pt,
+                                           max_new_tokens=max_new_tokens, eos_ids=self._eos_ids())
+        else:
+            new = inference.generate(self.model, self.tokenizer, pt, p.ids, **kw)
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         return Answer(text=text.strip(), mode=p.mode.value, edit=edit, distractors=others,
                       prompt_tokens=len(p), completion_tokens=len(new))
@@ -255,11 +331,21 @@ class EditableLM:
         sep = "" if p.chat else " "
         cont = [self.layouts.text_ids(sep + c) for c in cands]
         pt = self.ptokens if p.mode is Mode.PTOKENS else None
-        logps = inference.score_continuations(self.model, pt, p.ids, cont)
+        if self.prefix_cache is not None and p.prefix_len:
+            logps = self.prefix_cache.continuations(p.ids, p.prefix_len, pt, cont)
+        else:
+            logps = inference.score_continuations(self.model, pt, p.ids, cont)
         scores = [CandidateScore(candidate=c, mean_logprob=sum(lp) / len(lp), token_logprobs=lp)
                   for c, lp in zip(cands, logps)]
         return ScoreResult(mode=p.mode.value, scores=scores, edit=edit, distractors=others,
                            prompt_tokens=len(p))
+
+    def _eos_ids(self) -> list[int]:
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])
+                if e is not None]
 
     def __repr__(self) -> str:
         return (f"EditableLM(model={self.name!r}, mode={self.mode.value!r}, m={self.ptokens.m}, "

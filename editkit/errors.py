@@ -14,6 +14,11 @@ class FactTooLongError(InvalidInputError):
     """A fact (or question) is longer than the configured limit."""
 
 
+class UnsafeFactError(InvalidInputError):
+    """A fact contains prompt-control text (special tokens, P-Token or chat-role markers, layout
+    markers such as `New Fact:`) that the `FactPolicy` refuses; see docs/reliability.md."""
+
+
 class UnknownModeError(InvalidInputError):
     """The editing mode is not one of ptokens, ike, prompt, none."""
 
