@@ -70,9 +70,7 @@ class EvalReport(BaseModel):
 
     def table(self) -> str:
         """A markdown table: metric, value, stderr, n, protocol."""
-        lines = ["| metric | value | stderr | n | protocol |", "|---|---|---|---|---|"]
-        for m in self.metrics.values():
-            lines.append(f"| {m.name} | {m.value:.1f} | {m.stderr:.1f} | {m.n} | {m.protocol} |")
+        lines = metrics.markdown_rows(self.metrics)
         t = self.timing
         lines.append(f"| prompt tokens / question | {t['prompt_tokens_per_question']:.0f} | | "
                      f"{int(t['questions'])} | |")

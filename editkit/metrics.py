@@ -119,3 +119,11 @@ def contains_answer(generation: str, answers: Sequence[str]) -> bool:
     """MQuAKE: the generation mentions any alias of the answer (case-insensitive)."""
     text = generation.lower()
     return any(a.strip() and a.strip().lower() in text for a in answers)
+
+
+def markdown_rows(values: dict[str, MetricValue]) -> list[str]:
+    """The header and one row per metric of a report's markdown table."""
+    lines = ["| metric | value | stderr | n | protocol |", "|---|---|---|---|---|"]
+    for m in values.values():
+        lines.append(f"| {m.name} | {m.value:.1f} | {m.stderr:.1f} | {m.n} | {m.protocol} |")
+    return lines

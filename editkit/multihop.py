@@ -334,9 +334,7 @@ class MultiHopReport(BaseModel):
 
     def table(self) -> str:
         """A markdown table: metric, value, stderr, n, what it measures."""
-        lines = ["| metric | value | stderr | n | protocol |", "|---|---|---|---|---|"]
-        for m in self.metrics.values():
-            lines.append(f"| {m.name} | {m.value:.1f} | {m.stderr:.1f} | {m.n} | {m.protocol} |")
+        lines = metrics.markdown_rows(self.metrics)
         t = self.timing
         lines.append(f"| generations | {int(t['generations'])} | | | {t['seconds']:.0f} s |")
         return "\n".join(lines)
