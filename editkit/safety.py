@@ -41,7 +41,7 @@ class FactPolicy(BaseModel):
     ptoken_markers: bool = True  # <BEGIN_EDIT_i>, <END_EDIT_i> and the loaded P-Tokens' names
     role_markers: bool = True  # chat-template role tags (ChatML, Llama 2/3, Gemma, Phi)
     layout_markers: bool = True  # `New Fact:` and `Prompt:` (editkit's plain / IKE layout)
-    single_line: bool = False  # refuse newlines in facts (off: measured no effect of its own)
+    single_line: bool = False  # refuse line breaks too (off: see docs/reliability.md)
     extra_patterns: tuple[str, ...] = ()  # further regular expressions to refuse
     on_retrieved: Literal["skip", "raise"] = "skip"  # unsafe edits found in memory at ask time
 
