@@ -262,7 +262,7 @@ def export(
                   f"{path / 'PROMPT_TEMPLATE.md'}")
 
 
-BENCHMARKS = ("latency", "throughput", "memory_scale", "cold_start")
+BENCHMARKS = ("latency", "throughput", "memory_scale", "cold_start", "injection")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
