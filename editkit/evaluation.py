@@ -57,16 +57,25 @@ class Probe(BaseModel):
     targets: list[str]  # ROME: [new, true]; token accuracy: [target]
 
 
-class EvalReport(BaseModel):
-    """Metrics (lm-eval style table), timing and per-record details; `save()` writes JSON."""
+class Report(BaseModel):
+    """What every evaluation report holds: config, model, metrics, timing, per-record details."""
 
     config: dict[str, Any]
-    format: str
     model: str
     ptokens: str
     metrics: dict[str, metrics.MetricValue]
     timing: dict[str, float]
     records: list[dict[str, Any]] = Field(repr=False)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the full report as JSON, atomically."""
+        return atomic_write(path, lambda p: p.write_text(self.model_dump_json(indent=1)))
+
+
+class EvalReport(Report):
+    """Metrics (lm-eval style table), timing and per-record details; `save()` writes JSON."""
+
+    format: str
 
     def table(self) -> str:
         """A markdown table: metric, value, stderr, n, protocol."""
@@ -76,10 +85,6 @@ class EvalReport(BaseModel):
                      f"{int(t['questions'])} | |")
         lines.append(f"| ms / question | {t['ms_per_question']:.1f} | | {int(t['questions'])} | |")
         return "\n".join(lines)
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the full report as JSON, atomically."""
-        return atomic_write(path, lambda p: p.write_text(self.model_dump_json(indent=1)))
 
 
 def probes_for(record: Any) -> list[Probe]:

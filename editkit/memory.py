@@ -292,19 +292,21 @@ class EditMemory:
     def retrieve(self, question: str, *, k: int = 4, threshold: float = 0.5,
                  namespace: str = DEFAULT_NAMESPACE) -> list[RetrievedEdit]:
         """Edits of `namespace` whose cosine similarity to `question` is ≥ threshold, best first."""
-        if not isinstance(k, int) or k < 1:
-            raise InvalidInputError("k must be an int ≥ 1.")
+        _check_k(k)
         question = clean_text(question, "question", MAX_QUESTION_CHARS)
         state = self._index(check_namespace(namespace))
-        if not len(state.index):
+        if not len(state.index):  # no need to embed the question
             return []
-        return self.retrieve_vector(self.embedder.encode([question])[0], k=k,
-                                    threshold=threshold, namespace=namespace)
+        return self._search(state, self.embedder.encode([question])[0], k, threshold)
 
     def retrieve_vector(self, query: np.ndarray, *, k: int = 4, threshold: float = 0.5,
                         namespace: str = DEFAULT_NAMESPACE) -> list[RetrievedEdit]:
         """`retrieve` for an already embedded (unit-norm) question."""
-        state = self._index(check_namespace(namespace))
+        _check_k(k)
+        return self._search(self._index(check_namespace(namespace)), query, k, threshold)
+
+    def _search(self, state: _NamespaceIndex, query: np.ndarray, k: int,
+                threshold: float) -> list[RetrievedEdit]:
         with self._lock:
             sims, labels = state.index.search(np.asarray(query, dtype=np.float32), k)
             hits = [(state.ids[int(lab)], float(s)) for s, lab in zip(sims, labels)
@@ -332,6 +334,11 @@ class EditMemory:
 
 
 _COLS = "id, text, subject, relation, object, namespace, created_at"
+
+
+def _check_k(k: Any) -> None:
+    if not isinstance(k, int) or k < 1:
+        raise InvalidInputError("k must be an int ≥ 1.")
 
 
 def _prune_log(c: sqlite3.Connection) -> None:

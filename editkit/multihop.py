@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from . import metrics
 from .datasets import MquakeRecord
 from .errors import DatasetError, InvalidInputError
-from .fileio import atomic_write
+from .evaluation import Report
 from .layouts import Mode
 from .memory import EditMemory
 from .records import RetrievedEdit
@@ -322,15 +322,8 @@ class MultiHopAnswerer:
 
 
 # ---- evaluation -----------------------------------------------------------------------------
-class MultiHopReport(BaseModel):
+class MultiHopReport(Report):
     """Metrics (value ×100, stderr, n), timing and per-case details; `save()` writes JSON."""
-
-    config: dict[str, Any]
-    model: str
-    ptokens: str
-    metrics: dict[str, metrics.MetricValue]
-    timing: dict[str, float]
-    records: list[dict[str, Any]] = Field(repr=False)
 
     def table(self) -> str:
         """A markdown table: metric, value, stderr, n, what it measures."""
@@ -338,9 +331,6 @@ class MultiHopReport(BaseModel):
         t = self.timing
         lines.append(f"| generations | {int(t['generations'])} | | | {t['seconds']:.0f} s |")
         return "\n".join(lines)
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        return atomic_write(path, lambda p: p.write_text(self.model_dump_json(indent=1)))
 
 
 # name, protocol: the order of the table
