@@ -33,10 +33,24 @@ t3 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "from_pretrained_s": t2 - t1, "first_answer_s": t3 - t2}))
 """
 
+# The floor under any start: importing the libraries editkit builds on, in a fresh process, with
+# nothing loaded. The cached start minus this is editkit's own cost.
+LIBS = r"""
+import json, time
+t0 = time.perf_counter()
+import torch, transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.models.llama import modeling_llama  # noqa: F401 (the default's architecture)
+t1 = time.perf_counter()
+import sentence_transformers  # noqa: F401 (loaded by the first retrieval)
+t2 = time.perf_counter()
+print(json.dumps({"torch_transformers_s": t1 - t0, "sentence_transformers_s": t2 - t1}))
+"""
 
-def child(env: dict[str, str]) -> dict[str, float]:
+
+def child(env: dict[str, str], code: str = CHILD) -> dict[str, float]:
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
     row = json.loads(out.stdout.strip().splitlines()[-1])
     row["process_s"] = time.perf_counter() - t
@@ -74,8 +88,15 @@ def main(argv: list[str] | None = None) -> dict:
     result["cached"] = cached
     rows.append([f"cached (median of {args.repeat})", med["import_s"], med["from_pretrained_s"],
                  med["first_answer_s"], med["process_s"]])
+    libs = [child(env, LIBS) for _ in range(args.repeat)]
+    floor = {k: pct([c[k] for c in libs], 0.5) for k in libs[0]}
+    result["library_imports_median"] = floor
+    rows.append([f"libraries only (median of {args.repeat})", floor["torch_transformers_s"],
+                 "-", floor["sentence_transformers_s"], floor["process_s"]])
     result["demo_peak_rss_mb"] = demo_peak_rss_mb()
     print(table(["start", "import s", "from_pretrained s", "first answer s", "process s"], rows))
+    print("\nlibraries only: 'import s' = torch + transformers (+ the llama modules), "
+          "'first answer s' = sentence-transformers")
     print(f"\n`editkit demo` peak RSS: {result['demo_peak_rss_mb']:.0f} MB")
     print("wrote", save("cold_start", result, args.json))
     return result

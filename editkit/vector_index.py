@@ -1,12 +1,13 @@
-"""In-RAM vector indexes behind the edit memory: exact (numpy) or FAISS (IVF once it is large).
+"""In-RAM vector indexes behind the edit memory: exact (numpy) or FAISS (IVF-PQ once it is large).
 
 SQLite stays the source of truth; an index is a per-process cache of one namespace's vectors that
 the memory keeps in step with the database. Vectors are unit-norm, so inner product = cosine.
 
 Why two: exact search reads every vector per query, which is memory-bound (~14 GB/s here, i.e.
 ~11 ms per query at 100k facts of dim 384). An IVF index reads only `nprobe` of its `nlist`
-clusters, so it stays in the low milliseconds at a million facts, at the price of being approximate
-(docs/benchmarks.md measures its recall@10 against exact search).
+clusters, as 4-bit PQ codes, and re-ranks its best candidates exactly, so it stays in the low
+milliseconds at a million facts, at the price of being approximate (docs/benchmarks.md measures
+its recall@10 against exact search).
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ IndexKind = Literal["auto", "exact", "faiss"]
 # Below this many vectors, FAISS also searches exactly (a flat index): an IVF index needs enough
 # points to train its clusters, and exact search is already fast at this size.
 IVF_MIN = 20_000
+# Share of the IVF clusters probed per query, and candidates re-ranked exactly per result: chosen
+# on real CounterFact questions for recall@10 >= 0.95 (scripts/ivfpq_curve.py, docs/benchmarks.md).
+NPROBE_FRAC = 0.5
+RERANK = 30
 
 
 class VectorIndex(Protocol):
@@ -37,12 +42,17 @@ class VectorIndex(Protocol):
 
 
 class ExactIndex:
-    """Brute-force search over a growable float32 matrix (amortised O(1) appends)."""
+    """Brute-force search over a growable float32 matrix (amortised O(1) appends and deletes).
+
+    A label -> row map makes deletes O(1) (the last row moves into the hole) and lets the FAISS
+    index re-rank its candidates with these exact vectors.
+    """
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
         self._mat = np.zeros((0, dim), dtype=np.float32)
         self._labels = np.zeros(0, dtype=np.int64)
+        self._row: dict[int, int] = {}
         self._n = 0
         self.built_size = 0
 
@@ -59,90 +69,128 @@ class ExactIndex:
             self._mat, self._labels = mat, lab
         self._mat[self._n:need] = vecs
         self._labels[self._n:need] = labels
+        self._row.update(zip(np.asarray(labels).tolist(), range(self._n, need)))
         self._n = need
 
     def remove(self, labels: np.ndarray) -> None:
-        keep = ~np.isin(self._labels[:self._n], labels)
-        n = int(keep.sum())
-        self._mat[:n] = self._mat[:self._n][keep]
-        self._labels[:n] = self._labels[:self._n][keep]
-        self._n = n
+        for lab in np.asarray(labels).tolist():
+            row = self._row.pop(lab, None)
+            if row is None:
+                continue
+            last = self._n - 1
+            if row != last:  # move the last row into the hole
+                moved = int(self._labels[last])
+                self._mat[row], self._labels[row] = self._mat[last], moved
+                self._row[moved] = row
+            self._n = last
+
+    def vectors(self, labels: np.ndarray) -> np.ndarray:
+        """The stored vectors of `labels` (all of which must be present)."""
+        return self._mat[[self._row[lab] for lab in np.asarray(labels).tolist()]]
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._n == 0:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
         sims = self._mat[:self._n] @ query
-        k = min(k, self._n)
-        top = np.argpartition(-sims, k - 1)[:k] if k < self._n else np.arange(self._n)
-        top = top[np.argsort(-sims[top], kind="stable")]
-        return sims[top], self._labels[:self._n][top]
+        return _top(sims, self._labels[:self._n], k)
 
     def wants_rebuild(self) -> bool:
         return False
 
 
-class FaissIndex:
-    """FAISS: a flat (exact) index while small, an IVF-Flat index from IVF_MIN vectors on.
+def _top(sims: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (similarity, label) pairs, best first (ties keep their order)."""
+    k = min(k, len(sims))
+    top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+    top = top[np.argsort(-sims[top], kind="stable")]
+    return sims[top], labels[top]
 
-    nlist = sqrt(n) clusters trained on a 40-per-cluster sample (seconds at 1M on 2 cores);
-    nprobe = max(nprobe_min, nprobe_frac * nlist) clusters are read per query. Questions sit far
-    from the facts they ask about (cosine ~0.5), so their neighbours spread over many clusters:
-    on real CounterFact questions recall@10 reaches 0.95 only near a third of the clusters
-    (docs/benchmarks.md has the curve). The memory rebuilds the index from the database when it
-    has grown 4x since it was trained, so clusters stay balanced.
+
+def _pq_subquantizers(dim: int, dims_per_code: int = 4, min_codes: int = 16) -> int:
+    """PQ sub-quantizers (4 bits each): one per `dims_per_code` dimensions, but at least
+    `min_codes` (small embeddings would otherwise get codes too coarse to rank candidates);
+    the largest divisor of dim within that budget."""
+    budget = min(dim, max(dim // dims_per_code, min_codes))
+    return max(m for m in range(1, budget + 1) if dim % m == 0)
+
+
+class FaissIndex:
+    """Exact (numpy) search while small; from IVF_MIN vectors on, a FAISS IVF-PQ fast-scan index
+    that proposes `rerank * k` candidates which are then re-ranked exactly.
+
+    Why this shape: questions sit far from the facts they ask about (cosine ~0.5), so their
+    neighbours spread over many clusters and recall@10 needs about a third of the clusters probed
+    (docs/benchmarks.md has the curve). Scanning a third of a million float vectors reads ~500 MB
+    per query; 4-bit PQ codes (dim/8 bytes a vector: 48 for dim 384) make that scan 32x smaller
+    and fast-scan keeps its lookup tables in SIMD registers. PQ distances are coarse, so the top `rerank * k`
+    candidates are re-scored with the exact vectors, which also keeps the returned similarities
+    exact (thresholds mean the same as with exact search).
+
+    nlist = sqrt(n) clusters trained on a 40-per-cluster sample; nprobe = max(nprobe_min,
+    nprobe_frac * nlist). Defaults measured on real questions (scripts/ivfpq_curve.py): at 1M facts,
+    half the clusters and 30x re-ranking give recall@10 0.98 in ~4 ms on one core. The memory rebuilds the index from the database when it has grown 4x
+    since it was trained, so clusters stay balanced.
     """
 
     def __init__(self, dim: int, vecs: np.ndarray, labels: np.ndarray, *,
-                 ivf_min: int = IVF_MIN, nprobe_min: int = 16, nprobe_frac: float = 0.33,
-                 seed: int = 0) -> None:
+                 ivf_min: int = IVF_MIN, nprobe_min: int = 16, nprobe_frac: float = NPROBE_FRAC,
+                 rerank: int = RERANK, seed: int = 0) -> None:
         import faiss
 
         self.dim = dim
         self.ivf_min = ivf_min
-        self.built_size = len(labels)
-        n = len(labels)
+        self.rerank = rerank
+        self.built_size = n = len(labels)
+        self._exact = ExactIndex(dim)  # the re-rank store, and the whole search while small
+        self._ivf = None
         if n < ivf_min:
             self.kind = "flat"
             self.nlist = self.nprobe = 0
-            self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         else:
             self.kind = "ivf"
             self.nlist = max(16, int(math.sqrt(n)))
-            quantizer = faiss.IndexFlatIP(dim)
-            ivf = faiss.IndexIVFFlat(quantizer, dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
+            ivf = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, self.nlist,
+                                           _pq_subquantizers(dim), 4, faiss.METRIC_INNER_PRODUCT)
             rng = np.random.default_rng(seed)
             sample = vecs[rng.choice(n, size=min(n, 40 * self.nlist), replace=False)]
             ivf.cp.seed = seed
             ivf.train(np.ascontiguousarray(sample, dtype=np.float32))
-            self.nprobe = min(self.nlist, max(nprobe_min, int(nprobe_frac * self.nlist)))
-            ivf.nprobe = self.nprobe
-            self._index = ivf
+            self._ivf = ivf
+            self.set_nprobe(max(nprobe_min, int(nprobe_frac * self.nlist)))
         if n:
             self.add(labels, vecs)
 
     def __len__(self) -> int:
-        return int(self._index.ntotal)
+        return len(self._exact)
 
     def add(self, labels: np.ndarray, vecs: np.ndarray) -> None:
-        self._index.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32),
-                                 np.ascontiguousarray(labels, dtype=np.int64))
+        vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        self._exact.add(labels, vecs)
+        if self._ivf is not None:
+            self._ivf.add_with_ids(vecs, labels)
 
     def remove(self, labels: np.ndarray) -> None:
-        self._index.remove_ids(np.ascontiguousarray(labels, dtype=np.int64))
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        self._exact.remove(labels)
+        if self._ivf is not None:
+            self._ivf.remove_ids(labels)
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if len(self) == 0:
+        if self._ivf is None or len(self) == 0:
+            return self._exact.search(query, k)
+        q = np.ascontiguousarray(query[None], dtype=np.float32)
+        _, cand = self._ivf.search(q, min(len(self), self.rerank * k))
+        cand = cand[0][cand[0] >= 0]  # IVF pads with -1 when the probed clusters hold too few
+        if len(cand) == 0:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-        sims, labels = self._index.search(np.ascontiguousarray(query[None], dtype=np.float32),
-                                          min(k, len(self)))
-        ok = labels[0] >= 0  # IVF pads with -1 when the probed clusters hold fewer than k
-        return sims[0][ok], labels[0][ok]
+        return _top(self._exact.vectors(cand) @ query, cand, k)
 
     def set_nprobe(self, nprobe: int) -> None:
         """Clusters read per query (IVF only): the speed/recall knob."""
-        if self.kind == "ivf":
+        if self._ivf is not None:
             self.nprobe = min(self.nlist, max(1, nprobe))
-            self._index.nprobe = self.nprobe
+            self._ivf.nprobe = self.nprobe
 
     def wants_rebuild(self) -> bool:
         n = len(self)

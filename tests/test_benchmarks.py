@@ -88,6 +88,9 @@ def test_cold_start_child_reports_each_phase() -> None:
     row = cold_start.child({**os.environ, "HF_HUB_OFFLINE": "1"})
     assert set(row) == {"import_s", "from_pretrained_s", "first_answer_s", "process_s"}
     assert row["process_s"] > row["from_pretrained_s"] > 0
+    libs = cold_start.child({**os.environ, "HF_HUB_OFFLINE": "1"}, cold_start.LIBS)
+    assert set(libs) == {"torch_transformers_s", "sentence_transformers_s", "process_s"}
+    assert libs["process_s"] > libs["torch_transformers_s"] > 0
 
 
 def test_bench_command_refuses_an_unknown_benchmark_and_forwards_options() -> None:

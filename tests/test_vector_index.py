@@ -40,6 +40,24 @@ def test_exact_index_equals_brute_force_through_adds_and_removes() -> None:
         assert np.all(np.diff(sims) <= 1e-7)
 
 
+def test_exact_index_keeps_rows_and_labels_paired_when_removes_and_adds_interleave() -> None:
+    vecs = _clustered(300, seed=4)
+    idx, alive = ExactIndex(32), set()
+    rng = np.random.default_rng(5)
+    for step in range(30):  # removes move the last row into the hole; adds reuse the space
+        new = np.arange(10 * step, 10 * step + 10)
+        idx.add(new, vecs[new])
+        alive |= set(new.tolist())
+        gone = rng.choice(sorted(alive), size=4, replace=False)
+        idx.remove(np.concatenate([gone, [10_000]]))  # an unknown label is ignored
+        alive -= set(gone.tolist())
+    ids = np.array(sorted(alive))
+    assert len(idx) == len(ids)
+    np.testing.assert_array_equal(idx.vectors(ids), vecs[ids])
+    for q in _clustered(5, seed=6):
+        assert list(idx.search(q, 10)[1]) == list(ids[_brute(vecs[ids], q, 10)])
+
+
 def test_faiss_is_flat_while_small_and_ivf_with_high_recall_when_large() -> None:
     pytest.importorskip("faiss")
     vecs = _clustered(6000)
@@ -51,6 +69,8 @@ def test_faiss_is_flat_while_small_and_ivf_with_high_recall_when_large() -> None
     recall = np.mean([len(set(big.search(q, 10)[1]) & set(_brute(vecs, q, 10))) / 10
                       for q in queries])
     assert recall >= 0.95
+    sims, labels = big.search(queries[0], 10)  # PQ candidates come back with exact similarities
+    np.testing.assert_allclose(sims, vecs[labels] @ queries[0], rtol=1e-5, atol=1e-6)
     big.remove(np.arange(0, 6000, 2))
     assert len(big) == 3000 and all(lab % 2 for lab in big.search(queries[0], 10)[1])
     grown = FaissIndex(32, vecs[:200], np.arange(200), ivf_min=1000)
