@@ -95,6 +95,9 @@ class EditableLM:
         # KV caches of the last `prefix_cache` prompt prefixes (demonstrations + fact), for
         # repeated questions about one edit; 0 = off. Greedy ask() and score() use them.
         self.prefix_cache = PrefixCache(self.model, None, prefix_cache) if prefix_cache else None
+        # Always on: the KV cache of the edit-independent head (chat head, the m P-Token begin
+        # markers), so a question about a fresh edit computes only what follows it.
+        self._head_cache = PrefixCache(self.model, None, 4)
         self.mode = Mode.parse(mode)
         self.retrieval = retrieval or RetrievalSettings()
         self.layouts = PromptBuilder(self.tokenizer, ptokens, chat=chat)
@@ -333,6 +336,8 @@ class EditableLM:
         pt = self.ptokens if p.mode is Mode.PTOKENS else None
         if self.prefix_cache is not None and p.prefix_len:
             logps = self.prefix_cache.continuations(p.ids, p.prefix_len, pt, cont)
+        elif p.head_len > 1:
+            logps = self._head_cache.continuations(p.ids, p.head_len, pt, cont)
         else:
             logps = inference.score_continuations(self.model, pt, p.ids, cont)
         scores = [CandidateScore(candidate=c, mean_logprob=sum(lp) / len(lp), token_logprobs=lp)

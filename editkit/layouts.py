@@ -56,6 +56,7 @@ class Prompt:
     chat: bool = False
     text: str = field(default="", repr=False)  # human-readable rendering, P-Tokens by name
     prefix_len: int = 0  # tokens before the question (chat head + context): cacheable per edit
+    head_len: int = 0  # leading tokens that no edit changes (chat head, P-Token begin markers)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -141,4 +142,6 @@ class PromptBuilder:
             n_demos = 0
         return Prompt(ids=head + ctx + self.text_ids(q) + tail, mode=mode, question=question,
                       fact=fact, distractors=tuple(distractors), n_demos=n_demos, chat=chat,
-                      text=ctx_text + q, prefix_len=len(head) + len(ctx))
+                      text=ctx_text + q, prefix_len=len(head) + len(ctx),
+                      head_len=len(head) + (self.ptokens.m if edited and mode is Mode.PTOKENS
+                                            and self.ptokens is not None else 0))

@@ -57,3 +57,24 @@ def test_cache_is_lru_bounded_and_left_at_the_prefix_length(default_model) -> No
 def test_prefix_cache_size_must_be_positive(default_model) -> None:
     with pytest.raises(ValueError):
         PrefixCache(default_model.model, None, max_entries=0)
+
+
+@pytest.mark.parametrize(("mode", "chat"), [("ptokens", False), ("prompt", True)])
+def test_fresh_edits_reuse_the_edit_independent_head_and_score_as_without_it(
+        default_model, default_ptokens, mode: str, chat: bool) -> None:
+    from editkit import inference
+    from editkit.layouts import Mode
+
+    lm = EditableLM(default_model, default_ptokens, EditMemory(None), chat=chat)
+    for r in _rome(3):  # three different facts: only the head (BOS/chat head + [B]*m) is shared
+        q = r["questions"][0]
+        got = lm.score(q, r["cands"], fact=r["fact"], mode=mode)
+        p, _, _ = lm.prompt(q, mode=mode, fact=r["fact"])
+        sep = "" if p.chat else " "
+        pt = lm.ptokens if p.mode is Mode.PTOKENS else None
+        want = inference.score_continuations(
+            lm.model, pt, p.ids, [lm.layouts.text_ids(sep + c) for c in r["cands"]])
+        assert p.head_len > 1
+        for s, w in zip(got.scores, want):
+            assert abs(s.mean_logprob - sum(w) / len(w)) < 1e-4
+    assert lm._head_cache.misses == 1 and lm._head_cache.hits == 2
