@@ -2,10 +2,10 @@
 
 One row per edit with its all-MiniLM-L6-v2 vector. Writes are single transactions, so an edit for
 which `add()` returned is on disk (synchronous=FULL) and a crash never leaves half of a batch.
-Retrieval searches an in-RAM index of the namespace's vectors (exact, or FAISS IVF at scale:
-editkit/vector_index.py). Triggers log every insert and delete in a `changes` table, so when any
-connection (this process or another) commits, the index applies just those changes instead of
-re-reading every row.
+Retrieval searches an in-RAM index of the namespace's vectors (exact, or FAISS IVF-PQ with exact
+re-ranking at scale: editkit/vector_index.py). Triggers log every insert and delete in a `changes`
+table, so when any connection (this process or another) commits, the index applies just those
+changes instead of re-reading every row.
 """
 from __future__ import annotations
 
@@ -78,8 +78,8 @@ class EditMemory:
     def __init__(self, path: str | os.PathLike[str] | None = None, *,
                  embedder: Embedder | None = None, busy_timeout_s: float = 30.0,
                  index: IndexKind = "auto") -> None:
-        """index: 'exact' (numpy), 'faiss' (flat, then IVF from 20k edits; `editkit[scale]`),
-        or 'auto' (FAISS when installed)."""
+        """index: 'exact' (numpy), 'faiss' (exact, then IVF-PQ + exact re-rank from 20k
+        edits; `editkit[scale]`), or 'auto' (FAISS when installed)."""
         self.path = ":memory:" if path in (None, ":memory:") else str(Path(path).expanduser())
         self.index_kind = resolve_kind(index)
         self._embedder = embedder
