@@ -221,7 +221,7 @@ def build_index(kind: Literal["exact", "faiss"], dim: int, vecs: np.ndarray,
                 labels: np.ndarray) -> VectorIndex:
     """A fresh index over (labels, vecs), of the kind asked for."""
     if kind == "faiss":
-        return FaissIndex(dim, vecs, labels)
+        return FaissIndex(dim, vecs, labels, ivf_min=IVF_MIN)  # read now: tests lower it
     index = ExactIndex(dim)
     if len(labels):
         index.add(labels, vecs)

@@ -157,6 +157,34 @@ def test_add_embedded_validates_shape_and_values_and_stores_nothing_on_error() -
     assert mem.retrieve("Where is the Eiffel Tower?", k=1)[0].score > 0.5
 
 
+def test_a_faiss_memory_turns_ivf_past_the_threshold_and_still_finds_and_forgets(
+        tmp_path, monkeypatch) -> None:
+    pytest.importorskip("faiss")
+    from editkit import vector_index
+
+    monkeypatch.setattr(vector_index, "IVF_MIN", 400)
+    path = tmp_path / "m.sqlite"
+    fast, exact = EditMemory(path, index="faiss"), EditMemory(path, index="exact")
+    dim = fast.embedder.dim
+    vecs = _clustered(1200, dim=dim, centers=40, seed=7)
+    texts = [f"Synthetic fact number {i} is about Oslo." for i in range(1200)]
+    fast.add_embedded(texts[:300], vecs[:300])
+    queries = _clustered(30, dim=dim, centers=40, seed=7)  # same centres as the facts
+    assert fast.retrieve_vector(queries[0], k=1, threshold=-1)  # built while small: exact
+    assert fast._index("default").index.kind == "flat"
+    fast.add_embedded(texts[300:], vecs[300:])  # past IVF_MIN: rebuilt from SQLite as IVF
+    hits = [[h.edit.id for h in fast.retrieve_vector(q, k=10, threshold=-1)] for q in queries]
+    assert fast._index("default").index.kind == "ivf"
+    truth = [[h.edit.id for h in exact.retrieve_vector(q, k=10, threshold=-1)] for q in queries]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(hits, truth)])
+    assert recall >= 0.95
+    gone = truth[0][:3]
+    for edit_id in gone:
+        fast.forget(edit_id)
+    assert not set(gone) & {h.edit.id for h in fast.retrieve_vector(queries[0], k=10,
+                                                                     threshold=-1)}
+
+
 def test_unknown_index_kind_is_refused() -> None:
     with pytest.raises(InvalidInputError, match="index must be"):
         EditMemory(None, index="annoy")  # type: ignore[arg-type]
