@@ -82,6 +82,27 @@ def time_cached(lm: Any, qs: list[dict[str, Any]], modes: tuple[str, ...]) -> di
         for m in modes}
 
 
+def time_mixed(lm: Any, mixed: Any, qs: list[dict[str, Any]],
+               modes: tuple[str, ...]) -> dict[str, dict]:
+    """`ask` with fp32 decoding vs a bf16/fp16 decode copy after the fp32 prefill
+    (`EditableLM(decode_dtype=...)`), alternating per question and mode."""
+    full: dict[str, list[float]] = {m: [] for m in modes}
+    fast: dict[str, list[float]] = {m: [] for m in modes}
+    same: dict[str, int] = {m: 0 for m in modes}
+    for q in qs:
+        for mode in modes:
+            out: list[str] = []
+            for model, times in ((lm, full[mode]), (mixed, fast[mode])):
+                times += timed(lambda model=model, q=q, mode=mode, out=out: out.append(model.ask(
+                    q["question"], fact=q["fact"], mode=mode, max_new_tokens=8).text),
+                    repeat=1, warmup=0)
+            same[mode] += out[0] == out[1]
+    return {mode: {"ask_p50_ms_fp32_decode": 1e3 * pct(full[mode], .5),
+                   "ask_p50_ms_mixed_decode": 1e3 * pct(fast[mode], .5),
+                   "speedup": pct(full[mode], .5) / pct(fast[mode], .5),
+                   "identical_answers": same[mode] / len(qs)} for mode in modes}
+
+
 def sweep(lm: Any, qs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """How P-Token score latency grows with distractors, m and question length (fp32)."""
     from editkit import EditableLM
@@ -123,9 +144,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", default=None, help="model id or path (default: embedded)")
     ap.add_argument("--sweep", action="store_true",
                     help="also time P-Token scoring vs distractors, m and question length")
+    ap.add_argument("--decode-dtype", default=None, choices=["bfloat16", "float16"],
+                    help="only time ask with fp32 vs this decode dtype after an fp32 prefill")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     from editkit import EditableLM
+
+    if args.decode_dtype:
+        return _main_mixed(args)
 
     qs = questions(args.n)
     modes = tuple(args.modes.split(","))
@@ -170,6 +196,25 @@ def main(argv: list[str] | None = None) -> dict:
                             for r in result["sweep"]]))
     result["torch_threads"] = torch.get_num_threads()
     print("wrote", save("latency", result, args.json))
+    return result
+
+
+def _main_mixed(args: Any) -> dict:
+    from editkit import EditableLM
+
+    lm = EditableLM.from_pretrained(args.model, device="cpu")
+    mixed = EditableLM(_loaded(lm), lm.ptokens, lm.memory, demos=lm.demos,
+                       decode_dtype=args.decode_dtype)
+    for m in (lm, mixed):
+        m.ask("Warm up:", max_new_tokens=2)
+    res = time_mixed(lm, mixed, questions(args.n), tuple(args.modes.split(",")))
+    print(table(["mode", "ask p50 ms (fp32 decode)", f"ask p50 ms ({args.decode_dtype} decode)",
+                 "speedup", "identical answers"],
+                [[m, r["ask_p50_ms_fp32_decode"], r["ask_p50_ms_mixed_decode"], r["speedup"],
+                  r["identical_answers"]] for m, r in res.items()]))
+    result = {"n": args.n, "decode_dtype": args.decode_dtype, "by_mode": res,
+              "torch_threads": torch.get_num_threads()}
+    print("wrote", save("latency-mixed-decode", result, args.json))
     return result
 
 

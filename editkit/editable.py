@@ -20,6 +20,7 @@ from .ike import DemoStore
 from .layouts import Mode, Prompt, PromptBuilder
 from .loading import LoadedModel, load_model
 from .memory import EditMemory, EditStore
+from .mixed_decode import decode_copy, greedy_mixed
 from .prefix_cache import PrefixCache
 from .ptokens import PTokens, fingerprint
 from .records import (
@@ -86,8 +87,11 @@ class EditableLM:
                  chat: bool = False, demos: DemoStore | str | os.PathLike[str] | None = None,
                  ptokens_source: str = "",
                  fact_policy: FactPolicy | dict[str, Any] | None = None,
-                 prefix_cache: int = 0) -> None:
+                 prefix_cache: int = 0, decode_dtype: str | None = None) -> None:
         self.model, self.tokenizer, self.name = loaded.model, loaded.tokenizer, loaded.name
+        # Optional bf16/fp16 copy of the weights for greedy decoding after an fp32 prefill
+        # (editkit.mixed_decode): faster on CPUs where decoding is memory-bound.
+        self.decode_model = decode_copy(self.model, decode_dtype) if decode_dtype else None
         self.fact_policy = fact_policy  # validated by the property setter
         self.ptokens = ptokens
         self.ptokens_source = ptokens_source
@@ -150,6 +154,7 @@ class EditableLM:
         trust_remote_code: bool = False,
         fact_policy: FactPolicy | dict[str, Any] | None = None,
         prefix_cache: int = 0,
+        decode_dtype: str | None = None,
     ) -> EditableLM:
         """Load a model (None = the embedded SmolLM2-135M-Instruct), P-Tokens and a memory.
 
@@ -161,6 +166,8 @@ class EditableLM:
         prompt-injection checks); see `editkit.safety`.
         prefix_cache: keep the KV cache of this many prompt prefixes (IKE demonstrations + fact),
         so repeated questions about one edit skip recomputing them (0 = off).
+        decode_dtype: 'bfloat16' or 'float16' to decode greedy answers with a copy of the weights
+        in that dtype after a full-precision prefill (None = off; docs/benchmarks.md, bf16).
         """
         mode = Mode.parse(mode)
         try:
@@ -173,7 +180,8 @@ class EditableLM:
         pt, source = cls._resolve_ptokens(loaded, ptokens, m)
         mem = memory if isinstance(memory, EditStore) else EditMemory(memory)
         return cls(loaded, pt, mem, mode, retrieval=retrieval, chat=chat, demos=demos,
-                   ptokens_source=source, fact_policy=fact_policy, prefix_cache=prefix_cache)
+                   ptokens_source=source, fact_policy=fact_policy, prefix_cache=prefix_cache,
+                   decode_dtype=decode_dtype)
 
     @staticmethod
     def _resolve_ptokens(loaded: LoadedModel, ptokens: Any, m: int) -> tuple[PTokens, str]:
@@ -309,6 +317,9 @@ class EditableLM:
         if self.prefix_cache is not None and not do_sample and p.prefix_len:
             new = self.prefix_cache.greedy(p.ids, p.prefix_len, pt,
                                            max_new_tokens=max_new_tokens, eos_ids=self._eos_ids())
+        elif self.decode_model is not None and not do_sample:
+            new = greedy_mixed(self.model, self.decode_model, pt, p.ids,
+                               max_new_tokens=max_new_tokens, eos_ids=self._eos_ids())
         else:
             new = inference.generate(self.model, self.tokenizer, pt, p.ids, **kw)
         text = self.tokenizer.decode(new, skip_special_tokens=True)

@@ -52,6 +52,15 @@ def test_latency_smoke_covers_every_mode_and_the_cached_prefix(tmp_path) -> None
     assert by[("m", 10)] - by[("m", 1)] == 18  # 2 x 9 more P-Tokens
 
 
+def test_latency_mixed_decode_smoke_times_both_decoders_per_mode(tmp_path) -> None:
+    res = latency.main(["--n", "2", "--modes", "none,ptokens", "--decode-dtype", "bfloat16",
+                        "--json", str(tmp_path / "m.json")])
+    assert set(res["by_mode"]) == {"none", "ptokens"}
+    for r in res["by_mode"].values():
+        assert r["ask_p50_ms_fp32_decode"] > 0 and r["ask_p50_ms_mixed_decode"] > 0
+        assert 0 <= r["identical_answers"] <= 1
+
+
 def test_flop_counter_counts_the_tokens_of_each_forward(default_model) -> None:
     import torch
 
