@@ -16,8 +16,7 @@ from typing import Any
 import torch
 
 from .errors import InvalidInputError
-from .inference import _device, input_embeds
-from .prefix_cache import _cache_kw
+from .prefix_cache import greedy_steps
 
 DECODE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -48,17 +47,10 @@ def greedy_mixed(model: Any, decode_model: Any, ptokens: Any, prefix: Sequence[i
     """Greedy new token ids after `prefix`: prefill with `model`, decode with `decode_model`."""
     from transformers import DynamicCache
 
-    kw = _cache_kw(model)
     cache = DynamicCache(config=model.config)
-    dev = _device(model)
-    ids = torch.tensor([list(prefix)], device=dev)
-    logits = model(inputs_embeds=input_embeds(model, ptokens, ids), **{kw: cache},
-                   use_cache=True, logits_to_keep=1).logits[0, -1]
-    out = [int(logits.argmax())]
+    out = greedy_steps(model, cache, ptokens, prefix, max_new_tokens=1, eos_ids=eos_ids)
+    if max_new_tokens == 1 or out[-1] in eos_ids:
+        return out
     _cast_cache(cache, decode_model.dtype)
-    while len(out) < max_new_tokens and out[-1] not in eos_ids:
-        x = torch.tensor([[out[-1]]], device=_device(decode_model))
-        logits = decode_model(input_ids=x, **{kw: cache}, use_cache=True,
-                              logits_to_keep=1).logits[0, -1]
-        out.append(int(logits.argmax()))
-    return out
+    return out + greedy_steps(decode_model, cache, None, out, max_new_tokens=max_new_tokens - 1,
+                              eos_ids=eos_ids)

@@ -33,6 +33,25 @@ def _crop(cache: Any, keep: int) -> None:
         cache.crop(-extra)
 
 
+@torch.no_grad()
+def greedy_steps(model: Any, cache: Any, ptokens: PTokens | None, feed: Sequence[int], *,
+                 max_new_tokens: int, eos_ids: Sequence[int]) -> list[int]:
+    """Greedy tokens after `feed`, which extends what `cache` already holds (the cache grows)."""
+    kw = _cache_kw(model)
+    dev = _device(model)
+    out: list[int] = []
+    feed = list(feed)
+    for _ in range(max_new_tokens):
+        x = torch.tensor([feed], device=dev)
+        logits = model(inputs_embeds=input_embeds(model, ptokens, x), **{kw: cache},
+                       use_cache=True, logits_to_keep=1).logits[0, -1]
+        out.append(int(logits.argmax()))
+        if out[-1] in eos_ids:
+            break
+        feed = [out[-1]]
+    return out
+
+
 class PrefixCache:
     """LRU of prefix KV caches for one model (and P-Token set), `max_entries` prefixes deep."""
 
@@ -72,25 +91,13 @@ class PrefixCache:
         """Greedy continuation of `ids`, whose first `prefix_len` tokens come from the cache."""
         # At least one token is always fed: the last position's logits are not cached.
         cut = min(prefix_len, len(ids) - 1)
-        dev = _device(self.model)
-        out: list[int] = []
         with self._lock:
             cache = self._get(ids[:cut], ptokens)
             try:
-                feed = list(ids[cut:])
-                for _ in range(max_new_tokens):
-                    x = torch.tensor([feed], device=dev)
-                    logits = self.model(inputs_embeds=input_embeds(self.model, ptokens, x),
-                                        **{self._kw: cache}, use_cache=True,
-                                        logits_to_keep=1).logits[0, -1]
-                    nxt = int(logits.argmax())
-                    out.append(nxt)
-                    if nxt in eos_ids:
-                        break
-                    feed = [nxt]
+                return greedy_steps(self.model, cache, ptokens, ids[cut:],
+                                    max_new_tokens=max_new_tokens, eos_ids=eos_ids)
             finally:
                 _crop(cache, cut)
-        return out
 
     @torch.no_grad()
     def continuations(self, prefix: Sequence[int], prefix_len: int, ptokens: PTokens | None,

@@ -119,17 +119,18 @@ class FaissIndex:
     that proposes `rerank * k` candidates which are then re-ranked exactly.
 
     Why this shape: questions sit far from the facts they ask about (cosine ~0.5), so their
-    neighbours spread over many clusters and recall@10 needs about a third of the clusters probed
-    (docs/benchmarks.md has the curve). Scanning a third of a million float vectors reads ~500 MB
-    per query; 4-bit PQ codes (dim/8 bytes a vector: 48 for dim 384) make that scan 32x smaller
-    and fast-scan keeps its lookup tables in SIMD registers. PQ distances are coarse, so the top `rerank * k`
-    candidates are re-scored with the exact vectors, which also keeps the returned similarities
-    exact (thresholds mean the same as with exact search).
+    neighbours spread over many clusters and recall@10 needs a third to a half of the clusters
+    probed (docs/benchmarks.md has the curve). Scanning half of a million float vectors reads
+    ~750 MB per query; 4-bit PQ codes (dim/8 bytes a vector: 48 for dim 384) make that scan 32x
+    smaller, and fast-scan keeps its lookup tables in SIMD registers. PQ distances are coarse, so
+    the top `rerank * k` candidates are re-scored with the exact vectors, which also keeps the
+    returned similarities exact (thresholds mean the same as with exact search).
 
     nlist = sqrt(n) clusters trained on a 40-per-cluster sample; nprobe = max(nprobe_min,
-    nprobe_frac * nlist). Defaults measured on real questions (scripts/ivfpq_curve.py): at 1M facts,
-    half the clusters and 30x re-ranking give recall@10 0.98 in ~4 ms on one core. The memory rebuilds the index from the database when it has grown 4x
-    since it was trained, so clusters stay balanced.
+    nprobe_frac * nlist). Defaults measured on real questions (scripts/ivfpq_curve.py): at 1M
+    facts, half the clusters and 30x re-ranking give recall@10 0.98 in ~4 ms on one core. The
+    memory rebuilds the index from the database when it has grown 4x since it was trained, so
+    clusters stay balanced.
     """
 
     def __init__(self, dim: int, vecs: np.ndarray, labels: np.ndarray, *,
@@ -144,10 +145,8 @@ class FaissIndex:
         self._exact = ExactIndex(dim)  # the re-rank store, and the whole search while small
         self._ivf = None
         if n < ivf_min:
-            self.kind = "flat"
             self.nlist = self.nprobe = 0
         else:
-            self.kind = "ivf"
             self.nlist = max(16, int(math.sqrt(n)))
             ivf = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, self.nlist,
                                            _pq_subquantizers(dim), 4, faiss.METRIC_INNER_PRODUCT)
@@ -159,6 +158,11 @@ class FaissIndex:
             self.set_nprobe(max(nprobe_min, int(nprobe_frac * self.nlist)))
         if n:
             self.add(labels, vecs)
+
+    @property
+    def kind(self) -> str:
+        """'flat' (exact search) while small, 'ivf' once built as IVF-PQ."""
+        return "flat" if self._ivf is None else "ivf"
 
     def __len__(self) -> int:
         return len(self._exact)
