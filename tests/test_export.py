@@ -11,7 +11,7 @@ import torch
 
 from editkit.errors import InvalidInputError
 from editkit.export import LAYOUT_NAME, export_hf, ptoken_prompt_text
-from editkit.inference import input_embeds
+from editkit.runtime.scoring import input_embeds
 from editkit.layouts import Mode, PromptBuilder
 from editkit.ptokens import PTokens
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from editkit import inference
+from editkit.runtime import scoring as inference
 
 
 def _full_sequence_logprobs(model, ptokens, prefix, cont):

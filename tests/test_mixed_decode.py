@@ -1,12 +1,13 @@
-"""Greedy decoding with a bf16 copy of the weights after an fp32 prefill (editkit.mixed_decode)."""
+"""Greedy decoding with a bf16 copy of the weights after an fp32 prefill (editkit.runtime.mixed_decode)."""
 from __future__ import annotations
 
 import pytest
 import torch
 from test_prefix_cache import _rome
 
-from editkit import EditableLM, EditMemory, InvalidInputError, inference
-from editkit.mixed_decode import decode_copy, greedy_mixed
+from editkit import EditableLM, EditMemory, InvalidInputError
+from editkit.runtime import scoring as inference
+from editkit.runtime.mixed_decode import decode_copy, greedy_mixed
 
 
 def test_mixed_decoding_starts_with_the_fp32_token_and_mostly_agrees_on_the_real_model(

@@ -7,7 +7,7 @@ import pytest
 from conftest import shared_data
 
 from editkit import EditableLM, EditMemory
-from editkit.prefix_cache import PrefixCache
+from editkit.runtime.prefix_cache import PrefixCache
 
 
 def _rome(n: int) -> list[dict]:
@@ -62,7 +62,7 @@ def test_prefix_cache_size_must_be_positive(default_model) -> None:
 @pytest.mark.parametrize(("mode", "chat"), [("ptokens", False), ("prompt", True)])
 def test_fresh_edits_reuse_the_edit_independent_head_and_score_as_without_it(
         default_model, default_ptokens, mode: str, chat: bool) -> None:
-    from editkit import inference
+    from editkit.runtime import scoring as inference
     from editkit.layouts import Mode
 
     lm = EditableLM(default_model, default_ptokens, EditMemory(None), chat=chat)

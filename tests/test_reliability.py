@@ -124,8 +124,9 @@ def test_no_pickle_loading_and_no_remote_code_by_default_anywhere_in_the_package
 
     root = Path(__file__).resolve().parents[1]
     offences = []
-    for path in [*root.glob("editkit/**/*.py"), *root.glob("cli/*.py"),
-                 *root.glob("integrations/**/*.py")]:
+    paths = list(root.glob("src/editkit/**/*.py"))
+    assert len(paths) > 30, "the package sources were not found"  # no vacuous pass
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]

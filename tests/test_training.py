@@ -117,7 +117,7 @@ def test_cross_entropy_term_adds_the_gold_answer_nll_only_to_its_kinds(default_m
         base_n, _ = plain.student_loss(pt, plain.val_pairs, teacher, [neighbour])
         ce_n, _ = with_ce.student_loss(pt, plain.val_pairs, teacher, [neighbour])
         # the gold answer's mean NLL under the student, computed independently
-        from editkit.inference import score_packed
+        from editkit.runtime.scoring import score_packed
         from editkit.layouts import Mode, PromptBuilder
 
         p = plain.val_pairs[edit]

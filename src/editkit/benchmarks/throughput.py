@@ -1,7 +1,7 @@
 """Evaluation throughput per mode (records/s, and FLOP/s against this machine's matmul peak) and
 P-Token training step time with and without the teacher cache.
 
-    python -m benchmarks.throughput --records 300 --ike-records 30
+    python -m editkit.benchmarks.throughput --records 300 --ike-records 30
 
 FLOPs are counted on the tokens the model actually processed (a forward hook sees every packed
 sequence): 2 x non-embedding parameters per token, the attention score/value products over the

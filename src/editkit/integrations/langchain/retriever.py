@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 from ...editable import EditableLM
 from ...errors import InvalidInputError
 from ...memory import EditStore
+from ...retrieval import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from ...records import DEFAULT_NAMESPACE, MAX_QUESTION_CHARS, check_namespace, clean_text
 from .vectorstore_memory import edit_to_document
 
@@ -33,8 +34,8 @@ class EditMemoryRetriever(BaseRetriever):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     memory: Any = Field(description="an editkit EditStore (EditMemory, VectorStoreEditMemory...)")
-    k: int = Field(4, ge=1, le=200)
-    threshold: float = Field(0.5, ge=-1.0, le=1.0)
+    k: int = Field(DEFAULT_TOP_K, ge=1, le=200)
+    threshold: float = Field(DEFAULT_THRESHOLD, ge=-1.0, le=1.0)
     namespace: str = DEFAULT_NAMESPACE
 
     def __init__(self, **data: Any) -> None:

@@ -3,7 +3,7 @@
 One row per edit with its all-MiniLM-L6-v2 vector. Writes are single transactions, so an edit for
 which `add()` returned is on disk (synchronous=FULL) and a crash never leaves half of a batch.
 Retrieval searches an in-RAM index of the namespace's vectors (exact, or FAISS IVF-PQ with exact
-re-ranking at scale: editkit/vector_index.py). Triggers log every insert and delete in a `changes`
+re-ranking at scale: editkit.vector_index). Triggers log every insert and delete in a `changes`
 table, so when any connection (this process or another) commits, the index applies just those
 changes instead of re-reading every row.
 """
@@ -22,6 +22,7 @@ import numpy as np
 
 from .embedder import Embedder, shared_embedder
 from .errors import EditNotFoundError, InvalidInputError, MemoryCorruptError
+from .retrieval import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from .records import (
     DEFAULT_NAMESPACE,
     MAX_QUESTION_CHARS,
@@ -68,7 +69,7 @@ class EditStore(Protocol):
     def forget(self, edit_id: str) -> Edit: ...
     def edits(self, namespace: str | None = None) -> list[Edit]: ...
     def clear(self, namespace: str | None = None) -> int: ...
-    def retrieve(self, question: str, *, k: int = 4, threshold: float = 0.5,
+    def retrieve(self, question: str, *, k: int = DEFAULT_TOP_K, threshold: float = DEFAULT_THRESHOLD,
                  namespace: str = DEFAULT_NAMESPACE) -> list[RetrievedEdit]: ...
 
 
@@ -289,7 +290,7 @@ class EditMemory:
                 chunk).fetchall()
         return out
 
-    def retrieve(self, question: str, *, k: int = 4, threshold: float = 0.5,
+    def retrieve(self, question: str, *, k: int = DEFAULT_TOP_K, threshold: float = DEFAULT_THRESHOLD,
                  namespace: str = DEFAULT_NAMESPACE) -> list[RetrievedEdit]:
         """Edits of `namespace` whose cosine similarity to `question` is ≥ threshold, best first."""
         _check_k(k)
@@ -299,7 +300,7 @@ class EditMemory:
             return []
         return self._search(state, self.embedder.encode([question])[0], k, threshold)
 
-    def retrieve_vector(self, query: np.ndarray, *, k: int = 4, threshold: float = 0.5,
+    def retrieve_vector(self, query: np.ndarray, *, k: int = DEFAULT_TOP_K, threshold: float = DEFAULT_THRESHOLD,
                         namespace: str = DEFAULT_NAMESPACE) -> list[RetrievedEdit]:
         """`retrieve` for an already embedded (unit-norm) question."""
         _check_k(k)

@@ -18,7 +18,7 @@ def data_dir() -> Path:
     env = os.environ.get("EDITKIT_DATA")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parents[1]
+    here = Path(__file__).resolve().parents[3]  # src/editkit/benchmarks/ -> repo
     return here.parent / "shared" / "data"
 
 

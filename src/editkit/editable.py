@@ -12,17 +12,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from . import inference
+from .runtime import scoring as inference
 from .errors import InvalidInputError, PTokenMismatchError, UnsafeFactError
 from .ike import DemoStore
 from .layouts import Mode, Prompt, PromptBuilder
 from .loading import LoadedModel, load_model
 from .memory import EditMemory, EditStore
-from .mixed_decode import decode_copy, greedy_mixed
-from .prefix_cache import PrefixCache
+from .runtime.mixed_decode import decode_copy, greedy_mixed
+from .runtime.prefix_cache import PrefixCache
 from .ptokens import PTokens, fingerprint
+from .retrieval import DEFAULT_THRESHOLD, DEFAULT_TOP_K, RetrievalSettings, Selection, select
 from .records import (
     DEFAULT_NAMESPACE,
     MAX_FACT_CHARS,
@@ -43,15 +44,6 @@ log = logging.getLogger(__name__)
 # The shipped m whose artifact has the best validation S (m=10: 72.4; m=3: 65.2; m=5: 58.3;
 # m=1: 57.3; docs/results.md). It costs 14 more prompt tokens than m=3, about the same latency.
 DEFAULT_M = 10
-
-
-class RetrievalSettings(BaseModel):
-    """Which stored edits reach the prompt: top-k above a cosine threshold, in one namespace."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-    top_k: int = Field(4, ge=1, le=200, description="best is the edit, the rest distractors")
-    threshold: float = Field(0.5, ge=-1.0, le=1.0, description="minimum cosine similarity")
-    namespace: str = DEFAULT_NAMESPACE
 
 
 def shipped_ptokens_dir(model_name: str, m: int) -> Path | None:
@@ -90,7 +82,7 @@ class EditableLM:
                  prefix_cache: int = 0, decode_dtype: str | None = None) -> None:
         self.model, self.tokenizer, self.name = loaded.model, loaded.tokenizer, loaded.name
         # Optional bf16/fp16 copy of the weights for greedy decoding after an fp32 prefill
-        # (editkit.mixed_decode): faster on CPUs where decoding is memory-bound.
+        # (editkit.runtime.mixed_decode): faster on CPUs where decoding is memory-bound.
         self.decode_model = decode_copy(self.model, decode_dtype) if decode_dtype else None
         self.fact_policy = fact_policy  # validated by the property setter
         self.ptokens = ptokens
@@ -146,8 +138,8 @@ class EditableLM:
         dtype: str | None = None,
         *,
         m: int = DEFAULT_M,
-        top_k: int = 4,
-        threshold: float = 0.5,
+        top_k: int = DEFAULT_TOP_K,
+        threshold: float = DEFAULT_THRESHOLD,
         namespace: str = DEFAULT_NAMESPACE,
         chat: bool = False,
         demos: DemoStore | str | os.PathLike[str] | None = None,
@@ -243,6 +235,18 @@ class EditableLM:
         return self.memory.retrieve(q, k=r.top_k, threshold=r.threshold,
                                     namespace=namespace or r.namespace)
 
+    def select(self, question: str, namespace: str | None = None, *,
+               memory: EditStore | None = None, k: int | None = None) -> Selection:
+        """The retrieval policy's choice for a question (`editkit.retrieval`): the stored edit
+        placed as the fact and the ones placed as distractors, fact policy applied.
+
+        memory / k: another store, or another number of candidates, for this call (evaluation
+        uses both); by default this model's memory and `retrieval.top_k`.
+        """
+        q = clean_text(question, "question", MAX_QUESTION_CHARS)
+        return select(self.memory if memory is None else memory, q, self.retrieval,
+                      namespace=namespace, k=k, accept=self._accept)
+
     # ---- prompts --------------------------------------------------------------------------
     def prompt(self, question: str, *, mode: Mode | str | None = None,
                namespace: str | None = None, fact: str | None = None,
@@ -266,10 +270,9 @@ class EditableLM:
         elif mode is Mode.NONE:
             dis = []
         else:
-            hits = self._allowed(self.retrieve(q, namespace))
-            edit, others = (hits[0], hits[1:]) if hits else (None, [])
-            fact = edit.edit.text if edit else None
-            dis = [h.edit.text for h in others]
+            sel = self.select(q, namespace)
+            edit, others = sel.edit, sel.distractors
+            fact, dis = sel.fact, sel.distractor_texts
         demos, n_demos = "", 0
         if mode is Mode.IKE and fact is not None:
             d = self.demos.retrieve(fact)
@@ -281,20 +284,18 @@ class EditableLM:
                                     f"context of {limit}; shorten the question or the facts.")
         return p, edit, others
 
-    def _allowed(self, hits: list[RetrievedEdit]) -> list[RetrievedEdit]:
-        """Retrieved edits the fact policy accepts (stored by another writer or policy)."""
-        out = []
-        for h in hits:
-            try:
-                self.check_fact(h.edit.text, f"stored edit {h.edit.id}")
-            except UnsafeFactError as exc:
-                if self._fact_policy.on_retrieved == "raise":
-                    raise UnsafeFactError(f"{exc} (forget it with lm.forget({h.edit.id!r}))"
-                                          ) from None
-                log.warning("left out of the prompt: %s", exc)
-                continue
-            out.append(h)
-        return out
+    def _accept(self, hit: RetrievedEdit) -> bool:
+        """Whether the fact policy lets a retrieved edit (stored by another writer or policy)
+        into a prompt; raises instead when the policy says so."""
+        try:
+            self.check_fact(hit.edit.text, f"stored edit {hit.edit.id}")
+        except UnsafeFactError as exc:
+            if self._fact_policy.on_retrieved == "raise":
+                raise UnsafeFactError(f"{exc} (forget it with lm.forget({hit.edit.id!r}))"
+                                      ) from None
+            log.warning("left out of the prompt: %s", exc)
+            return False
+        return True
 
     # ---- asking ---------------------------------------------------------------------------
     def ask(self, question: str, *, max_new_tokens: int = 32, stream: bool = False,
@@ -342,8 +343,7 @@ class EditableLM:
                                       distractors=distractors, chat=chat)
         # Inline, the answer continues the question's sentence (" Paris"); in a chat template it
         # opens the assistant's turn ("Paris").
-        sep = "" if p.chat else " "
-        cont = [self.layouts.text_ids(sep + c) for c in cands]
+        cont = [self.layouts.target_ids(c, chat=p.chat) for c in cands]
         pt = self.ptokens if p.mode is Mode.PTOKENS else None
         if self.prefix_cache is not None and p.prefix_len:
             logps = self.prefix_cache.continuations(p.ids, p.prefix_len, pt, cont)

@@ -1,6 +1,6 @@
 """Cold start of `EditableLM.from_pretrained()` (first time and cached) and peak RSS of the demo.
 
-    python -m benchmarks.cold_start [--repeat 3]
+    python -m editkit.benchmarks.cold_start [--repeat 3]
 
 Every measurement is a fresh Python process, as a user would start one. "First time" points
 EDITKIT_CACHE at an empty folder, so the GGUF is dequantised and converted again; "cached" reuses

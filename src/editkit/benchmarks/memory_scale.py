@@ -1,6 +1,6 @@
 """Edit memory at scale: insert throughput, retrieval p50/p99 and recall@10, exact vs FAISS.
 
-    python -m benchmarks.memory_scale --sizes 1000,10000,100000,1000000
+    python -m editkit.benchmarks.memory_scale --sizes 1000,10000,100000,1000000
 
 Every size is a real SQLite file written through `EditMemory.add_embedded` (the write path without
 the embedder), then opened fresh per index kind; retrieval is timed on real CounterFact questions

@@ -25,6 +25,7 @@ from langchain_core.vectorstores import VectorStore
 
 from ...embedder import Embedder, shared_embedder
 from ...errors import EditNotFoundError, InvalidInputError
+from ...retrieval import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from ...records import DEFAULT_NAMESPACE, Edit, FactInput, RetrievedEdit, check_namespace
 
 FilterStyle = Literal["callable", "dict", "post"]
@@ -191,7 +192,7 @@ class VectorStoreEditMemory:
         return [d for d in self.vectorstore.similarity_search(question, k=max(n, self.fetch_k))
                 if same_ns(d)]
 
-    def retrieve(self, question: str, *, k: int = 4, threshold: float = 0.5,
+    def retrieve(self, question: str, *, k: int = DEFAULT_TOP_K, threshold: float = DEFAULT_THRESHOLD,
                  namespace: str = DEFAULT_NAMESPACE) -> list[RetrievedEdit]:
         """Edits of `namespace` whose cosine similarity to `question` is ≥ threshold, best first.
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .datasets import CounterFactRecord, load_counterfact
 from .fileio import atomic_write
 from .ike import DemoStore, default_train_file
-from .inference import ScoreItem, packed_logprobs
+from .runtime.scoring import ScoreItem, packed_logprobs
 from .layouts import Mode
 from .loading import cache_dir
 from .ptokens import PTokens, fingerprint
@@ -202,7 +202,7 @@ class Trainer:
         edited = mode is not Mode.NONE
         return [ScoreItem(question=layouts.text_ids(layouts.question_text(mode, p.question,
                                                                           edited)),
-                          targets=[layouts.text_ids(" " + p.answer)]) for p in pairs]
+                          targets=[layouts.target_ids(p.answer)]) for p in pairs]
 
     def _cache_path(self, pairs: Sequence[Pair]) -> Path:
         h = hashlib.sha256()
@@ -302,7 +302,7 @@ class Trainer:
         on the EasyEdit records (one paraphrase and one neighbour each), so it tracks the real
         metric cheaply during training rather than replacing it.
         """
-        from .inference import score_packed
+        from .runtime.scoring import score_packed
         from .layouts import PromptBuilder
         from .metrics import harmonic_mean, rome_success
 
@@ -313,8 +313,8 @@ class Trainer:
             probes = [("ES", r.prompt, r.ground_truth), ("PS", r.rephrase_prompt, r.ground_truth),
                       ("NS", r.locality_prompt, r.locality_ground_truth)]
             items = [ScoreItem(question=lay.text_ids(lay.question_text(Mode.PTOKENS, q, True)),
-                               targets=[lay.text_ids(" " + r.target_new),
-                                        lay.text_ids(" " + true)]) for _, q, true in probes]
+                               targets=[lay.target_ids(r.target_new),
+                                        lay.target_ids(true)]) for _, q, true in probes]
             for (key, _, _), (new, true) in zip(probes, score_packed(self.model, pt,
                                                                         lay.bos + ctx, items)):
                 hits[key].append(rome_success(-new.mean_logprob, -true.mean_logprob,

@@ -16,7 +16,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from ... import inference
+from ...runtime import scoring as inference
 from ...ptokens import PTokens
 
 

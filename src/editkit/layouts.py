@@ -80,6 +80,12 @@ class PromptBuilder:
         return list(self.tokenizer(text, add_special_tokens=False,
                                    split_special_tokens=True).input_ids)
 
+    def target_ids(self, target: str, *, chat: bool = False) -> list[int]:
+        """Ids of an answer to score after a question: with a leading space inline, as ROME's
+        CounterFact scoring tokenizes it (`tok(" " + target)`), bare inside a chat template,
+        where it opens the assistant's reply. Every scorer (SDK, evaluation, training) uses this."""
+        return self.text_ids(target if chat else " " + target)
+
     def _chat_frame(self, chat: bool) -> tuple[list[int], list[int]]:
         """Token ids before and after the user content when a chat template is used."""
         if not chat:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .ptokens import PTokens
+from ..ptokens import PTokens
 
 
 def input_embeds(model: Any, ptokens: PTokens | None, ids: torch.Tensor) -> torch.Tensor:

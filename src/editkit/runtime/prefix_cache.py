@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from .inference import ScoreItem, _device, _pack, input_embeds
-from .ptokens import PTokens
+from .scoring import ScoreItem, _device, _pack, input_embeds
+from ..ptokens import PTokens
 
 
 def _cache_kw(model: Any) -> str:

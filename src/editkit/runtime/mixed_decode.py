@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 from .prefix_cache import greedy_steps
 
 DECODE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}

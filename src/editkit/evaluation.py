@@ -29,7 +29,7 @@ from .datasets import (
 from .errors import InvalidInputError
 from .fileio import atomic_write
 from .ike import DemoStore, default_train_file
-from .inference import ScoreItem, TargetScore, score_packed
+from .runtime.scoring import ScoreItem, TargetScore, score_packed
 from .layouts import Mode
 from .memory import EditMemory
 
@@ -138,7 +138,7 @@ class _Scorer:
         items, targets, q_lens = [], [], []
         for p in probes:
             q = self.layouts.text_ids(self.layouts.question_text(mode, p.question, edited))
-            t = [self.layouts.text_ids(" " + x) for x in p.targets]
+            t = [self.layouts.target_ids(x) for x in p.targets]
             items.append(ScoreItem(question=q, targets=t))
             targets.append(t)
             q_lens.append(len(prefix) + len(q))

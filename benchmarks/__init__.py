@@ -1,2 +1,0 @@
-"""editkit benchmarks: each module prints a table and writes JSON (`python -m benchmarks.<name>`
-or `editkit bench <name>`); every comparison is a ratio measured in the same run."""
