@@ -3,27 +3,46 @@
 Every path that puts stored edits into a prompt asks this module: `EditableLM.prompt/ask/score`,
 evaluation's memory setting, MQuAKE (single shot and hop by hop) and the LangChain retriever and
 RAG chain. It turns (question, memory) into a `Selection`: the edit placed as the fact, the others
-placed as distractors, or nothing. The defaults (how many candidates, the similarity threshold)
-are defined here once; the stores' own `retrieve(k=..., threshold=...)` take them as arguments.
+placed as distractors, or nothing. Its defaults are defined here once; the stores' own
+`retrieve(k=..., threshold=...)` take them as arguments.
 
-Today's policy: the top `top_k` candidates from the store's index whose cosine similarity reaches
-`threshold`; the best is the fact, the rest are distractors; a caller-supplied `accept` check (the
-fact policy of `editkit.safety`) drops or refuses candidates that must never reach a prompt.
+The policy, step by step:
+1. **Candidates.** The question is matched by each of its views (`relevance.question_views`: the
+   whole question, and its last sentence when an unrelated sentence comes first); each view
+   retrieves up to `candidates` edits above the candidate cosine threshold, and an edit's score
+   is its best cosine over the views.
+2. **Relevance.** `gate="learned"` (default) keeps a candidate only if the relevance gate
+   (`editkit.relevance`, trained per embedder and shipped) judges it to be about the question's
+   subject; `gate="threshold"` keeps every candidate above the cosine threshold (the policy
+   before the gate existed). A caller's `accept` check (the fact policy of `editkit.safety`)
+   drops or refuses candidates that must never reach a prompt.
+3. **Placement.** The most relevant kept edit is the fact; up to `top_k - 1` further kept edits
+   are distractors. With the learned gate those are other edits about the same subject; edits
+   that are merely similar stay out of the prompt, where they would only cost tokens and move
+   answers about other subjects.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .records import DEFAULT_NAMESPACE, RetrievedEdit
+from .relevance import Candidate, RelevanceGate, question_views, shipped_gate
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = 4
 """Candidates per question: the best becomes the fact, the rest distractors."""
 DEFAULT_THRESHOLD = 0.5
-"""Minimum cosine similarity (all-MiniLM-L6-v2) for a stored edit to count as about a question."""
+"""The threshold gate's minimum cosine similarity (all-MiniLM-L6-v2) for an edit to be placed."""
+DEFAULT_CANDIDATES = 8
+"""Edits retrieved per question view before the relevance decision."""
+Gate = Literal["learned", "threshold"]
+DEFAULT_GATE: Gate = "learned"
 
 
 class RetrievalSettings(BaseModel):
@@ -33,16 +52,37 @@ class RetrievalSettings(BaseModel):
     top_k: int = Field(DEFAULT_TOP_K, ge=1, le=200,
                        description="best is the edit, the rest distractors")
     threshold: float = Field(DEFAULT_THRESHOLD, ge=-1.0, le=1.0,
-                             description="minimum cosine similarity")
+                             description="minimum cosine similarity (threshold gate; and the "
+                                         "candidate cut-off of the learned gate when set lower "
+                                         "than the gate's own)")
     namespace: str = DEFAULT_NAMESPACE
+    gate: Gate = Field(DEFAULT_GATE, description="learned: the shipped relevance gate decides; "
+                                                 "threshold: the cosine threshold alone")
+    gate_threshold: float | None = Field(None, ge=0.0, le=1.0,
+                                         description="learned gate's probability cut-off; "
+                                                     "None = the one calibrated on validation")
+    candidates: int = Field(DEFAULT_CANDIDATES, ge=1, le=200,
+                            description="edits retrieved per question view before the gate")
+
+
+@dataclass
+class Judged:
+    """A candidate and the policy's verdict on it (kept for evaluation and debugging)."""
+
+    hit: RetrievedEdit
+    relevance: float | None  # the learned gate's probability; None under the threshold gate
+    kept: bool
 
 
 @dataclass
 class Selection:
-    """What the policy placed for one question: the fact (or None) and the distractors."""
+    """What the policy placed for one question: the fact (or None) and the distractors, plus
+    every candidate it considered with its verdict."""
 
     edit: RetrievedEdit | None = None
     distractors: list[RetrievedEdit] = field(default_factory=list)
+    judged: list[Judged] = field(default_factory=list)
+    gate: str = DEFAULT_GATE
 
     @property
     def fact(self) -> str | None:
@@ -53,18 +93,70 @@ class Selection:
         return [d.edit.text for d in self.distractors]
 
 
+_warned: set[str] = set()
+
+
+def gate_for(memory: Any, settings: RetrievalSettings) -> RelevanceGate | None:
+    """The learned gate for the memory's embedder, or None (threshold gate).
+
+    A memory whose embedder has no shipped gate falls back to the threshold gate, with one
+    warning per embedder and process: the gate's features include the embedder's cosine.
+    """
+    if settings.gate != "learned":
+        return None
+    name = getattr(getattr(memory, "embedder", None), "name", None)
+    gate = shipped_gate(name) if isinstance(name, str) else None
+    if gate is None and str(name) not in _warned:
+        _warned.add(str(name))
+        log.warning("No relevance gate ships for the embedder %r; using the cosine threshold "
+                    "(%.2f) alone. Train one with editkit.relevance.train_gate.", name,
+                    settings.threshold)
+    return gate
+
+
+def candidates(memory: Any, question: str, settings: RetrievalSettings, *,
+               namespace: str | None = None, threshold: float | None = None
+               ) -> list[RetrievedEdit]:
+    """Edits retrieved by any view of the question, each with its best cosine, best first."""
+    ns = settings.namespace if namespace is None else namespace
+    th = settings.threshold if threshold is None else threshold
+    best: dict[str, RetrievedEdit] = {}
+    for view in question_views(question):
+        for hit in memory.retrieve(view, k=settings.candidates, threshold=th, namespace=ns):
+            if hit.edit.id not in best or hit.score > best[hit.edit.id].score:
+                best[hit.edit.id] = hit
+    return sorted(best.values(), key=lambda h: -h.score)[: settings.candidates]
+
+
 def select(memory: Any, question: str, settings: RetrievalSettings, *,
            namespace: str | None = None, k: int | None = None,
-           accept: Callable[[RetrievedEdit], bool] | None = None) -> Selection:
-    """Retrieve candidates for `question` and split them into fact and distractors.
+           accept: Callable[[RetrievedEdit], bool] | None = None,
+           gate: RelevanceGate | None | Literal["auto"] = "auto") -> Selection:
+    """Retrieve candidates for `question`, judge them, and split the kept ones into fact and
+    distractors (see the module docstring).
 
-    memory: any `editkit.memory.EditStore`. namespace / k override the settings' for this call
-    (evaluation asks for 1 + its number of distractors). accept: returns False for a candidate
-    that must be left out (it may raise instead, to refuse the whole question).
+    memory: any `editkit.memory.EditStore`. namespace / k override the settings' namespace and
+    top_k for this call (evaluation asks for 1 + its number of distractors). accept: returns
+    False for a candidate that must be left out (it may raise instead, to refuse the question).
+    gate: "auto" picks the gate from the settings and the memory's embedder.
     """
-    hits = memory.retrieve(question, k=settings.top_k if k is None else k,
-                           threshold=settings.threshold,
-                           namespace=settings.namespace if namespace is None else namespace)
+    top_k = settings.top_k if k is None else k
+    g = gate_for(memory, settings) if gate == "auto" else gate
+    threshold = settings.threshold
+    if g is not None:  # the gate judges candidates from its own (lower) cosine cut-off
+        threshold = min(threshold, g.artifact.candidate_threshold)
+    hits = candidates(memory, question, settings, namespace=namespace, threshold=threshold)
     if accept is not None:
         hits = [h for h in hits if accept(h)]
-    return Selection(hits[0], hits[1:]) if hits else Selection()
+    if g is None:
+        judged = [Judged(h, None, True) for h in hits]
+    else:
+        cut = g.threshold if settings.gate_threshold is None else settings.gate_threshold
+        probs = g.probabilities(question, [Candidate(h.edit.text, h.score) for h in hits])
+        judged = sorted((Judged(h, p, p >= cut) for h, p in zip(hits, probs)),
+                        key=lambda j: -(j.relevance or 0.0))
+    kept = [j.hit for j in judged if j.kept][:top_k]
+    name = "threshold" if g is None else "learned"
+    if not kept:
+        return Selection(judged=judged, gate=name)
+    return Selection(kept[0], kept[1:], judged=judged, gate=name)

@@ -1,0 +1,40 @@
+"""Train the relevance gate for the default embedder and write the artifact shipped in the package.
+
+    .venv/bin/python scripts/train_gate.py [--out src/editkit/data/gate/all-MiniLM-L6-v2/gate.json]
+
+Train split: pairs and document frequencies; validation split: the decision threshold. The test
+split is never read. Prints the validation routing (own edit / other edit / nothing per question
+kind) that the artifact records in its provenance.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from editkit.embedder import DEFAULT_EMBEDDER
+from editkit.relevance import GateTrainConfig, train_gate
+
+DATA = Path(os.environ.get("EDITKIT_DATA") or
+            Path(__file__).resolve().parents[1].parent / "shared" / "data")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--out", default=f"src/editkit/data/gate/{DEFAULT_EMBEDDER}/gate.json")
+    ap.add_argument("--n-train", type=int, default=1500)
+    ap.add_argument("--train-memory", type=int, default=3000)
+    args = ap.parse_args()
+    cfg = GateTrainConfig(train=str(DATA / "counterfact" / "counterfact-train.json"),
+                          val=str(DATA / "counterfact" / "counterfact-val.json"),
+                          n_train=args.n_train, train_memory=args.train_memory)
+    gate = train_gate(cfg)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    gate.save(args.out)
+    prov = {k: v for k, v in gate.artifact.provenance.items() if k != "trained_with"}
+    print(json.dumps({"threshold": gate.threshold, **prov}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The retrieval policy and the relevance gate on real CounterFact validation questions.
+
+Paraphrases with an unrelated sentence in front must still reach their edit; neighbourhood
+questions (another subject, the same relation) must not get it. Real embedder, real data.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from conftest import shared_data
+
+from editkit import EditMemory
+from editkit.errors import ArtifactError
+from editkit.relevance import (
+    FEATURE_NAMES,
+    GateTrainConfig,
+    RelevanceGate,
+    question_views,
+    shipped_gate,
+    train_gate,
+)
+from editkit.retrieval import RetrievalSettings, select
+
+VAL = shared_data() / "counterfact" / "counterfact-val.json"
+TRAIN = shared_data() / "counterfact" / "counterfact-train.json"
+
+
+def _fact(r: dict) -> str:
+    return f"{r['prompt']} {r['target_new']}"
+
+
+@pytest.fixture(scope="module")
+def val_memory() -> tuple[EditMemory, list[dict]]:
+    """100 validation records whose paraphrase carries a noise sentence, plus 200 other facts."""
+    records = json.loads(VAL.read_text())
+    noisy = [r for r in records if len(question_views(r["rephrase_prompt"])) == 2][:100]
+    ids = {r["case_id"] for r in noisy}
+    others = [r for r in records if r["case_id"] not in ids][:200]
+    mem = EditMemory(None)
+    mem.add([_fact(r) for r in noisy + others], namespace="val")
+    return mem, noisy
+
+
+def _routing(mem: EditMemory, records: list[dict], key: str, settings: RetrievalSettings
+             ) -> dict[str, int]:
+    out = {"own": 0, "other": 0, "nothing": 0}
+    for r in records:
+        sel = select(mem, r[key], settings, namespace="val")
+        out["nothing" if sel.fact is None else "own" if sel.fact == _fact(r) else "other"] += 1
+    return out
+
+
+def test_question_views_split_off_a_noise_sentence_but_not_a_one_word_tail():
+    q = "References\n\nExternal links \n Monte Sobretta. Porsche 911, developed by"
+    assert question_views(q) == [q, "Porsche 911, developed by"]
+    assert question_views("What does Frank Mantooth play? They play") == [
+        "What does Frank Mantooth play? They play", "They play"]
+    assert question_views("Where is it? Rome") == ["Where is it? Rome"]
+    assert question_views("The Eiffel Tower is in") == ["The Eiffel Tower is in"]
+
+
+def test_noisy_paraphrases_reach_their_own_edit_through_the_learned_gate(val_memory):
+    mem, noisy = val_memory
+    learned = _routing(mem, noisy, "rephrase_prompt", RetrievalSettings())
+    assert learned["own"] >= 95, learned
+    # the last-sentence view is what rescues them: the whole question alone misses many
+    whole = {"own": 0}
+    for r in noisy:
+        hits = mem.retrieve(r["rephrase_prompt"], k=1, threshold=0.5, namespace="val")
+        whole["own"] += bool(hits) and hits[0].edit.text == _fact(r)
+    assert whole["own"] < learned["own"]
+
+
+def test_neighbourhood_questions_do_not_get_their_records_edit(val_memory):
+    mem, noisy = val_memory
+    learned = _routing(mem, noisy, "locality_prompt", RetrievalSettings())
+    threshold = _routing(mem, noisy, "locality_prompt", RetrievalSettings(gate="threshold"))
+    assert learned["own"] <= 3, learned
+    # the cosine threshold alone places some edit for far more of them
+    assert learned["own"] + learned["other"] < threshold["own"] + threshold["other"]
+
+
+def test_rewrite_questions_keep_their_edit_under_both_gates(val_memory):
+    mem, noisy = val_memory
+    for gate in ("learned", "threshold"):
+        assert _routing(mem, noisy, "prompt", RetrievalSettings(gate=gate))["own"] >= 97
+
+
+def test_threshold_gate_places_every_candidate_above_the_threshold_best_first(val_memory):
+    mem, noisy = val_memory
+    q = noisy[0]["prompt"]
+    sel = select(mem, q, RetrievalSettings(gate="threshold", top_k=3), namespace="val")
+    assert sel.gate == "threshold" and all(j.relevance is None for j in sel.judged)
+    placed = [sel.edit, *sel.distractors]
+    assert 1 <= len(placed) <= 3 and all(h.score >= 0.5 for h in placed)
+    assert [h.score for h in placed] == sorted((h.score for h in placed), reverse=True)
+
+
+def test_learned_gate_decisions_are_recorded_for_every_candidate(val_memory):
+    mem, noisy = val_memory
+    sel = select(mem, noisy[0]["locality_prompt"], RetrievalSettings(), namespace="val")
+    assert sel.gate == "learned" and sel.judged
+    assert all(0.0 <= j.relevance <= 1.0 for j in sel.judged)
+    placed = {h.edit.id for h in ([sel.edit] if sel.edit else []) + sel.distractors}
+    assert placed == {j.hit.edit.id for j in sel.judged if j.kept}
+
+
+def test_an_embedder_without_a_shipped_gate_falls_back_to_the_threshold_with_one_warning(
+        caplog):
+    from editkit.embedder import Embedder
+
+    emb = Embedder()
+    emb.name = "my-own-embedder"
+    mem = EditMemory(None, embedder=emb)
+    mem.add(["The Eiffel Tower is located in Rome."])
+    with caplog.at_level(logging.WARNING, logger="editkit.retrieval"):
+        a = select(mem, "The Eiffel Tower is located in", RetrievalSettings())
+        b = select(mem, "Where is the Eiffel Tower?", RetrievalSettings())
+    assert a.gate == b.gate == "threshold" and a.fact == "The Eiffel Tower is located in Rome."
+    assert sum("my-own-embedder" in r.message for r in caplog.records) == 1
+
+
+def test_gate_artifact_round_trips_and_bad_files_raise_artifact_errors(tmp_path):
+    gate = shipped_gate("all-MiniLM-L6-v2")
+    assert gate is not None and list(gate.artifact.features) == list(FEATURE_NAMES)
+    assert gate.artifact.provenance["train_sha256"]  # provenance ships with the weights
+    path = gate.save(tmp_path / "gate.json")
+    again = RelevanceGate.load(path)
+    assert again.artifact == gate.artifact
+    q, f = "Porsche 911 GT1 is produced by", "Porsche 911, created by Honda"
+    assert again.features(q, f, 0.8) == gate.features(q, f, 0.8)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="not a valid relevance gate"):
+        RelevanceGate.load(tmp_path / "bad.json")
+    raw = json.loads(path.read_text())
+    raw["features"] = raw["features"][:-1]
+    (tmp_path / "old.json").write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match="other features"):
+        RelevanceGate.load(tmp_path / "old.json")
+    with pytest.raises(ArtifactError, match="No relevance gate"):
+        RelevanceGate.load(tmp_path / "missing.json")
+
+
+def test_a_rare_word_the_fact_lacks_lowers_relevance():
+    from editkit.relevance import Candidate
+
+    gate = shipped_gate("all-MiniLM-L6-v2")
+    fact = "Porsche 911, created by Honda"
+    own = gate.probabilities("Porsche 911 is produced by", [Candidate(fact, 0.85)])[0]
+    other = gate.probabilities("Porsche 911 GT1 is produced by", [Candidate(fact, 0.85)])[0]
+    assert own > other
+
+
+def test_train_gate_on_a_small_split_learns_a_gate_with_provenance(tmp_path):
+    cfg = GateTrainConfig(train=str(TRAIN), val=str(VAL), n_train=60, train_memory=200,
+                          n_val=40, val_memory=120)
+    gate = train_gate(cfg)
+    assert 0.0 < gate.threshold < 1.0
+    prov = gate.artifact.provenance
+    assert prov["pairs"] > 60 and 0 < prov["positive_share"] < 1
+    routing = prov["validation_routing"]
+    assert routing["paraphrase"]["own"] >= 30  # of 40
+    assert routing["neighbour"].get("own", 0) <= 4
+    assert RelevanceGate.load(gate.save(tmp_path / "g.json")).artifact == gate.artifact
+
+
+def test_train_gate_refuses_impossible_sizes_with_a_clear_error():
+    from editkit.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="n_train"):
+        train_gate(GateTrainConfig(train=str(TRAIN), val=str(VAL), n_train=500,
+                                   train_memory=100))
