@@ -33,11 +33,11 @@ def _fact(r: dict) -> str:
 
 @pytest.fixture(scope="module")
 def val_memory() -> tuple[EditMemory, list[dict]]:
-    """100 validation records whose paraphrase carries a noise sentence, plus 200 other facts."""
+    """60 validation records whose paraphrase carries a noise sentence, plus 140 other facts."""
     records = json.loads(VAL.read_text())
-    noisy = [r for r in records if len(question_views(r["rephrase_prompt"])) == 2][:100]
+    noisy = [r for r in records if len(question_views(r["rephrase_prompt"])) == 2][:60]
     ids = {r["case_id"] for r in noisy}
-    others = [r for r in records if r["case_id"] not in ids][:200]
+    others = [r for r in records if r["case_id"] not in ids][:140]
     mem = EditMemory(None)
     mem.add([_fact(r) for r in noisy + others], namespace="val")
     return mem, noisy
@@ -64,7 +64,7 @@ def test_question_views_split_off_a_noise_sentence_but_not_a_one_word_tail():
 def test_noisy_paraphrases_reach_their_own_edit_through_the_learned_gate(val_memory):
     mem, noisy = val_memory
     learned = _routing(mem, noisy, "rephrase_prompt", RetrievalSettings())
-    assert learned["own"] >= 95, learned
+    assert learned["own"] >= 57, learned  # 95%
     # the last-sentence view is what rescues them: the whole question alone misses many
     whole = {"own": 0}
     for r in noisy:
@@ -77,7 +77,7 @@ def test_neighbourhood_questions_do_not_get_their_records_edit(val_memory):
     mem, noisy = val_memory
     learned = _routing(mem, noisy, "locality_prompt", RetrievalSettings())
     threshold = _routing(mem, noisy, "locality_prompt", RetrievalSettings(gate="threshold"))
-    assert learned["own"] <= 3, learned
+    assert learned["own"] <= 1, learned
     # the cosine threshold alone places some edit for far more of them
     assert learned["own"] + learned["other"] < threshold["own"] + threshold["other"]
 
@@ -85,7 +85,7 @@ def test_neighbourhood_questions_do_not_get_their_records_edit(val_memory):
 def test_rewrite_questions_keep_their_edit_under_both_gates(val_memory):
     mem, noisy = val_memory
     for gate in ("learned", "threshold"):
-        assert _routing(mem, noisy, "prompt", RetrievalSettings(gate=gate))["own"] >= 97
+        assert _routing(mem, noisy, "prompt", RetrievalSettings(gate=gate))["own"] >= 58
 
 
 def test_threshold_gate_places_every_candidate_above_the_threshold_best_first(val_memory):
@@ -154,15 +154,15 @@ def test_a_rare_word_the_fact_lacks_lowers_relevance():
 
 
 def test_train_gate_on_a_small_split_learns_a_gate_with_provenance(tmp_path):
-    cfg = GateTrainConfig(train=str(TRAIN), val=str(VAL), n_train=60, train_memory=200,
-                          n_val=40, val_memory=120)
+    cfg = GateTrainConfig(train=str(TRAIN), val=str(VAL), n_train=40, train_memory=120,
+                          n_val=30, val_memory=90)
     gate = train_gate(cfg)
     assert 0.0 < gate.threshold < 1.0
     prov = gate.artifact.provenance
-    assert prov["pairs"] > 60 and 0 < prov["positive_share"] < 1
+    assert prov["pairs"] > 40 and 0 < prov["positive_share"] < 1
     routing = prov["validation_routing"]
-    assert routing["paraphrase"]["own"] >= 30  # of 40
-    assert routing["neighbour"].get("own", 0) <= 4
+    assert routing["paraphrase"]["own"] >= 24  # of 30
+    assert routing["neighbour"].get("own", 0) <= 3
     assert RelevanceGate.load(gate.save(tmp_path / "g.json")).artifact == gate.artifact
 
 

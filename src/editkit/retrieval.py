@@ -120,11 +120,19 @@ def candidates(memory: Any, question: str, settings: RetrievalSettings, *,
     """Edits retrieved by any view of the question, each with its best cosine, best first."""
     ns = settings.namespace if namespace is None else namespace
     th = settings.threshold if threshold is None else threshold
+    views = question_views(question)
+    if hasattr(memory, "retrieve_vector") and len(views) > 1:
+        # EditMemory: embed every view in one batch, then search with each vector
+        vecs = memory.embedder.encode(views)
+        found = [memory.retrieve_vector(v, k=settings.candidates, threshold=th, namespace=ns)
+                 for v in vecs]
+    else:
+        found = [memory.retrieve(v, k=settings.candidates, threshold=th, namespace=ns)
+                 for v in views]
     best: dict[str, RetrievedEdit] = {}
-    for view in question_views(question):
-        for hit in memory.retrieve(view, k=settings.candidates, threshold=th, namespace=ns):
-            if hit.edit.id not in best or hit.score > best[hit.edit.id].score:
-                best[hit.edit.id] = hit
+    for hit in (h for hits in found for h in hits):
+        if hit.edit.id not in best or hit.score > best[hit.edit.id].score:
+            best[hit.edit.id] = hit
     return sorted(best.values(), key=lambda h: -h.score)[: settings.candidates]
 
 
