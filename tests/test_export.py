@@ -11,9 +11,9 @@ import torch
 
 from editkit.errors import InvalidInputError
 from editkit.export import LAYOUT_NAME, export_hf, ptoken_prompt_text
-from editkit.runtime.scoring import input_embeds
 from editkit.layouts import Mode, PromptBuilder
 from editkit.ptokens import PTokens
+from editkit.runtime.scoring import input_embeds
 
 FACT = "Danielle Darrieux's mother tongue is English."
 QUESTION = "The mother tongue of Danielle Darrieux is"

