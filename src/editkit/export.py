@@ -55,7 +55,7 @@ def ptoken_prompt_text(ptokens: PTokens, fact: str, question: str,
 
 def export_hf(model: Any, tokenizer: Any, ptokens: PTokens, out: str | os.PathLike[str], *,
               overwrite: bool = False) -> Path:
-    """Write `out/` (config, safetensors weights, tokenizer, layout files); the model is not touched.
+    """Write `out/` (config, safetensors weights, tokenizer, layout files); `model` is untouched.
 
     The directory appears whole or not at all: it is written beside `out` and renamed into place.
     """

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import CounterFactRecord, ZsreRecord, load_records
-from .errors import DatasetError
 from .embedder import Embedder, shared_embedder
+from .errors import DatasetError
 from .fileio import atomic_write, cache_dir
 from .layouts import ike_demo_text, ike_key
 

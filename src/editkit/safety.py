@@ -61,7 +61,8 @@ class FactPolicy(BaseModel):
             try:
                 re.compile(p)
             except re.error as exc:
-                raise ValueError(f"extra pattern {p!r} is not a regular expression: {exc}") from None
+                raise ValueError(
+                    f"extra pattern {p!r} is not a regular expression: {exc}") from None
         return value
 
     @classmethod

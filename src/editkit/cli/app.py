@@ -10,7 +10,7 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, Optional, TypeVar
+from typing import Any, NoReturn, Optional, TypeVar  # Optional: only eval_ still uses it
 
 import typer
 from pydantic import ValidationError
@@ -84,8 +84,8 @@ def _cli_errors(invalid: str = "invalid options") -> Callable[[F], F]:
 def demo(
     fact: str = typer.Option(DEMO_FACT, help="the new fact to store"),
     question: str = typer.Option(DEMO_QUESTION, help="what to ask before and after the edit"),
-    model: Optional[str] = typer.Option(None, help="HF id, local path or .gguf (default: "
-                                                   "embedded SmolLM2-135M-Instruct)"),
+    model: str | None = typer.Option(None, help="HF id, local path or .gguf (default: "
+                                              "embedded SmolLM2-135M-Instruct)"),
     max_new_tokens: int = typer.Option(8, min=1, max=256),
 ) -> None:
     """Edit one fact of the embedded default model and show the answers before and after."""
@@ -116,10 +116,10 @@ def demo(
 def ask(
     question: str = typer.Argument(..., help="the question or prompt to complete"),
     fact: list[str] = typer.Option([], "--fact", "-f", help="a fact to edit in (repeatable)"),
-    memory: Optional[Path] = typer.Option(None, help="SQLite edit memory to read (and add to)"),
+    memory: Path | None = typer.Option(None, help="SQLite edit memory to read (and add to)"),
     mode: str = typer.Option("ptokens", help="ptokens | ike | prompt | none"),
-    model: Optional[str] = typer.Option(None, help="HF id, local path or .gguf"),
-    ptokens: Optional[Path] = typer.Option(None, help="a P-Token directory"),
+    model: str | None = typer.Option(None, help="HF id, local path or .gguf"),
+    ptokens: Path | None = typer.Option(None, help="a P-Token directory"),
     max_new_tokens: int = typer.Option(32, min=1, max=4096),
     as_json: bool = typer.Option(False, "--json", help="print the Answer as JSON"),
 ) -> None:
@@ -140,7 +140,7 @@ def ask(
 @_cli_errors()
 def edits(
     memory: Path = typer.Argument(..., help="SQLite edit memory file"),
-    namespace: Optional[str] = typer.Option(None, help="only this namespace"),
+    namespace: str | None = typer.Option(None, help="only this namespace"),
 ) -> None:
     """List the edits stored in a memory file."""
     from editkit.memory import EditMemory
@@ -208,16 +208,16 @@ def eval_(
 @_cli_errors(invalid="invalid training config")
 def train(
     out: Path = typer.Option(..., help="directory for the trained P-Tokens (+ checkpoint/)"),
-    m: Optional[int] = typer.Option(None, min=1, max=64, help="begin/end token pairs "
-                                    f"(default: the config's, else {DEFAULT_M})"),
-    data: Optional[Path] = typer.Option(None, help="EasyEdit CounterFact training file"),
-    config: Optional[Path] = typer.Option(None, help="JSON or YAML file of TrainConfig fields "
-                                                     "(command-line options override it)"),
-    n_train: Optional[int] = typer.Option(None, min=1, help="training records"),
-    n_val: Optional[int] = typer.Option(None, min=1, help="validation records"),
-    epochs: Optional[int] = typer.Option(None, min=1),
-    lr: Optional[float] = typer.Option(None),
-    model: Optional[str] = typer.Option(None, help="HF id, local path or .gguf"),
+    m: int | None = typer.Option(None, min=1, max=64, help="begin/end token pairs "
+                                 f"(default: the config's, else {DEFAULT_M})"),
+    data: Path | None = typer.Option(None, help="EasyEdit CounterFact training file"),
+    config: Path | None = typer.Option(None, help="JSON or YAML file of TrainConfig fields "
+                                                  "(command-line options override it)"),
+    n_train: int | None = typer.Option(None, min=1, help="training records"),
+    n_val: int | None = typer.Option(None, min=1, help="validation records"),
+    epochs: int | None = typer.Option(None, min=1),
+    lr: float | None = typer.Option(None),
+    model: str | None = typer.Option(None, help="HF id, local path or .gguf"),
     resume: bool = typer.Option(False, help="continue from OUT/checkpoint"),
 ) -> None:
     """Train P-Tokens by distilling the IKE prompt (KL to the teacher at answer positions)."""
@@ -239,7 +239,8 @@ def train(
                                for k, v in row.items()))
         table.add_row(str(row["epoch"]), f"{row.get('train_kl', float('nan')):.4f}",
                       f"{row['val_kl']:.4f}",
-                      *(f"{row.get('val_' + k, float('nan')):.1f}" for k in ("ES", "PS", "NS", "S")))
+                      *(f"{row.get('val_' + k, float('nan')):.1f}"
+                        for k in ("ES", "PS", "NS", "S")))
 
     trainer = Trainer(loaded.model, loaded.tokenizer, loaded.name, cfg, log=log)
     with console.status("computing the teacher (cached after the first run)..."):
@@ -254,8 +255,8 @@ def train(
 def export(
     out: Path = typer.Argument(..., help="directory for the Hugging Face checkpoint"),
     format: str = typer.Option("hf", "--format", help="hf (the only format so far)"),
-    model: Optional[str] = typer.Option(None, help="HF id, local path or .gguf"),
-    ptokens: Optional[Path] = typer.Option(None, help="a P-Token directory (default: shipped)"),
+    model: str | None = typer.Option(None, help="HF id, local path or .gguf"),
+    ptokens: Path | None = typer.Option(None, help="a P-Token directory (default: shipped)"),
     overwrite: bool = typer.Option(False, help="replace OUT if it exists"),
 ) -> None:
     """Write a plain HF checkpoint whose vocabulary holds the P-Tokens (for vLLM, TGI, ...)."""

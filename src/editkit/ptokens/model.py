@@ -1,4 +1,4 @@
-"""P-Tokens bound to a base model: create (three inits), embed, save_pretrained / from_pretrained."""
+"""P-Tokens bound to a base model: create (three inits), embed, save_pretrained, from_pretrained."""
 from __future__ import annotations
 
 import functools
@@ -118,7 +118,8 @@ class PTokens:
             raise ArtifactError(f"Invalid P-Token settings: {exc}") from exc
         table = model.get_input_embeddings().weight.detach().float()
         if init == "text":
-            ids = tokenizer(init_text, add_special_tokens=False, split_special_tokens=True).input_ids
+            ids = tokenizer(init_text, add_special_tokens=False,
+                            split_special_tokens=True).input_ids
             if not ids:
                 raise ArtifactError(f"init_text={init_text!r} produced no tokens")
             src = table[torch.tensor(ids, device=table.device)]
