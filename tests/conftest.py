@@ -2,21 +2,16 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from editkit import EditableLM, EditMemory
+from editkit.benchmarks.common import data_dir as shared_data  # one definition of the data dir
 from editkit.loading import LoadedModel, load_model
 from editkit.ptokens import PTokens
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_data() -> Path:
-    """The project's data sets: $EDITKIT_DATA, else ../shared/data beside the repository."""
-    return Path(os.environ.get("EDITKIT_DATA") or REPO.parent / "shared" / "data")
+__all__ = ["shared_data"]  # imported by test modules: `from conftest import shared_data`
 
 
 @pytest.fixture(scope="session")
@@ -37,13 +32,19 @@ def lm(default_model: LoadedModel, default_ptokens: PTokens) -> EditableLM:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model: LoadedModel) -> Path:
-    """A tiny random llama checkpoint with the default tokenizer, built here, for fast tests."""
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random llama checkpoint with the default tokenizer, built here, for fast tests.
+
+    Only the tokenizer comes from the default model (read from its cached conversion), so a test
+    that uses nothing else never loads the real weights.
+    """
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from editkit.loading import converted_gguf_dir, default_gguf_path
 
     torch.manual_seed(0)
-    tok = default_model.tokenizer
+    tok = AutoTokenizer.from_pretrained(converted_gguf_dir(default_gguf_path()))
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                       max_position_embeddings=2048, tie_word_embeddings=True,
@@ -52,6 +53,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model: Load
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir: Path) -> LoadedModel:
+    """The tiny random model, loaded as editkit loads any checkpoint (frozen, eval mode)."""
+    return load_model(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_ptokens(tiny_model: LoadedModel) -> PTokens:
+    """Untrained m=3 P-Tokens on the tiny model: for layout and plumbing tests."""
+    return PTokens.create(tiny_model.model, tiny_model.tokenizer, name=tiny_model.name, m=3)
 
 
 @pytest.fixture(scope="session")

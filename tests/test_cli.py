@@ -1,15 +1,30 @@
-"""The `editkit` CLI: demo, ask, edits; errors exit 2 with a message."""
+"""The `editkit` CLI: demo, ask, edits; errors exit 2 with a message.
+
+`demo` runs the real default model with its shipped P-Tokens; the other commands' plumbing runs on
+the tiny random model (`--model <dir>`).
+"""
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
-from editkit import EditMemory
+from editkit import EditMemory, InvalidInputError
 from editkit.cli import app
 
 runner = CliRunner()
+
+
+def _one_error_line(res) -> str:
+    """The single `error:` line a failed command prints (and nothing else, no traceback)."""
+    assert res.exit_code == 2, res.output
+    # transformers' own weight-loading progress bar is not editkit's output
+    lines = [line for line in res.output.splitlines()
+             if line.strip() and not line.startswith("Loading weights")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    return lines[0]
 
 
 def test_demo_shows_answers_before_and_after_the_edit():
@@ -20,12 +35,13 @@ def test_demo_shows_answers_before_and_after_the_edit():
     assert "P-Tokens: shipped" in res.output  # says which P-Tokens are in use
 
 
-def test_ask_with_facts_and_a_memory_file(tmp_path):
+def test_ask_with_facts_and_a_memory_file(tmp_path, tiny_model_dir):
     mem = tmp_path / "m.sqlite"
     res = runner.invoke(app, ["ask", "The mother tongue of Danielle Darrieux is", "--mode",
                               "prompt", "--fact",
                               "The mother tongue of Danielle Darrieux is English.",
-                              "--memory", str(mem), "--max-new-tokens", "3", "--json"])
+                              "--memory", str(mem), "--max-new-tokens", "3", "--json",
+                              "--model", str(tiny_model_dir)])
     assert res.exit_code == 0, res.output
     assert '"mode": "prompt"' in res.output and "English" in res.output
     assert len(EditMemory(mem).edits()) == 1
@@ -33,8 +49,8 @@ def test_ask_with_facts_and_a_memory_file(tmp_path):
     assert listing.exit_code == 0 and "Danielle Darrieux" in listing.output
 
 
-def test_bad_input_exits_2_with_a_message(tmp_path):
-    res = runner.invoke(app, ["ask", "   ", "--mode", "prompt"])
+def test_bad_input_exits_2_with_a_message(tmp_path, tiny_model_dir):
+    res = runner.invoke(app, ["ask", "   ", "--mode", "prompt", "--model", str(tiny_model_dir)])
     assert res.exit_code == 2 and "question is empty" in res.output
     res = runner.invoke(app, ["ask", "q", "--mode", "memit"])
     assert res.exit_code == 2 and "Unknown mode" in res.output
@@ -70,3 +86,44 @@ def test_train_refuses_a_bad_config_before_loading_anything(tmp_path):
     res = runner.invoke(app, ["train", "--out", str(tmp_path / "pt"), "--config", str(yml),
                               "--m", "0"])
     assert res.exit_code == 2
+
+
+def test_every_command_reports_errors_through_the_one_decorator():
+    for cmd in app.registered_commands:
+        assert getattr(cmd.callback, "__wrapped__", None) is not None, cmd.callback.__name__
+
+
+def test_train_with_more_records_than_the_data_holds_is_one_line_before_the_model_loads(
+        tmp_path, monkeypatch):
+    import editkit.loading
+
+    def no_model(*_a, **_kw):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(editkit.loading, "load_model", no_model)
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "pt"), "--n-train", "100000"])
+    line = _one_error_line(res)
+    assert "n_train + n_val" in line and "--n-train" in line
+    assert not (tmp_path / "pt").exists()
+
+
+def test_an_error_while_building_the_trainer_is_one_line_not_a_traceback(tmp_path, monkeypatch,
+                                                                         tiny_model_dir):
+    import editkit.training
+
+    def refuse(self, *_a, **_kw):
+        raise InvalidInputError("the trainer refused these settings")
+
+    monkeypatch.setattr(editkit.training.Trainer, "__init__", refuse)
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "pt"), "--n-train", "2",
+                              "--n-val", "1", "--model", str(tiny_model_dir)])
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    assert _one_error_line(res) == "error: the trainer refused these settings"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "nope"], "unknown benchmark 'nope'"),
+    (["export", "out", "--format", "onnx"], "unknown format 'onnx'"),
+])
+def test_hand_checked_options_are_reported_like_every_other_error(args, message):
+    assert message in _one_error_line(runner.invoke(app, args))

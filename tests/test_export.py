@@ -1,4 +1,7 @@
-"""HF export: plain transformers (no editkit import) reproduces EditableLM's P-Token logits."""
+"""HF export: plain transformers (no editkit import) reproduces EditableLM's P-Token logits.
+
+The round trip runs on the tiny random model (same tokenizer and architecture family as the
+default one) in the default suite, and on the real default model in the slow pass."""
 from __future__ import annotations
 
 import json
@@ -11,9 +14,9 @@ import torch
 
 from editkit.errors import InvalidInputError
 from editkit.export import LAYOUT_NAME, export_hf, ptoken_prompt_text
-from editkit.runtime.scoring import input_embeds
-from editkit.layouts import Mode, PromptBuilder
+from editkit.layouts import LAYOUT_VERSION, Mode, PromptBuilder
 from editkit.ptokens import PTokens
+from editkit.runtime.scoring import input_embeds
 
 FACT = "Danielle Darrieux's mother tongue is English."
 QUESTION = "The mother tongue of Danielle Darrieux is"
@@ -36,47 +39,61 @@ PLAIN = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def trained_like(default_model):
+def _random_rows(loaded) -> PTokens:
     # random rows: far from any vocabulary row, so a wrong lookup cannot pass by accident
-    return PTokens.create(default_model.model, default_model.tokenizer, name=default_model.name,
-                          m=3, init="random", seed=1)
+    return PTokens.create(loaded.model, loaded.tokenizer, name=loaded.name, m=3, init="random",
+                          seed=1)
 
 
-def test_plain_transformers_reproduces_ptoken_logits_from_the_export(default_model,
-                                                                     trained_like, tmp_path):
+@pytest.fixture(scope="module")
+def trained_like(tiny_model):
+    return _random_rows(tiny_model)
+
+
+def _round_trip(loaded, pt: PTokens, tmp_path) -> None:
+    """Export, then a process without editkit must see editkit's ids and logits."""
     from safetensors.torch import load_file
 
-    before = default_model.model.get_input_embeddings().weight.shape
-    out = export_hf(default_model.model, default_model.tokenizer, trained_like, tmp_path / "hf")
-    assert default_model.model.get_input_embeddings().weight.shape == before  # untouched
-    text = ptoken_prompt_text(trained_like, FACT, QUESTION, DISTRACTORS)
+    before = loaded.model.get_input_embeddings().weight.shape
+    out = export_hf(loaded.model, loaded.tokenizer, pt, tmp_path / "hf")
+    assert loaded.model.get_input_embeddings().weight.shape == before  # untouched
+    text = ptoken_prompt_text(pt, FACT, QUESTION, DISTRACTORS)
     dest = tmp_path / "plain.safetensors"
     subprocess.run([sys.executable, "-c", PLAIN, str(out), text, str(dest)], check=True)
     plain = load_file(str(dest))
 
-    lay = PromptBuilder(default_model.tokenizer, trained_like)
+    lay = PromptBuilder(loaded.tokenizer, pt)
     prompt = lay.build(Mode.PTOKENS, QUESTION, FACT, DISTRACTORS)
     layout = json.loads((out / LAYOUT_NAME).read_text())
-    ids_map = {i: layout["token_ids"][trained_like.token_string(i)]
-               for i in trained_like.begin_ids + trained_like.end_ids}
+    assert layout["format"] == f"editkit-ptokens-hf/{LAYOUT_VERSION}"
+    assert layout["layout_version"] == LAYOUT_VERSION == pt.config.layout_version
+    ids_map = {i: layout["token_ids"][pt.token_string(i)] for i in pt.begin_ids + pt.end_ids}
     assert plain["ids"].tolist() == [ids_map.get(i, i) for i in prompt.ids]
     with torch.no_grad():
         ids = torch.tensor([prompt.ids])
-        ours = default_model.model(inputs_embeds=input_embeds(default_model.model, trained_like,
-                                                              ids)).logits[0]
+        ours = loaded.model(inputs_embeds=input_embeds(loaded.model, pt, ids)).logits[0]
     vocab = ours.shape[-1]
     assert (plain["logits"][:, :vocab] - ours).abs().max() <= 1e-4
     assert sorted(plain["suppress"].tolist()) == sorted(ids_map.values())
 
 
-def test_export_refuses_a_non_empty_directory_and_leaves_it_as_it_was(default_model,
+def test_plain_transformers_reproduces_ptoken_logits_from_the_export(tiny_model, trained_like,
+                                                                     tmp_path):
+    _round_trip(tiny_model, trained_like, tmp_path)
+
+
+@pytest.mark.slow  # exports and reloads the 135M model (~1 GB written): CI's slow pass
+def test_the_real_default_model_round_trips_through_the_export(default_model, tmp_path):
+    _round_trip(default_model, _random_rows(default_model), tmp_path)
+
+
+def test_export_refuses_a_non_empty_directory_and_leaves_it_as_it_was(tiny_model,
                                                                       trained_like, tmp_path):
     out = tmp_path / "hf"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(InvalidInputError, match="overwrite"):
-        export_hf(default_model.model, default_model.tokenizer, trained_like, out)
+        export_hf(tiny_model.model, tiny_model.tokenizer, trained_like, out)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hf.")]  # no temp left
 

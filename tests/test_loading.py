@@ -1,4 +1,5 @@
-"""Model loading: embedded default, cache, local paths, .gguf, quantization errors, frozen weights."""
+"""Model loading: embedded default, cache, local paths, .gguf, quantization errors, frozen
+weights."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -117,3 +117,93 @@ def test_foreign_sqlite_database_is_not_written_into(tmp_path):
         EditMemory(path)
     tables = sqlite3.connect(path).execute("SELECT name FROM sqlite_master").fetchall()
     assert tables == [("users",)]
+
+
+def test_a_failed_change_log_prune_rolls_back_and_leaves_the_memory_usable(tmp_path, monkeypatch):
+    from editkit import memory as memory_mod
+
+    mem = EditMemory(tmp_path / "m.sqlite")
+    [kept] = mem.add(EIFFEL)
+
+    def failing_prune(conn):
+        raise sqlite3.OperationalError("disk I/O error (simulated)")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(memory_mod, "_prune_log", failing_prune)
+        with pytest.raises(sqlite3.OperationalError, match="simulated"):
+            mem.add("Toko Yasuda plays the piano.")
+    assert not mem._conn.in_transaction  # rolled back, not left open
+    assert mem.edits() == [kept]  # the failed add stored nothing
+    [later] = mem.add("Danielle Darrieux speaks English.")  # BEGIN IMMEDIATE works again
+    assert [e.id for e in EditMemory(tmp_path / "m.sqlite").edits()] == [kept.id, later.id]
+
+
+@pytest.mark.parametrize("k", [True, False, 0, -1, 1.0, "2", None])
+def test_k_must_be_a_positive_int_and_a_bool_is_not_one(k):
+    from editkit.memory import check_k
+
+    mem = EditMemory(None)
+    mem.add(EIFFEL)
+    with pytest.raises(InvalidInputError, match="k must be an int"):
+        check_k(k)
+    with pytest.raises(InvalidInputError, match="k must be an int"):
+        mem.retrieve("Where is the Eiffel Tower?", k=k)
+    with pytest.raises(InvalidInputError, match="k must be an int"):
+        mem.retrieve_vector(mem.embedder.encode(["Where is the Eiffel Tower?"])[0], k=k)
+
+
+def test_the_langchain_stores_share_the_k_check():
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    from editkit.integrations.langchain import (
+        EditkitEmbeddings,
+        EditMemoryRetriever,
+        VectorStoreEditMemory,
+    )
+
+    vs_mem = VectorStoreEditMemory(InMemoryVectorStore(EditkitEmbeddings()))
+    vs_mem.add(EIFFEL)
+    with pytest.raises(InvalidInputError, match="k must be an int"):
+        vs_mem.retrieve("Where is the Eiffel Tower?", k=True)
+    retriever = EditMemoryRetriever(memory=vs_mem)
+    with pytest.raises(InvalidInputError, match="k must be an int"):
+        retriever.invoke("Where is the Eiffel Tower?", k=True)
+    assert [d.page_content for d in retriever.invoke("Where is the Eiffel Tower?", k=1)] == [
+        EIFFEL]
+
+
+def test_retrieval_reads_all_hits_in_one_query_best_first():
+    mem = EditMemory(None)
+    facts = [EIFFEL, "The Eiffel Tower is painted blue.", "Toko Yasuda plays the piano.",
+             "Paris is the capital of Italy.", "The Louvre is located in Rome."]
+    mem.add(facts)
+    question = "Where is the Eiffel Tower located?"
+    mem.retrieve(question)  # sync the index first: only the search itself is traced below
+    statements: list[str] = []
+    mem._conn.set_trace_callback(statements.append)
+    try:
+        hits = mem.retrieve(question, k=5, threshold=-1.0)
+    finally:
+        mem._conn.set_trace_callback(None)
+    reads = [s for s in statements if "FROM edits WHERE id" in s]
+    assert len(reads) == 1, statements
+    assert len(hits) == 5 and hits[0].edit.text == EIFFEL
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert {h.edit.text for h in hits} == set(facts)
+
+
+def test_the_edit_store_protocol_declares_the_embedder():
+    from editkit.memory import EditStore
+
+    class NoEmbedder:
+        path = "x"
+
+        def add(self, facts, namespace="default"): ...
+        def forget(self, edit_id): ...
+        def edits(self, namespace=None): ...
+        def clear(self, namespace=None): ...
+        def retrieve(self, question, *, k=4, threshold=0.5, namespace="default"): ...
+
+    mem = EditMemory(None)
+    assert isinstance(mem, EditStore) and mem.embedder.dim > 0
+    assert not isinstance(NoEmbedder(), EditStore)

@@ -96,17 +96,17 @@ def test_fuzzed_edit_retrieve_forget_end_in_a_typed_error_or_a_result(fact, ques
 
 
 @pytest.fixture(scope="module")
-def fuzz_lm(default_model, default_ptokens):
+def fuzz_lm(tiny_model, tiny_ptokens):
+    """The SDK boundary is the same for any weights: the tiny random model keeps 25 cases fast."""
     from editkit import EditableLM
 
-    return EditableLM(default_model, default_ptokens, EditMemory(None), mode="ptokens")
+    return EditableLM(tiny_model, tiny_ptokens, EditMemory(None), mode="ptokens")
 
 
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(question=FUZZ_TEXT, candidate=FUZZ_TEXT)
-def test_fuzzed_score_on_the_real_model_ends_in_a_typed_error_or_scores(fuzz_lm, question,
-                                                                        candidate):
+def test_fuzzed_score_ends_in_a_typed_error_or_scores(fuzz_lm, question, candidate):
     fuzz_lm.clear()
     fuzz_lm.edit("The Eiffel Tower is located in Rome.")
     try:
@@ -329,8 +329,9 @@ def _cli_without_models(tmp_path):
 
 
 def _invoke(args):
-    from editkit.cli import app
     from typer.testing import CliRunner
+
+    from editkit.cli import app
 
     res = CliRunner().invoke(app, args)
     if isinstance(res.exception, _ModelLoaded):

@@ -1,18 +1,31 @@
-"""P-Token training: the KL loss, the teacher cache, a small real run, round-trip and resume."""
+"""P-Token training: the KL loss, the teacher cache and its key, a small real run, round-trip
+and resume. Plumbing (cache, loss terms, teacher choice) runs on the tiny random model; the
+training run and the effect of training run on the real default model."""
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 import torch
+from pydantic import ValidationError
 
+from editkit.datasets import load_counterfact
+from editkit.errors import InvalidInputError
+from editkit.ike import default_train_file
 from editkit.ptokens import PTokens
 from editkit.training import (
+    DEMO_FIELDS,
+    PAIR_FIELDS,
+    STUDENT_FIELDS,
+    TEACHER_FIELDS,
     TeacherCache,
     TrainConfig,
     Trainer,
     build_pairs,
     kl_topk,
+    load_training_records,
+    teacher_cache_key,
     topk_with_rest,
 )
 
@@ -31,10 +44,6 @@ def test_topk_kl_is_exact_when_k_covers_the_vocabulary_and_a_bound_otherwise():
 
 
 def test_five_pair_kinds_per_record_with_foreign_distractors():
-    from editkit.datasets import load_counterfact
-    from editkit.ike import default_train_file
-    import random
-
     recs = load_counterfact(default_train_file())[:3]
     pool = [r.fact for r in load_counterfact(default_train_file())[:50]]
     pairs = build_pairs(recs, TrainConfig(max_distractors=5), pool, random.Random(0))
@@ -52,10 +61,10 @@ def small_cfg(small_demo_file):
                        demos=small_demo_file)
 
 
-def test_teacher_is_computed_once_and_read_back_from_disk(default_model, small_cfg, tmp_path,
+def test_teacher_is_computed_once_and_read_back_from_disk(tiny_model, small_cfg, tmp_path,
                                                          monkeypatch):
     monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path))
-    tr = Trainer(default_model.model, default_model.tokenizer, default_model.name, small_cfg)
+    tr = Trainer(tiny_model.model, tiny_model.tokenizer, tiny_model.name, small_cfg)
     first = tr.teacher(tr.val_pairs)
     [path] = list((tmp_path / "teacher").glob("*.safetensors"))
     stamp = path.stat().st_mtime_ns
@@ -100,10 +109,10 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(default_model, s
     assert torch.allclose(resumed.layer.weight, full.layer.weight, atol=1e-5)
 
 
-def test_cross_entropy_term_adds_the_gold_answer_nll_only_to_its_kinds(default_model, small_cfg,
+def test_cross_entropy_term_adds_the_gold_answer_nll_only_to_its_kinds(tiny_model, small_cfg,
                                                                        tmp_path, monkeypatch):
     monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path))
-    args = (default_model.model, default_model.tokenizer, default_model.name)
+    args = (tiny_model.model, tiny_model.tokenizer, tiny_model.name)
     plain = Trainer(*args, small_cfg)
     teacher = plain.teacher(plain.val_pairs)
     pt = PTokens.create(*args[:2], name=args[2], m=2)
@@ -117,20 +126,20 @@ def test_cross_entropy_term_adds_the_gold_answer_nll_only_to_its_kinds(default_m
         base_n, _ = plain.student_loss(pt, plain.val_pairs, teacher, [neighbour])
         ce_n, _ = with_ce.student_loss(pt, plain.val_pairs, teacher, [neighbour])
         # the gold answer's mean NLL under the student, computed independently
-        from editkit.runtime.scoring import score_packed
         from editkit.layouts import Mode, PromptBuilder
+        from editkit.runtime.scoring import score_packed
 
         p = plain.val_pairs[edit]
-        lay = PromptBuilder(default_model.tokenizer, pt)
+        lay = PromptBuilder(tiny_model.tokenizer, pt)
         ctx, _ = lay.context(Mode.PTOKENS, p.fact, [])
         item = plain._items(lay, Mode.PTOKENS, [p])
-        [[gold]] = score_packed(default_model.model, pt, lay.bos + ctx, item)
+        [[gold]] = score_packed(tiny_model.model, pt, lay.bos + ctx, item)
     assert float(ce_e - base_e) == pytest.approx(-0.5 * gold.mean_logprob, rel=1e-4)
     assert float(ce_n) == pytest.approx(float(base_n), abs=1e-6)
 
 
 def test_clean_distractor_teacher_ignores_the_distractors_and_ike_excludes_the_record(
-        default_model, small_cfg, tmp_path, monkeypatch):
+        tiny_model, small_cfg, tmp_path, monkeypatch):
     from editkit.ike import DemoStore
 
     monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path))
@@ -142,7 +151,7 @@ def test_clean_distractor_teacher_ignores_the_distractors_and_ike_excludes_the_r
         return real(self, fact, *a, exclude=exclude, **kw)
 
     monkeypatch.setattr(DemoStore, "retrieve", spy)
-    tr = Trainer(default_model.model, default_model.tokenizer, default_model.name, small_cfg)
+    tr = Trainer(tiny_model.model, tiny_model.tokenizer, tiny_model.name, small_cfg)
     teacher = tr.teacher(tr.val_pairs)
     assert sorted(e[0] for e in excluded) == sorted({p.case_id for p in tr.val_pairs})
     for i, p in enumerate(tr.val_pairs):
@@ -225,7 +234,6 @@ def test_shipped_trained_ptokens_keep_neighbours_better_than_untrained_ones(defa
                                                                             default_ptokens):
     """The measured effect of training on real ROME records (m=3, first 20: NS 32.5 -> 42.5)."""
     from conftest import shared_data
-
     from editkit import EditableLM, EditMemory, evaluate
     from editkit.editable import shipped_ptokens_dir
 
@@ -241,3 +249,70 @@ def test_shipped_trained_ptokens_keep_neighbours_better_than_untrained_ones(defa
         ns[label] = report.metrics["NS"].value
         assert report.metrics["ES"].value >= 90  # training kept efficacy
     assert ns["trained"] >= ns["untrained"] + 5, ns
+
+
+def _pairs(cfg: TrainConfig) -> list:
+    recs = load_counterfact(default_train_file())[:4]
+    return build_pairs(recs, cfg, [r.fact for r in recs], random.Random(0))
+
+
+def test_every_train_config_field_says_how_it_reaches_the_teacher_cache():
+    groups = [TEACHER_FIELDS, PAIR_FIELDS, DEMO_FIELDS, STUDENT_FIELDS]
+    assert set().union(*groups) == set(TrainConfig.model_fields)  # a new field must be placed
+    assert sum(len(g) for g in groups) == len(TrainConfig.model_fields)  # and placed once
+
+
+def test_teacher_cache_key_follows_teacher_fields_demos_and_layout_but_not_the_student():
+    cfg = TrainConfig(max_distractors=2)
+    pairs = _pairs(cfg)
+    args = {"base_model": "fp", "demos_digest": "d1", "embedder": "e", "layout_version": 1}
+    key = teacher_cache_key(cfg, pairs, **args)
+    assert teacher_cache_key(cfg, pairs, **args) == key  # deterministic
+    for update in ({"lr": 0.5}, {"epochs": 1}, {"m": 2}, {"weights": {"neighbour": 4.0}},
+                   {"ce_weight": 1.0}, {"batch_size": 1}, {"init": "random"}):
+        assert set(update) <= STUDENT_FIELDS
+        assert teacher_cache_key(cfg.model_copy(update=update), pairs, **args) == key, update
+    for update in ({"edit_teacher": "prompt"}, {"neighbour_teacher": "unedited"},
+                   {"distractor_teacher": "ike"}, {"topk": 8}):
+        assert set(update) <= TEACHER_FIELDS
+        assert teacher_cache_key(cfg.model_copy(update=update), pairs, **args) != key, update
+    for name, value in (("demos_digest", "d2"), ("layout_version", 2), ("embedder", "other"),
+                        ("base_model", "fp2")):
+        assert teacher_cache_key(cfg, pairs, **{**args, name: value}) != key, name
+    assert teacher_cache_key(cfg, pairs[:-1], **args) != key
+
+
+def test_a_changed_demonstration_file_gets_a_new_teacher_cache(tiny_model, small_demo_file,
+                                                               tmp_path, monkeypatch):
+    monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path))
+    other = tmp_path / "demos.json"
+    records = json.loads(small_demo_file.read_text())
+    other.write_text(json.dumps(records[:-1]))  # same path semantics, other content
+    args = (tiny_model.model, tiny_model.tokenizer, tiny_model.name)
+    cfg = TrainConfig(m=2, n_train=2, n_val=1, demos=small_demo_file)
+    a = Trainer(*args, cfg)
+    b = Trainer(*args, cfg.model_copy(update={"demos": other}))
+    assert a._cache_path(a.val_pairs) != b._cache_path(b.val_pairs)
+    same = Trainer(*args, cfg.model_copy(update={"lr": 0.5, "epochs": 1}))
+    assert same._cache_path(same.val_pairs) == a._cache_path(a.val_pairs)
+
+
+def test_a_misspelt_pair_kind_in_the_weights_is_an_error_not_ignored():
+    with pytest.raises(ValidationError, match="neighbor"):
+        TrainConfig(weights={"neighbor": 4.0})
+    assert TrainConfig(weights={"neighbour": 4.0}).weights == {"neighbour": 4.0}
+
+
+def test_more_records_than_the_data_file_holds_is_a_typed_error_that_says_what_to_do():
+    n = len(load_counterfact(default_train_file()))
+    with pytest.raises(InvalidInputError, match=f"holds {n} records.*--n-train"):
+        load_training_records(TrainConfig(n_train=n, n_val=1))
+    assert len(load_training_records(TrainConfig(n_train=n - 1, n_val=1))) == n
+
+
+def test_the_default_m_is_the_one_from_pretrained_loads():
+    from editkit.editable import EditableLM
+    from editkit.ptokens import DEFAULT_M
+
+    assert TrainConfig().m == DEFAULT_M
+    assert EditableLM.from_pretrained.__kwdefaults__["m"] == DEFAULT_M

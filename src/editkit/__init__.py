@@ -1,4 +1,13 @@
-"""editkit: change what a language model believes about facts, in context, and measure it."""
+"""editkit: change what a language model believes about facts, in context, and measure it.
+
+The public API is what `__all__` lists: the facade (`EditableLM`), what it takes and returns,
+the edit memory, P-Tokens and their training and export, evaluation, and every error type.
+Building blocks stay in their modules and are imported from there when needed:
+`editkit.layouts.PromptBuilder` (prompts are built by `EditableLM.prompt()`; the builder's
+signature follows the layout work), `editkit.retrieval.select`, `editkit.runtime.*` (the decode
+and scoring stack) and `editkit.multihop.MultiHopConfig` (the hop-by-hop MQuAKE runner: an
+evaluation experiment, run by scripts/mquake_multihop.py, not a supported API yet).
+"""
 from .editable import AnswerStream, EditableLM, RetrievalSettings
 from .errors import (
     ArtifactError,
@@ -16,18 +25,49 @@ from .errors import (
     UnsafeFactError,
 )
 from .evaluation import EvalConfig, EvalReport, evaluate
-from .layouts import Mode, Prompt, PromptBuilder
-from .memory import EditMemory
+from .export import export_hf
+from .layouts import Mode, Prompt
+from .memory import EditMemory, EditStore
 from .ptokens import PTokenConfig, PTokens
 from .records import Answer, Edit, RetrievedEdit, ScoreResult
 from .safety import FactPolicy
+from .training import TrainConfig, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Answer", "AnswerStream", "FactPolicy", "UnsafeFactError", "EvalConfig", "EvalReport", "evaluate", "ArtifactError", "DatasetError", "Edit", "EditMemory",
-    "EditMemoryError", "EditNotFoundError", "EditableLM", "EditkitError", "FactTooLongError",
-    "InvalidInputError", "MemoryCorruptError", "Mode", "ModelLoadError", "PTokenConfig",
-    "PTokenMismatchError", "PTokens", "Prompt", "PromptBuilder", "QuantizationUnavailableError",
-    "RetrievalSettings", "RetrievedEdit", "ScoreResult", "UnknownModeError", "__version__",
+    "Answer",
+    "AnswerStream",
+    "ArtifactError",
+    "DatasetError",
+    "Edit",
+    "EditMemory",
+    "EditMemoryError",
+    "EditNotFoundError",
+    "EditStore",
+    "EditableLM",
+    "EditkitError",
+    "EvalConfig",
+    "EvalReport",
+    "FactPolicy",
+    "FactTooLongError",
+    "InvalidInputError",
+    "MemoryCorruptError",
+    "Mode",
+    "ModelLoadError",
+    "PTokenConfig",
+    "PTokenMismatchError",
+    "PTokens",
+    "Prompt",
+    "QuantizationUnavailableError",
+    "RetrievalSettings",
+    "RetrievedEdit",
+    "ScoreResult",
+    "TrainConfig",
+    "Trainer",
+    "UnknownModeError",
+    "UnsafeFactError",
+    "__version__",
+    "evaluate",
+    "export_hf",
 ]

@@ -22,7 +22,7 @@ from .loading import LoadedModel, load_model
 from .memory import EditMemory, EditStore
 from .runtime.mixed_decode import decode_copy, greedy_mixed
 from .runtime.prefix_cache import PrefixCache
-from .ptokens import PTokens, fingerprint
+from .ptokens import DEFAULT_M, PTokens, fingerprint, warn_untrained
 from .retrieval import DEFAULT_THRESHOLD, DEFAULT_TOP_K, RetrievalSettings, Selection, select
 from .records import (
     DEFAULT_NAMESPACE,
@@ -40,10 +40,6 @@ from .records import (
 from .safety import FactPolicy, tokenizer_special_strings
 
 log = logging.getLogger(__name__)
-
-# The shipped m whose artifact has the best validation S (m=10: 72.4; m=3: 65.2; m=5: 58.3;
-# m=1: 57.3; docs/results.md). It costs 14 more prompt tokens than m=3, about the same latency.
-DEFAULT_M = 10
 
 
 def shipped_ptokens_dir(model_name: str, m: int) -> Path | None:
@@ -190,8 +186,9 @@ class EditableLM:
         shipped = shipped_ptokens_dir(name, m)
         if shipped is not None:
             return PTokens.from_pretrained(shipped, lm, tok, name=name), f"shipped ({shipped})"
-        return (PTokens.create(lm, tok, name=name, m=m, init="text"),
-                f"untrained: m={m}, initialised from the text ' new fact'")
+        warn_untrained(name, m)  # once per (model, m): mode="ptokens" would edit poorly
+        pt = PTokens.create(lm, tok, name=name, m=m, init="text")
+        return pt, f"untrained: m={m}, initialised from the text {pt.config.init_text!r}"
 
     @property
     def demos(self) -> DemoStore:

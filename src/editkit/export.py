@@ -20,15 +20,21 @@ from typing import Any
 import torch
 
 from .errors import InvalidInputError
+from .layouts import LAYOUT_VERSION, ptoken_text
 from .ptokens import PTokens
 
 LAYOUT_NAME = "editkit_layout.json"
 TEMPLATE_NAME = "PROMPT_TEMPLATE.md"
+EXPORT_FORMAT = f"editkit-ptokens-hf/{LAYOUT_VERSION}"  # the number is the prompt layout version
+# the layout with placeholders, as written into editkit_layout.json
+TEMPLATE = ptoken_text(["{begin_tokens}"], ["{end_tokens}"], "{fact}", "{question}",
+                       ["{distractor}", "..."])
 
 
 def render_prompt(begin_tokens: list[str], end_tokens: list[str], fact: str, question: str,
                   distractors: list[str] | tuple[str, ...] = ()) -> str:
-    """The P-Token layout as plain text for an exported tokenizer (same ids as editkit's).
+    """The P-Token layout as plain text for an exported tokenizer (same ids as editkit's): the
+    text of `editkit.layouts.ptoken_text`, so it cannot drift from `PromptBuilder`.
 
     Needs only the token strings (from `editkit_layout.json`), so an app that sends prompts to a
     server does not need the model. Facts containing the P-Token strings are refused.
@@ -37,8 +43,7 @@ def render_prompt(begin_tokens: list[str], end_tokens: list[str], fact: str, que
         if any(t in text for t in (*begin_tokens, *end_tokens)):
             raise InvalidInputError("A fact or question contains a P-Token string "
                                     f"({begin_tokens[0]}...); remove it before rendering.")
-    return ("".join(begin_tokens) + fact + "".join(end_tokens) + "\n"
-            + "".join(f"{d}\n" for d in distractors) + question)
+    return ptoken_text(begin_tokens, end_tokens, fact, question, distractors)
 
 
 def ptoken_prompt_text(ptokens: PTokens, fact: str, question: str,
@@ -50,7 +55,7 @@ def ptoken_prompt_text(ptokens: PTokens, fact: str, question: str,
 
 def export_hf(model: Any, tokenizer: Any, ptokens: PTokens, out: str | os.PathLike[str], *,
               overwrite: bool = False) -> Path:
-    """Write `out/` (config, safetensors weights, tokenizer, layout files); the model is not touched.
+    """Write `out/` (config, safetensors weights, tokenizer, layout files); `model` is untouched.
 
     The directory appears whole or not at all: it is written beside `out` and renamed into place.
     """
@@ -103,10 +108,10 @@ def export_hf(model: Any, tokenizer: Any, ptokens: PTokens, out: str | os.PathLi
         lm.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         layout = {
-            "format": "editkit-ptokens-hf/1",
+            "format": EXPORT_FORMAT, "layout_version": LAYOUT_VERSION,
             "m": ptokens.m, "begin_tokens": ptokens.config.begin_tokens,
             "end_tokens": ptokens.config.end_tokens, "token_ids": dict(zip(names, ids)),
-            "template": "{begin_tokens}{fact}{end_tokens}\n{distractor}\n...{question}",
+            "template": TEMPLATE,
             "base_model": ptokens.config.base_model.model_dump(),
             "trained": ptokens.config.trained,
         }

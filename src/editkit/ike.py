@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import CounterFactRecord, ZsreRecord, load_records
-from .errors import DatasetError
-from .fileio import atomic_write
 from .embedder import Embedder, shared_embedder
-from .loading import cache_dir
+from .errors import DatasetError
+from .fileio import atomic_write, cache_dir
+from .layouts import ike_demo_text, ike_key
 
 DEFAULT_K = 32
 KIND_COUNTS = {"copy": 4, "update": 12, "retain": 16}
@@ -36,13 +36,12 @@ def default_train_file(kind: str = "counterfact") -> Path:
 
 def demo_text(record: CounterFactRecord, kind: str) -> str:
     """One demonstration in IKE's format."""
-    new_fact = f"New Fact: {record.prompt} {record.target_new}\nPrompt: "
     if kind == "copy":
-        return f"{new_fact}{record.prompt} {record.target_new}\n\n"
+        return ike_demo_text(record.fact, record.prompt, record.target_new)
     if kind == "update":
-        return f"{new_fact}{record.rephrase_prompt} {record.target_new}\n\n"
+        return ike_demo_text(record.fact, record.rephrase_prompt, record.target_new)
     if kind == "retain":
-        return f"{new_fact}{record.locality_prompt} {record.locality_ground_truth}\n\n"
+        return ike_demo_text(record.fact, record.locality_prompt, record.locality_ground_truth)
     raise ValueError(f"unknown demonstration kind {kind!r}")
 
 
@@ -85,7 +84,7 @@ class DemoStore:
         cached = cache_dir() / "ike" / f"keys-{digest}-{name}.npy"
         keys = _load_keys(cached, len(records), embedder.dim)
         if keys is None:
-            keys = embedder.encode([f"New Fact: {r.fact}" for r in records])
+            keys = embedder.encode([ike_key(r.fact) for r in records])
             _save_keys(cached, keys)
         return cls(records, keys, embedder)
 
@@ -96,7 +95,7 @@ class DemoStore:
     def retrieve(self, fact: str, k: int = DEFAULT_K, *, exclude: Iterable[int] = (),
                  seed: int = 0) -> Demonstrations:
         """Demonstrations for `fact`, never from records whose case_id is in `exclude`."""
-        q = self.embedder.encode([f"New Fact: {fact}"])[0]
+        q = self.embedder.encode([ike_key(fact)])[0]
         sims = self.keys @ q
         banned = set(exclude)
         order = [int(i) for i in np.argsort(-sims, kind="stable")

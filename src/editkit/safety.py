@@ -23,14 +23,23 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from .errors import UnsafeFactError
+from .layouts import LAYOUT_LABELS
 
 # <BEGIN_EDIT_0>, <END_EDIT_12>, < end_edit >, ... : any spelling of editkit's P-Token names
 PTOKEN_MARKER = re.compile(r"<\s*/?\s*(?:BEGIN|END)_EDIT(?:_\d+)?\s*>", re.IGNORECASE)
 # ChatML / Llama-3 / Phi (<|im_start|>, <|eot_id|>, <|system|>), Llama-2 ([INST], <<SYS>>), Gemma
 ROLE_MARKER = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>|\[/?INST\]|<</?SYS>>|<(?:start|end)_of_turn>",
                          re.IGNORECASE)
-# the plain and IKE layouts: `New Fact: {fact}\nPrompt: {question}`
-LAYOUT_MARKER = re.compile(r"\bnew\s+fact\s*:|\bprompt\s*:", re.IGNORECASE)
+
+
+def _label_pattern(label: str) -> str:
+    """`New Fact:` -> `\\bNew\\s+Fact\\s*:`: any spacing and (with IGNORECASE) any case."""
+    words = label.rstrip(":").split()
+    return r"\b" + r"\s+".join(re.escape(w) for w in words) + r"\s*:"
+
+
+# the labels of the plain and IKE layouts (`New Fact: {fact}\nPrompt: {question}`), from layouts
+LAYOUT_MARKER = re.compile("|".join(_label_pattern(x) for x in LAYOUT_LABELS), re.IGNORECASE)
 
 
 class FactPolicy(BaseModel):
@@ -52,7 +61,8 @@ class FactPolicy(BaseModel):
             try:
                 re.compile(p)
             except re.error as exc:
-                raise ValueError(f"extra pattern {p!r} is not a regular expression: {exc}") from None
+                raise ValueError(
+                    f"extra pattern {p!r} is not a regular expression: {exc}") from None
         return value
 
     @classmethod

@@ -25,12 +25,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .datasets import CounterFactRecord, load_counterfact
-from .fileio import atomic_write
+from .embedder import DEFAULT_EMBEDDER
+from .errors import InvalidInputError
+from .fileio import atomic_write, cache_dir
 from .ike import DemoStore, default_train_file
+from .layouts import LAYOUT_VERSION, Mode, PromptBuilder
+from .ptokens import DEFAULT_INIT_TEXT, DEFAULT_M, PTokens, fingerprint
 from .runtime.scoring import ScoreItem, packed_logprobs
-from .layouts import Mode
-from .loading import cache_dir
-from .ptokens import PTokens, fingerprint
 
 Kind = Literal["edit", "paraphrase", "neighbour", "distractor", "empty"]
 KINDS: tuple[Kind, ...] = ("edit", "paraphrase", "neighbour", "distractor", "empty")
@@ -43,7 +44,8 @@ class TrainConfig(BaseModel):
     """Everything a training run depends on (saved with the artifact as provenance)."""
 
     model_config = ConfigDict(extra="forbid")
-    m: int = Field(3, ge=1, le=64)
+    m: int = Field(DEFAULT_M, ge=1, le=64, description="begin (and end) tokens; the default is "
+                   "editkit.ptokens.DEFAULT_M, the m that from_pretrained loads")
     data: Path | None = Field(None, description="EasyEdit CounterFact file (default: vendored)")
     demos: Path | None = Field(None, description="IKE demonstration file (default: vendored)")
     n_train: int = Field(200, ge=1, description="records used for training (first N, shuffled)")
@@ -56,9 +58,12 @@ class TrainConfig(BaseModel):
     distractor_teacher: Literal["clean", "ike"] = Field(
         "clean", description="clean: the teacher sees the fact without the distractors (what "
         "the answer should be); ike: the IKE prompt with the distractors")
-    weights: dict[str, float] = Field(default_factory=lambda: {k: 1.0 for k in KINDS})
+    weights: dict[Kind, float] = Field(
+        default_factory=lambda: {k: 1.0 for k in KINDS},
+        description="loss weight per pair kind (a kind left out weighs 1; an unknown kind, "
+        "e.g. the spelling 'neighbor', is an error)")
     init: Literal["text", "vocab_mean", "random"] = "text"
-    init_text: str = " new fact"
+    init_text: str = DEFAULT_INIT_TEXT
     lr: float = Field(5e-3, gt=0)
     batch_size: int = Field(8, ge=1, description="records per optimiser step")
     epochs: int = Field(10, ge=1)
@@ -71,6 +76,18 @@ class TrainConfig(BaseModel):
     ce_kinds: tuple[Kind, ...] = Field(("edit", "paraphrase", "distractor"),
                                        description="pair kinds that get the cross-entropy term")
     seed: int = 0
+
+
+# How each TrainConfig field reaches the teacher cache (tests check that every field is listed):
+TEACHER_FIELDS = frozenset({"edit_teacher", "neighbour_teacher", "distractor_teacher", "topk"})
+"""Fields that change the teacher's distributions for a given pair: hashed into the cache key."""
+PAIR_FIELDS = frozenset({"data", "n_train", "n_val", "max_distractors", "seed"})
+"""Fields that choose the pairs: the key hashes the pairs themselves, so these reach it that way."""
+DEMO_FIELDS = frozenset({"demos"})
+"""The IKE teacher's demonstration file: the key hashes its content, not its path."""
+STUDENT_FIELDS = frozenset({"m", "weights", "init", "init_text", "lr", "batch_size", "epochs",
+                            "patience", "weight_decay", "betas", "ce_weight", "ce_kinds"})
+"""Fields that only change the student (optimisation, P-Token shape): a teacher cache is reused."""
 
 
 class Pair(BaseModel):
@@ -113,6 +130,44 @@ def _groups(pairs: Sequence[Pair], idx: Sequence[int]) -> dict[tuple[Any, ...], 
         p = pairs[i]
         out.setdefault((p.record, p.fact, tuple(p.distractors)), []).append(i)
     return out
+
+
+def load_training_records(cfg: TrainConfig) -> list[CounterFactRecord]:
+    """The records of `cfg.data` (default: vendored), refusing sizes the file cannot supply."""
+    path = cfg.data or default_train_file()
+    records = load_counterfact(path)
+    if cfg.n_train + cfg.n_val > len(records):
+        raise InvalidInputError(
+            f"n_train + n_val = {cfg.n_train} + {cfg.n_val} = {cfg.n_train + cfg.n_val}, but "
+            f"{path} holds {len(records)} records. Lower --n-train / --n-val, or pass a larger "
+            "--data file.")
+    return records
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def teacher_cache_key(cfg: TrainConfig, pairs: Sequence[Pair], *, base_model: str,
+                      demos_digest: str, embedder: str = DEFAULT_EMBEDDER,
+                      layout_version: int = LAYOUT_VERSION) -> str:
+    """The teacher cache's name: a hash of everything the teacher's distributions depend on.
+
+    base_model: the fingerprint (JSON) of the model; pairs: the questions, answers and contexts;
+    the TEACHER_FIELDS of `cfg`; the demonstration file's content digest and the embedder that
+    retrieves from it (the IKE teacher's demonstrations); the prompt layout version.
+    """
+    h = hashlib.sha256()
+    parts = {"base_model": base_model, "pairs": [p.model_dump() for p in pairs],
+             "teacher": cfg.model_dump(mode="json", include=set(TEACHER_FIELDS)),
+             "demos": demos_digest, "embedder": embedder, "layout": layout_version}
+    h.update(json.dumps(parts, sort_keys=True).encode())
+    return h.hexdigest()[:20]
 
 
 class TeacherCache:
@@ -169,15 +224,10 @@ class Trainer:
 
     def __init__(self, model: Any, tokenizer: Any, name: str, cfg: TrainConfig,
                  log: Callable[[dict[str, Any]], None] | None = None) -> None:
-        from .layouts import PromptBuilder
-
         self.model, self.tokenizer, self.name, self.cfg = model, tokenizer, name, cfg
         self.log = log or (lambda row: None)
         rng = random.Random(cfg.seed)
-        records = load_counterfact(cfg.data or default_train_file())
-        if cfg.n_train + cfg.n_val > len(records):
-            raise ValueError(f"n_train + n_val = {cfg.n_train + cfg.n_val} > {len(records)} "
-                             "records in the data file")
+        records = load_training_records(cfg)
         order = list(range(len(records)))
         rng.shuffle(order)
         self.train_records = [records[i] for i in order[: cfg.n_train]]
@@ -187,6 +237,7 @@ class Trainer:
         self.val_pairs = build_pairs(self.val_records, cfg, pool, rng)
         self.teacher_layouts = PromptBuilder(tokenizer)
         self._demos: DemoStore | None = None
+        self._demos_digest: str | None = None
 
     # ---- teacher ----------------------------------------------------------------------------
     def _teacher_mode(self, p: Pair) -> Mode:
@@ -205,14 +256,13 @@ class Trainer:
                           targets=[layouts.target_ids(p.answer)]) for p in pairs]
 
     def _cache_path(self, pairs: Sequence[Pair]) -> Path:
-        h = hashlib.sha256()
-        h.update(fingerprint(self.model, self.tokenizer, self.name).model_dump_json().encode())
-        h.update(json.dumps([p.model_dump() for p in pairs]).encode())
-        h.update(f"{self.cfg.neighbour_teacher}-{self.cfg.distractor_teacher}-{self.cfg.topk}"
-                 .encode())
-        if self.cfg.edit_teacher != "ike":  # keeps the hashes of existing IKE caches valid
-            h.update(f"edit-{self.cfg.edit_teacher}".encode())
-        return cache_dir() / "teacher" / f"{h.hexdigest()[:20]}.safetensors"
+        if self._demos_digest is None:
+            self._demos_digest = file_digest(self.cfg.demos or default_train_file())
+        key = teacher_cache_key(
+            self.cfg, pairs,
+            base_model=fingerprint(self.model, self.tokenizer, self.name).model_dump_json(),
+            demos_digest=self._demos_digest)
+        return cache_dir() / "teacher" / f"{key}.safetensors"
 
     @torch.no_grad()
     def teacher(self, pairs: Sequence[Pair]) -> TeacherCache:
@@ -258,8 +308,6 @@ class Trainer:
     def _loss_sum(self, pt: PTokens, pairs: Sequence[Pair], teacher: TeacherCache,
                   idx: Sequence[int]) -> tuple[torch.Tensor, float, dict[str, list[float]]]:
         """Weighted sum of the per-pair losses, the weight sum and the losses by kind."""
-        from .layouts import PromptBuilder
-
         lay = PromptBuilder(self.tokenizer, pt)
         total, weight_sum, per_kind = torch.zeros(()), 0.0, {}
         for (_, fact, dis), chosen in _groups(pairs, idx).items():

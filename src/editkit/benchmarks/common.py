@@ -1,4 +1,5 @@
-"""Shared helpers: timing statistics, the machine description, and result files."""
+"""Shared helpers: the data directory, timing statistics, the machine description, and result
+files. The test suite finds the data sets through `data_dir()` too (tests/conftest.py)."""
 from __future__ import annotations
 
 import json
@@ -10,16 +11,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from editkit.fileio import atomic_write
+
 RESULTS = Path("results") / "bench"
 
 
 def data_dir() -> Path:
-    """The shared data sets (`EDITKIT_DATA` overrides), as the tests find them."""
+    """The project's data sets: `$EDITKIT_DATA`, else `../shared/data` beside the repository."""
     env = os.environ.get("EDITKIT_DATA")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parents[3]  # src/editkit/benchmarks/ -> repo
-    return here.parent / "shared" / "data"
+    repo = Path(__file__).resolve().parents[3]  # src/editkit/benchmarks/common.py -> repo
+    return repo.parent / "shared" / "data"
 
 
 def machine() -> dict[str, Any]:
@@ -73,8 +76,5 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def save(name: str, payload: dict[str, Any], out: str | None = None) -> Path:
     """Write the JSON result (atomically) next to the others and return its path."""
     path = Path(out) if out else RESULTS / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2))
-    tmp.replace(path)
-    return path
+    text = json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2)
+    return atomic_write(path, lambda tmp: tmp.write_text(text))

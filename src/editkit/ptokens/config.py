@@ -7,9 +7,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..layouts import LAYOUT_VERSION
+
 CONFIG_NAME = "ptokens_config.json"
 WEIGHTS_NAME = "ptokens.safetensors"
 WEIGHTS_KEY = "embeddings"  # one (2m, hidden) tensor: begin rows first, then end rows
+
+DEFAULT_M = 10
+"""The number of begin (and of end) tokens wherever none is given: the P-Tokens
+`EditableLM.from_pretrained` loads, the ones `editkit train` / `TrainConfig` trains and
+`PTokens.create` makes. 10 is the shipped set with the best validation S (docs/results.md)."""
 
 InitKind = Literal["text", "vocab_mean", "random"]
 
@@ -52,6 +59,9 @@ class PTokenConfig(BaseModel):
     init_text: str | None = None
     seed: int = 0
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    layout_version: int = Field(
+        1, ge=1, description="the prompt layout (editkit.layouts.LAYOUT_VERSION) the rows were "
+        "trained under; files written before this field existed are version 1")
     base_model: BaseModelFingerprint
     trained: bool = False
     training: dict[str, Any] = Field(default_factory=dict, description="provenance of training")
@@ -71,6 +81,15 @@ class PTokenConfig(BaseModel):
     @classmethod
     def default_tokens(cls, m: int) -> tuple[list[str], list[str]]:
         return [begin_token(i) for i in range(m)], [end_token(i) for i in range(m)]
+
+    def layout_problem(self) -> str | None:
+        """Why these P-Tokens cannot be used with this editkit's prompt layout (None: they can)."""
+        if self.layout_version == LAYOUT_VERSION:
+            return None
+        return (f"they were trained under prompt layout version {self.layout_version}, but this "
+                f"editkit builds layout version {LAYOUT_VERSION}, so they would read prompts "
+                "they were never trained on. Retrain them with this version (`editkit train`), "
+                "or use the editkit release that wrote them.")
 
 
 def fingerprint(model: Any, tokenizer: Any, name: str) -> BaseModelFingerprint:

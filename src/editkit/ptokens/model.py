@@ -1,7 +1,9 @@
-"""P-Tokens bound to a base model: create (three inits), embed, save_pretrained / from_pretrained."""
+"""P-Tokens bound to a base model: create (three inits), embed, save_pretrained, from_pretrained."""
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,10 @@ from pydantic import ValidationError
 
 from ..errors import ArtifactError, PTokenMismatchError
 from ..fileio import atomic_write
+from ..layouts import LAYOUT_VERSION
 from .config import (
     CONFIG_NAME,
+    DEFAULT_M,
     WEIGHTS_KEY,
     WEIGHTS_NAME,
     BaseModelFingerprint,
@@ -22,7 +26,22 @@ from .config import (
 )
 from .layer import PTokenEmbedding
 
+log = logging.getLogger(__name__)
+
+# Where the rows of untrained P-Tokens start (init="text"): they cycle through this text's token
+# embeddings. Not prompt text (it never appears in a prompt), so it lives here, not in layouts.
 DEFAULT_INIT_TEXT = " new fact"
+
+
+@functools.cache
+def warn_untrained(model_name: str, m: int) -> None:
+    """Log, once per process and (model, m), that untrained P-Tokens are in use and how to train
+    them: editkit ships trained P-Tokens only for its default model."""
+    log.warning(
+        "No trained P-Tokens ship for %r (m=%d): using untrained ones, initialised from the text "
+        "%r, so mode='ptokens' will edit poorly. Train a set with `editkit train --model <this "
+        "model> --m %d --out DIR` and load it with EditableLM.from_pretrained(..., ptokens=DIR), "
+        "or use mode='ike' / 'prompt'.", model_name, m, DEFAULT_INIT_TEXT, m)
 
 
 class PTokens:
@@ -78,7 +97,7 @@ class PTokens:
         tokenizer: Any,
         *,
         name: str,
-        m: int = 3,
+        m: int = DEFAULT_M,
         init: InitKind = "text",
         init_text: str | None = DEFAULT_INIT_TEXT,
         seed: int = 0,
@@ -93,12 +112,14 @@ class PTokens:
         try:
             config = PTokenConfig(m=m, begin_tokens=begin, end_tokens=end, init=init,
                                   init_text=init_text if init == "text" else None, seed=seed,
+                                  layout_version=LAYOUT_VERSION,
                                   base_model=fingerprint(model, tokenizer, name))
         except ValidationError as exc:
             raise ArtifactError(f"Invalid P-Token settings: {exc}") from exc
         table = model.get_input_embeddings().weight.detach().float()
         if init == "text":
-            ids = tokenizer(init_text, add_special_tokens=False, split_special_tokens=True).input_ids
+            ids = tokenizer(init_text, add_special_tokens=False,
+                            split_special_tokens=True).input_ids
             if not ids:
                 raise ArtifactError(f"init_text={init_text!r} produced no tokens")
             src = table[torch.tensor(ids, device=table.device)]
@@ -143,6 +164,9 @@ class PTokens:
             config = PTokenConfig.model_validate(json.loads(cfg_path.read_text()))
         except (ValueError, ValidationError) as exc:
             raise ArtifactError(f"{cfg_path} is not a valid P-Token config: {exc}") from exc
+        problem = config.layout_problem()
+        if problem is not None:
+            raise PTokenMismatchError(f"P-Tokens in {src} cannot be used: {problem}")
         here: BaseModelFingerprint = fingerprint(model, tokenizer, name)
         if not config.base_model.same_base(here):
             raise PTokenMismatchError(

@@ -20,6 +20,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
 from ...errors import InvalidInputError
+from ...memory import check_k
 
 Filter = Callable[[Document], bool] | dict[str, Any] | None
 
@@ -144,8 +145,7 @@ class FaissVectorStore(VectorStore):
                                                **kwargs: Any) -> list[tuple[Document, float]]:
         """Best `k` documents passing `filter`, with cosine similarity; exact (searches wider
         until enough pass the filter or the whole index has been seen)."""
-        if not isinstance(k, int) or k < 1:
-            raise InvalidInputError("k must be an int ≥ 1.")
+        check_k(k)
         q = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
         q = q / max(float(np.linalg.norm(q)), 1e-12)
         with self._lock:

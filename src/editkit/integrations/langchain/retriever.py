@@ -18,9 +18,9 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from ...editable import EditableLM
 from ...errors import InvalidInputError
-from ...memory import EditStore
-from ...retrieval import DEFAULT_THRESHOLD, DEFAULT_TOP_K
+from ...memory import EditStore, check_k
 from ...records import DEFAULT_NAMESPACE, MAX_QUESTION_CHARS, check_namespace, clean_text
+from ...retrieval import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from .vectorstore_memory import edit_to_document
 
 
@@ -51,7 +51,7 @@ class EditMemoryRetriever(BaseRetriever):
             # ValueError (not TypeError): pydantic turns it into the ValidationError that
             # __init__ reports as InvalidInputError.
             raise ValueError(f"memory must implement editkit.memory.EditStore (add, "  # noqa: TRY004
-                             f"forget, edits, clear, retrieve, path); got "
+                             f"forget, edits, clear, retrieve, path, embedder); got "
                              f"{type(value).__name__}.")
         return value
 
@@ -76,8 +76,7 @@ class EditMemoryRetriever(BaseRetriever):
                                     "use k, threshold or namespace.")
         k = kwargs.get("k", self.k)
         threshold = kwargs.get("threshold", self.threshold)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise InvalidInputError("k must be an int ≥ 1.")
+        check_k(k)
         if not isinstance(threshold, (int, float)) or not -1.0 <= threshold <= 1.0:
             raise InvalidInputError("threshold must be a number between -1 and 1.")
         ns = check_namespace(kwargs.get("namespace", self.namespace))

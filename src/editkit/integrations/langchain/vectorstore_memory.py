@@ -14,8 +14,6 @@ store uses, so `threshold` means the same thing for every backend.
 from __future__ import annotations
 
 import threading
-import time
-import uuid
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -25,8 +23,9 @@ from langchain_core.vectorstores import VectorStore
 
 from ...embedder import Embedder, shared_embedder
 from ...errors import EditNotFoundError, InvalidInputError
-from ...retrieval import DEFAULT_THRESHOLD, DEFAULT_TOP_K
+from ...memory import check_k, new_edits
 from ...records import DEFAULT_NAMESPACE, Edit, FactInput, RetrievedEdit, check_namespace
+from ...retrieval import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 
 FilterStyle = Literal["callable", "dict", "post"]
 EDIT_MARK = "editkit_edit"
@@ -117,14 +116,7 @@ class VectorStoreEditMemory:
     # ---- writes ---------------------------------------------------------------------------
     def add(self, facts: Any, namespace: str = DEFAULT_NAMESPACE) -> list[Edit]:
         """Store one fact or a list of facts (str, dict or FactInput); all are validated first."""
-        items = facts if isinstance(facts, (list, tuple)) else [facts]
-        if not items:
-            raise InvalidInputError("edit() got an empty list of facts.")
-        parsed = [FactInput.parse(f) for f in items]
-        ns = check_namespace(namespace)
-        now = time.time()
-        edits = [Edit(id=uuid.uuid4().hex[:16], namespace=ns, created_at=now, **p.model_dump())
-                 for p in parsed]
+        edits = new_edits(facts, namespace)
         vecs = self.embedder.encode([e.text for e in edits])
         with self._lock:
             self.vectorstore.add_documents([edit_to_document(e) for e in edits],
@@ -192,15 +184,15 @@ class VectorStoreEditMemory:
         return [d for d in self.vectorstore.similarity_search(question, k=max(n, self.fetch_k))
                 if same_ns(d)]
 
-    def retrieve(self, question: str, *, k: int = DEFAULT_TOP_K, threshold: float = DEFAULT_THRESHOLD,
+    def retrieve(self, question: str, *, k: int = DEFAULT_TOP_K,
+                 threshold: float = DEFAULT_THRESHOLD,
                  namespace: str = DEFAULT_NAMESPACE) -> list[RetrievedEdit]:
         """Edits of `namespace` whose cosine similarity to `question` is ≥ threshold, best first.
 
         The vector store proposes `max(k, fetch_k)` candidates; they are re-scored with editkit's
         embedder, so scores and the threshold match `EditMemory`'s.
         """
-        if not isinstance(k, int) or k < 1:
-            raise InvalidInputError("k must be an int ≥ 1.")
+        check_k(k)
         ns = check_namespace(namespace)
         with self._lock:
             if not any(e.namespace == ns for e in self._edits.values()):
