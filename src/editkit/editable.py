@@ -225,8 +225,9 @@ class EditableLM:
         prompt-injection checks); see `editkit.safety`.
         prefix_cache: keep the KV cache of this many prompt prefixes (IKE demonstrations + fact),
         so repeated questions about one edit skip recomputing them (0 = off).
-        decode_dtype: 'bfloat16' or 'float16' to decode greedy answers with a copy of the weights
-        in that dtype after a full-precision prefill (None = off; docs/benchmarks.md, bf16).
+        decode_dtype: 'bfloat16' or 'float16' to decode greedy answers (`ask` and `stream`) with a
+        copy of the weights in that dtype after a full-precision prefill (None = off; sampling
+        stays in full precision; docs/benchmarks.md, bf16).
         """
         mode = Mode.parse(mode)
         try:

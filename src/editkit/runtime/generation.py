@@ -20,8 +20,6 @@ detokenizes incrementally, cuts the text at the first stop sequence, strips surr
 whitespace and queues the text for the consumer. `emit` answers whether to go on, so stop
 sequences, EOS, `max_new_tokens` and cancellation end every variant at its next step. Streamed
 pieces concatenate to exactly what `generate` returns: `generate` is the stream run to its end.
-Generating off the calling thread was also measured faster than `model.generate` in the main
-thread on a busy 2-core CPU (docs/langchain.md).
 """
 from __future__ import annotations
 
