@@ -76,3 +76,21 @@ def small_demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("demos") / "counterfact-train-200.json"
     path.write_text(json.dumps(records))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir: Path) -> LoadedModel:
+    """The tiny random llama, loaded once (plumbing and equality tests that need no real
+    weights). Tests that patch the model load their own copy with `load_model(tiny_model_dir)`."""
+    return load_model(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_ptokens(tiny_model: LoadedModel) -> PTokens:
+    return PTokens.create(tiny_model.model, tiny_model.tokenizer, name=tiny_model.name, m=3)
+
+
+@pytest.fixture
+def tiny_lm(tiny_model: LoadedModel, tiny_ptokens: PTokens) -> EditableLM:
+    """An EditableLM on the tiny random model (P-Token mode) with a fresh in-RAM memory."""
+    return EditableLM(tiny_model, tiny_ptokens, EditMemory(None), mode="ptokens")

@@ -83,14 +83,46 @@ def test_every_mode_answers_and_reports_prompt_tokens(lm, small_demo_file):
     assert tokens["ike"] > 10 * tokens["ptokens"]
 
 
-def test_streaming_yields_the_same_text_as_ask(lm):
+def test_stream_yields_the_text_of_ask_and_honours_stop_and_cancel_on_the_real_model(lm):
     lm.edit(DARRIEUX)
     whole = lm.ask(DARRIEUX_Q, max_new_tokens=6)
-    s = lm.ask(DARRIEUX_Q, max_new_tokens=6, stream=True)
-    assert isinstance(s, AnswerStream)
+    s = lm.stream(DARRIEUX_Q, max_new_tokens=6)
+    assert isinstance(s, AnswerStream) and isinstance(whole, Answer)
     pieces = list(s)
-    assert len(pieces) >= 2 and "".join(pieces).strip() == whole.text == s.text.strip()
+    assert len(pieces) >= 2 and "".join(pieces) == whole.text == s.text
     assert s.edit.edit.text == DARRIEUX and s.prompt_tokens == whole.prompt_tokens
+    assert s.finish_reason == whole.finish_reason and s.completion_tokens == whole.completion_tokens
+    word = whole.text.split()[1]  # a stop sequence the greedy answer is known to contain
+    cut = whole.text[: whole.text.index(word)].strip()
+    stopped = lm.ask(DARRIEUX_Q, max_new_tokens=6, stop=[word])
+    assert stopped.text == cut and stopped.finish_reason == "stop"
+    assert "".join(lm.stream(DARRIEUX_Q, max_new_tokens=6, stop=[word])) == cut
+    with lm.stream(DARRIEUX_Q, max_new_tokens=200) as long:
+        assert next(long)
+    assert long.finish_reason is None and long.completion_tokens < 200  # cancelled on exit
+
+
+def test_ask_has_no_stream_flag_any_more(lm):
+    with pytest.raises(TypeError):
+        lm.ask(DARRIEUX_Q, stream=True)
+
+
+def test_the_context_check_counts_the_new_tokens(tiny_model_dir, tiny_ptokens):
+    from editkit.loading import load_model
+
+    loaded = load_model(tiny_model_dir, device="cpu")
+    loaded.model.config.max_position_embeddings = 40
+    small = EditableLM(loaded, tiny_ptokens, EditMemory(None), mode="none")
+    room = 40 - len(small.prompt(DARRIEUX_Q)[0])
+    assert room > 1
+    assert small.ask(DARRIEUX_Q, max_new_tokens=room).completion_tokens <= room
+    for call in (small.ask, small.stream):
+        with pytest.raises(InvalidInputError, match="context of 40"):
+            call(DARRIEUX_Q, max_new_tokens=room + 1)  # the prompt fits, the answer would not
+    with pytest.raises(InvalidInputError, match="context of 40"):
+        small.prompt(DARRIEUX_Q, max_new_tokens=room + 1)
+    with pytest.raises(InvalidInputError, match="context of 40"):
+        small.score(DARRIEUX_Q, ["English", "very " * (room + 2) + "English"])  # a long candidate
 
 
 def test_explicit_fact_bypasses_memory(lm):

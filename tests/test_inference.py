@@ -1,10 +1,15 @@
-"""Scoring with a shared prefix cache equals scoring each full sequence; generation never emits
-P-Tokens."""
+"""Packed scoring equals scoring each full sequence; the compatibility shims (editkit.compat)
+give the same logits whether a model honours, refuses or ignores `logits_to_keep`."""
 from __future__ import annotations
 
+import functools
+
+import pytest
 import torch
 
-from editkit.runtime import scoring as inference
+from editkit import compat
+from editkit.loading import load_model
+from editkit.runtime import scoring
 
 
 def _full_sequence_logprobs(model, ptokens, prefix, cont):
@@ -14,42 +19,34 @@ def _full_sequence_logprobs(model, ptokens, prefix, cont):
     return [float(logp[len(prefix) - 1 + j, t]) for j, t in enumerate(cont)]
 
 
-def test_prefix_cached_batched_scoring_matches_full_forward(default_model, default_ptokens):
-    tok, model, pt = default_model.tokenizer, default_model.model, default_ptokens
+def test_batched_scoring_of_continuations_matches_full_forwards(tiny_model, tiny_ptokens):
+    tok, model, pt = tiny_model.tokenizer, tiny_model.model, tiny_ptokens
     prefix = pt.begin_ids + tok("Toko Yasuda plays the piano.").input_ids + pt.end_ids + tok(
         "\nToko Yasuda is incredible at").input_ids
     conts = [tok(" the piano").input_ids, tok(" guitar").input_ids,
              tok(" the electric violin solo").input_ids]
-    got = inference.score_continuations(model, pt, prefix, conts)
-    for c, g in zip(conts, got):
+    got = scoring.score_continuations(model, pt, prefix, conts)
+    for c, g in zip(conts, got, strict=True):
         want = _full_sequence_logprobs(model, pt, prefix, c)
         assert len(g) == len(c)
-        assert max(abs(a - b) for a, b in zip(g, want)) < 1e-4
+        assert max(abs(a - b) for a, b in zip(g, want, strict=True)) < 1e-4
 
 
-def test_generation_with_ptokens_returns_only_vocabulary_ids(default_model, default_ptokens):
-    tok, pt = default_model.tokenizer, default_ptokens
-    prefix = pt.begin_ids + tok("Toko Yasuda plays the piano.").input_ids + pt.end_ids
-    new = inference.generate(default_model.model, tok, pt, prefix, max_new_tokens=12)
-    assert 1 <= len(new) <= 12
-    assert max(new) < pt.layer.first_id
-
-
-def test_packed_scoring_of_many_questions_matches_separate_full_forwards(default_model,
-                                                                         default_ptokens):
-    tok, model, pt = default_model.tokenizer, default_model.model, default_ptokens
+def test_packed_scoring_of_many_questions_matches_separate_full_forwards(tiny_model,
+                                                                         tiny_ptokens):
+    tok, model, pt = tiny_model.tokenizer, tiny_model.model, tiny_ptokens
     prefix = pt.begin_ids + tok("Toko Yasuda plays the piano.").input_ids + pt.end_ids + tok(
         "\n").input_ids
     questions = ["Toko Yasuda is incredible at", "John Lennon performs on the"]
     targets = [" piano", " the electric guitar"]
-    items = [inference.ScoreItem(question=tok(q).input_ids, targets=[tok(t).input_ids
-                                                                     for t in targets])
+    items = [scoring.ScoreItem(question=tok(q).input_ids, targets=[tok(t).input_ids
+                                                                   for t in targets])
              for q in questions]
-    got = inference.score_packed(model, pt, prefix, items)
-    for item, row in zip(items, got):
-        for target, score in zip(item.targets, row):
+    got = scoring.score_packed(model, pt, prefix, items)
+    for item, row in zip(items, got, strict=True):
+        for target, score in zip(item.targets, row, strict=True):
             want = _full_sequence_logprobs(model, pt, prefix + item.question, target)
-            assert max(abs(a - b) for a, b in zip(score.logprobs, want)) < 1e-4
+            assert max(abs(a - b) for a, b in zip(score.logprobs, want, strict=True)) < 1e-4
             ids = torch.tensor([prefix + item.question + target])
             with torch.no_grad():
                 logits = model(inputs_embeds=pt.embed(ids)).logits[0]
@@ -57,7 +54,7 @@ def test_packed_scoring_of_many_questions_matches_separate_full_forwards(default
             assert score.argmax == logits[start:start + len(target)].argmax(-1).tolist()
 
 
-def test_hand_computed_nll_of_a_tiny_record_equals_the_scorer(default_model):
+def test_hand_computed_nll_of_a_tiny_record_equals_the_scorer_on_the_real_model(default_model):
     tok, model = default_model.tokenizer, default_model.model
     prefix, target = tok("Paris is the capital of").input_ids, tok(" France").input_ids
     with torch.no_grad():
@@ -66,7 +63,99 @@ def test_hand_computed_nll_of_a_tiny_record_equals_the_scorer(default_model):
     for j, t in enumerate(target):
         row = logits[len(prefix) - 1 + j].double()
         by_hand.append(float(row[t] - torch.logsumexp(row, 0)))
-    [[score]] = inference.score_packed(model, None, prefix[:-1],
-                                       [inference.ScoreItem(question=prefix[-1:],
-                                                            targets=[target])])
+    [[score]] = scoring.score_packed(model, None, prefix[:-1],
+                                     [scoring.ScoreItem(question=prefix[-1:], targets=[target])])
     assert abs(score.mean_logprob - sum(by_hand) / len(by_hand)) < 1e-4
+
+
+# ---- compat ------------------------------------------------------------------------------
+def ignoring_logits_to_keep(model):
+    """Patch `model` so its forward swallows `logits_to_keep` (a `**kwargs` that drops it) and
+    projects every position, as some architectures do. Returns the model."""
+    forward = model.forward
+
+    @functools.wraps(forward)
+    def swallow(*args, logits_to_keep=None, **kwargs):
+        return forward(*args, **kwargs)
+
+    model.forward = swallow
+    return model
+
+
+def refusing_logits_to_keep(model):
+    """Patch `model` so its forward has no `logits_to_keep` parameter (a TypeError if given)."""
+    forward = model.forward
+
+    def strict(inputs_embeds=None, attention_mask=None, position_ids=None, use_cache=None,
+               cache=None, **extra):
+        if extra:
+            raise TypeError(f"forward() got an unexpected keyword argument {next(iter(extra))!r}")
+        return forward(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                       position_ids=position_ids, use_cache=use_cache, cache=cache)
+
+    model.forward = strict
+    return model
+
+
+@pytest.mark.parametrize("patch", [ignoring_logits_to_keep, refusing_logits_to_keep])
+def test_forward_logits_returns_the_kept_rows_whatever_the_model_does_with_the_argument(
+        tiny_model, tiny_model_dir, patch):
+    tok = tiny_model.tokenizer
+    ids = torch.tensor([tok("The Eiffel Tower is located in the city of").input_ids])
+    keep = [2, 5, ids.shape[1] - 1]
+    honest = tiny_model.model
+    odd = patch(load_model(tiny_model_dir, device="cpu").model)
+    with torch.no_grad():
+        want = honest(input_ids=ids).logits[0][keep]
+        got = compat.forward_logits(odd, odd.get_input_embeddings()(ids), keep=keep)
+        last = compat.forward_logits(odd, odd.get_input_embeddings()(ids), keep=1)
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
+    assert last.shape[0] == 1 and torch.allclose(last[0], want[-1], atol=1e-5)
+
+
+def test_packed_scoring_is_right_on_a_model_that_ignores_logits_to_keep(tiny_model,
+                                                                        tiny_model_dir,
+                                                                        tiny_ptokens):
+    tok = tiny_model.tokenizer
+    odd = ignoring_logits_to_keep(load_model(tiny_model_dir, device="cpu").model)
+    prefix = tok("Toko Yasuda plays the piano. Toko Yasuda is incredible at").input_ids
+    conts = [tok(" the piano").input_ids, tok(" guitar").input_ids]
+    want = scoring.score_continuations(tiny_model.model, None, prefix, conts)
+    got = scoring.score_continuations(odd, None, prefix, conts)
+    assert max(abs(a - b) for w, g in zip(want, got, strict=True)
+               for a, b in zip(w, g, strict=True)) < 1e-5
+
+
+def test_a_forward_type_error_that_is_not_about_logits_to_keep_is_not_swallowed(
+        tiny_model_dir):
+    model = load_model(tiny_model_dir, device="cpu").model
+
+    def broken(*args, **kwargs):
+        raise TypeError("something else went wrong")
+
+    model.forward = broken
+    with pytest.raises(TypeError, match="something else"):
+        compat.forward_logits(model, torch.zeros(1, 3, 32), keep=1)
+
+
+def test_model_settings_are_read_from_their_configs(tiny_model, default_model):
+    tok = tiny_model.tokenizer
+    assert compat.eos_ids(tiny_model.model, tok) == [tok.eos_token_id]
+    assert compat.context_length(tiny_model.model) == 2048
+    assert compat.context_length(default_model.model) == \
+        default_model.model.config.max_position_embeddings
+    assert compat.cache_kw(tiny_model.model) in ("cache", "past_key_values")
+
+
+def test_cache_crop_and_cast_act_on_every_layer(tiny_model):
+    model = tiny_model.model
+    cache = compat.new_cache(model)
+    ids = torch.tensor([tiny_model.tokenizer("one two three four").input_ids])
+    with torch.no_grad():
+        compat.forward_logits(model, model.get_input_embeddings()(ids), keep=1, cache=cache)
+    assert cache.get_seq_length() == ids.shape[1]
+    compat.crop_cache(cache, 2)
+    assert cache.get_seq_length() == 2
+    compat.cast_cache(cache, torch.bfloat16)
+    assert all(layer.keys.dtype == torch.bfloat16 and layer.values.dtype == torch.bfloat16
+               for layer in cache.layers)

@@ -5,19 +5,10 @@ import asyncio
 
 import pytest
 
-pytest.importorskip("langchain_core", reason="needs langchain-core (pip install 'editkit[langchain]')")
+pytest.importorskip("langchain_core",
+                    reason="needs langchain-core (pip install 'editkit[langchain]')")
 
 import langchain_fixtures as lcf
-from editkit.integrations.langchain import (
-    EditableChatModel,
-    EditkitEmbeddings,
-    EditMemoryRetriever,
-    VectorStoreEditMemory,
-    add_documents,
-    create_edit_rag_chain,
-    docs_to_edit_kwargs,
-)
-from editkit.integrations.langchain.rag import stuffed_question
 from langchain_core.documents import Document
 from langchain_core.messages import (
     AIMessage,
@@ -30,6 +21,16 @@ from langchain_fixtures import DARRIEUX, FACTS
 
 from editkit import EditableLM, EditMemory, FactTooLongError, InvalidInputError
 from editkit.embedder import shared_embedder
+from editkit.integrations.langchain import (
+    EditableChatModel,
+    EditkitEmbeddings,
+    EditMemoryRetriever,
+    VectorStoreEditMemory,
+    add_documents,
+    create_edit_rag_chain,
+    docs_to_edit_kwargs,
+)
+from editkit.integrations.langchain.rag import stuffed_question
 from editkit.memory import EditStore
 
 chat_lm, fact_memory = lcf.chat_lm, lcf.fact_memory  # fixtures used below
@@ -137,8 +138,30 @@ def test_abandoned_stream_stops_generating(chat_lm: EditableLM) -> None:
     assert first.content
     started = time.time()
     stream.close()  # the consumer leaves after one chunk
-    alive = [t for t in threading.enumerate() if t.name == "editkit-langchain-generate"]
+    alive = [t for t in threading.enumerate() if t.name == "editkit-generate"]
     assert alive == [] and time.time() - started < 30
+
+
+def test_chat_model_generates_through_the_sdk_decoder_and_context_rule(
+        tiny_model_dir, tiny_ptokens) -> None:
+    from editkit.loading import load_model
+
+    loaded = load_model(tiny_model_dir, device="cpu")
+    lm = EditableLM(loaded, tiny_ptokens, EditMemory(None), mode="ptokens", prefix_cache=2,
+                    decode_dtype="bfloat16")
+    chat = EditableChatModel(lm=lm, chat=False, max_tokens=4)
+    fact = "The Eiffel Tower is located in Rome."
+    q = "The Eiffel Tower is located in the city of"
+    msg = chat.invoke(q, fact=fact)
+    assert lm.prefix_cache.misses == 1  # the SDK's prefix-cache decoder ran
+    ans = lm.ask(q, fact=fact, max_new_tokens=4)
+    assert msg.content == ans.text and lm.prefix_cache.hits == 1
+    assert msg.response_metadata["finish_reason"] == ans.finish_reason
+    loaded.model.config.max_position_embeddings = 40
+    room = 40 - len(lm.prompt(q, mode="none")[0])
+    assert chat.invoke(q, mode="none", max_tokens=room).content is not None
+    with pytest.raises(InvalidInputError, match="context of 40"):
+        chat.invoke(q, mode="none", max_tokens=room + 1)  # the SDK's one context rule
 
 
 def test_lazy_default_loading_uses_the_named_model(tiny_model_dir) -> None:

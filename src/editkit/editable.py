@@ -1,7 +1,9 @@
-"""`EditableLM`: the front door. A thin facade over loading, P-Tokens, layouts, memory and inference.
+"""`EditableLM`: the front door. A thin facade over loading, P-Tokens, layouts, memory and the
+decode stack (`editkit.runtime`).
 
     lm = EditableLM.from_pretrained()
-    lm.edit("The Eiffel Tower is located in Rome.").ask("The Eiffel Tower is located in the city of")
+    lm.edit("The Eiffel Tower is located in Rome.").ask("The Eiffel Tower is in the city of")
+    for piece in lm.stream("The Eiffel Tower is in the city of", stop=["."]): ...
 """
 from __future__ import annotations
 
@@ -14,16 +16,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .runtime import scoring as inference
+from .compat import context_length
 from .errors import InvalidInputError, PTokenMismatchError, UnsafeFactError
 from .ike import DemoStore
 from .layouts import Mode, Prompt, PromptBuilder
 from .loading import LoadedModel, load_model
 from .memory import EditMemory, EditStore
-from .runtime.mixed_decode import decode_copy, greedy_mixed
-from .runtime.prefix_cache import PrefixCache
 from .ptokens import DEFAULT_M, PTokens, fingerprint, warn_untrained
-from .retrieval import DEFAULT_THRESHOLD, DEFAULT_TOP_K, RetrievalSettings, Selection, select
 from .records import (
     DEFAULT_NAMESPACE,
     MAX_FACT_CHARS,
@@ -37,6 +36,16 @@ from .records import (
     check_namespace,
     clean_text,
 )
+from .retrieval import DEFAULT_THRESHOLD, DEFAULT_TOP_K, RetrievalSettings, Selection, select
+from .runtime.generation import (
+    FinishReason,
+    GenerationStream,
+    TextGenerator,
+    check_generation_args,
+    decoder_for,
+)
+from .runtime.mixed_decode import decode_copy
+from .runtime.prefix_cache import CachedScorer, PrefixCache
 from .safety import FactPolicy, tokenizer_special_strings
 
 log = logging.getLogger(__name__)
@@ -50,21 +59,61 @@ def shipped_ptokens_dir(model_name: str, m: int) -> Path | None:
 
 
 class AnswerStream:
-    """Iterate to get text pieces as they are generated; `.text` holds the whole answer after."""
+    """What `EditableLM.stream()` returns: iterate it for the answer's text pieces as they are
+    generated.
 
-    def __init__(self, pieces: Iterator[str], prompt: Prompt, edit: RetrievedEdit | None,
+    The pieces concatenate to exactly the text `ask()` returns. `text`, `completion_tokens` and
+    `finish_reason` are final once the stream is exhausted (`finish_reason` is None before, and
+    after a cancel). `close()`, leaving a `for` loop over it early, or dropping it cancels the
+    generation at its next step; `with lm.stream(q) as s:` closes it on exit.
+    """
+
+    def __init__(self, generation: GenerationStream, prompt: Prompt, edit: RetrievedEdit | None,
                  distractors: list[RetrievedEdit]) -> None:
-        self._pieces = pieces
+        self._gen = generation
         self.prompt_tokens = len(prompt)
         self.mode = prompt.mode.value
         self.edit = edit
         self.distractors = distractors
-        self.text = ""
+
+    @property
+    def text(self) -> str:
+        return self._gen.text
+
+    @property
+    def completion_tokens(self) -> int:
+        return self._gen.completion_tokens
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        return self._gen.finish_reason
 
     def __iter__(self) -> Iterator[str]:
-        for piece in self._pieces:
-            self.text += piece
-            yield piece
+        return iter(self._gen)
+
+    def __next__(self) -> str:
+        return next(self._gen)
+
+    def close(self) -> None:
+        """Cancel the generation and wait until it has stopped computing."""
+        self._gen.close()
+
+    def __enter__(self) -> AnswerStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def answer(self) -> Answer:
+        """Run the stream to its end (if it is not already) and return the whole `Answer`."""
+        for _ in self._gen:
+            pass
+        if self.finish_reason is None:
+            raise InvalidInputError("This answer stream was cancelled; it has no whole answer.")
+        return Answer(text=self.text, mode=self.mode, edit=self.edit,
+                      distractors=self.distractors, prompt_tokens=self.prompt_tokens,
+                      completion_tokens=self.completion_tokens,
+                      finish_reason=self.finish_reason)
 
 
 class EditableLM:
@@ -81,18 +130,23 @@ class EditableLM:
         # (editkit.runtime.mixed_decode): faster on CPUs where decoding is memory-bound.
         self.decode_model = decode_copy(self.model, decode_dtype) if decode_dtype else None
         self.fact_policy = fact_policy  # validated by the property setter
-        self.ptokens = ptokens
+        # The builder holds the one P-Token set; `self.ptokens` reads and assigns it there.
+        self.layouts = PromptBuilder(self.tokenizer, ptokens, chat=chat)
         self.ptokens_source = ptokens_source
         self.memory = memory
         # KV caches of the last `prefix_cache` prompt prefixes (demonstrations + fact), for
-        # repeated questions about one edit; 0 = off. Greedy ask() and score() use them.
-        self.prefix_cache = PrefixCache(self.model, None, prefix_cache) if prefix_cache else None
-        # Always on: the KV cache of the edit-independent head (chat head, the m P-Token begin
+        # repeated questions about one edit; 0 = off. Greedy generation and score() use them.
+        self.prefix_cache = PrefixCache(self.model, prefix_cache) if prefix_cache else None
+        # The decode stack (editkit.runtime): which decoder and which cached scorer run is
+        # decided here, once, from the settings; ask/stream/score just call them. The scorer
+        # always keeps the KV cache of the edit-independent head (chat head, the m P-Token begin
         # markers), so a question about a fresh edit computes only what follows it.
-        self._head_cache = PrefixCache(self.model, None, 4)
+        self.generator = TextGenerator(self.model, self.tokenizer, decoder_for(
+            self.model, self.tokenizer, prefix_cache=self.prefix_cache,
+            decode_model=self.decode_model))
+        self.scorer = CachedScorer(self.model, self.prefix_cache)
         self.mode = Mode.parse(mode)
         self.retrieval = retrieval or RetrievalSettings()
-        self.layouts = PromptBuilder(self.tokenizer, ptokens, chat=chat)
         self._demos = demos
         self._special = tokenizer_special_strings(self.tokenizer)
 
@@ -115,6 +169,19 @@ class EditableLM:
             raise InvalidInputError(f"fact_policy must be a FactPolicy, a dict or None, got "
                                     f"{type(value).__name__}.")
         self._fact_policy = value
+
+    @property
+    def ptokens(self) -> PTokens:
+        """The P-Token set of this model; assigning one also changes what prompts are built
+        with (one copy, kept by `self.layouts`), and caches are keyed by its content."""
+        return self.layouts.ptokens
+
+    @ptokens.setter
+    def ptokens(self, value: PTokens) -> None:
+        if not isinstance(value, PTokens):
+            raise InvalidInputError(f"ptokens must be a PTokens object, got "
+                                    f"{type(value).__name__}.")
+        self.layouts.ptokens = value
 
     def check_fact(self, text: str, what: str = "fact") -> None:
         """Raise `UnsafeFactError` if the fact policy refuses `text`."""
@@ -154,8 +221,9 @@ class EditableLM:
         prompt-injection checks); see `editkit.safety`.
         prefix_cache: keep the KV cache of this many prompt prefixes (IKE demonstrations + fact),
         so repeated questions about one edit skip recomputing them (0 = off).
-        decode_dtype: 'bfloat16' or 'float16' to decode greedy answers with a copy of the weights
-        in that dtype after a full-precision prefill (None = off; docs/benchmarks.md, bf16).
+        decode_dtype: 'bfloat16' or 'float16' to decode greedy answers (`ask` and `stream`) with a
+        copy of the weights in that dtype after a full-precision prefill (None = off; sampling
+        stays in full precision; docs/benchmarks.md, bf16).
         """
         mode = Mode.parse(mode)
         try:
@@ -248,11 +316,15 @@ class EditableLM:
     def prompt(self, question: str, *, mode: Mode | str | None = None,
                namespace: str | None = None, fact: str | None = None,
                distractors: Sequence[str] | None = None, chat: bool | None = None,
+               history: Sequence[tuple[str, str]] = (), max_new_tokens: int = 1,
                ) -> tuple[Prompt, RetrievedEdit | None, list[RetrievedEdit]]:
         """The prompt a question would be sent as, plus the edits placed in it.
 
         With `fact` given, memory is bypassed (evaluation uses this); otherwise the best retrieved
-        edit is the fact and the other retrieved edits are distractors.
+        edit is the fact and the other retrieved edits are distractors. history: earlier
+        (role, text) turns of a conversation, laid out before the question (the LangChain chat
+        model uses this). max_new_tokens: room the answer needs; InvalidInputError when prompt
+        and answer together would not fit the model's context (`check_context`).
         """
         mode = Mode.parse(self.mode if mode is None else mode)
         q = clean_text(question, "question", MAX_QUESTION_CHARS)
@@ -274,12 +346,21 @@ class EditableLM:
         if mode is Mode.IKE and fact is not None:
             d = self.demos.retrieve(fact)
             demos, n_demos = d.text, len(d.case_ids)
-        p = self.layouts.build(mode, q, fact, dis, demos, chat=chat, n_demos=n_demos)
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        if limit and len(p) >= limit:
-            raise InvalidInputError(f"The prompt has {len(p)} tokens, more than this model's "
-                                    f"context of {limit}; shorten the question or the facts.")
+        p = self.layouts.build(mode, q, fact, dis, demos, chat=chat, n_demos=n_demos,
+                               history=history)
+        self.check_context(len(p), max_new_tokens)
         return p, edit, others
+
+    def check_context(self, prompt_tokens: int, new_tokens: int) -> None:
+        """InvalidInputError when a prompt of `prompt_tokens` plus `new_tokens` generated (or
+        scored) tokens would overrun the model's context. The one context rule: `ask`,
+        `stream`, `score` and the LangChain chat model all apply it."""
+        limit = context_length(self.model)
+        if limit and prompt_tokens + new_tokens > limit:
+            raise InvalidInputError(
+                f"The prompt has {prompt_tokens} tokens and the answer needs up to {new_tokens} "
+                f"more, beyond this model's context of {limit}; shorten the question, the facts "
+                f"or the conversation, or ask for fewer new tokens.")
 
     def _accept(self, hit: RetrievedEdit) -> bool:
         """Whether the fact policy lets a retrieved edit (stored by another writer or policy)
@@ -295,34 +376,58 @@ class EditableLM:
         return True
 
     # ---- asking ---------------------------------------------------------------------------
-    def ask(self, question: str, *, max_new_tokens: int = 32, stream: bool = False,
+    def ask(self, question: str, *, max_new_tokens: int = 32, stop: Sequence[str] = (),
             mode: Mode | str | None = None, namespace: str | None = None,
             fact: str | None = None, distractors: Sequence[str] | None = None,
             chat: bool | None = None, do_sample: bool = False,
-            temperature: float = 1.0) -> Answer | AnswerStream:
-        """Answer a question with the relevant edits in context (greedy by default)."""
-        if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= 4096:
-            raise InvalidInputError("max_new_tokens must be an int between 1 and 4096.")
+            temperature: float = 1.0) -> Answer:
+        """Answer a question with the relevant edits in context (greedy by default).
+
+        Args:
+            question: the question, or the start of a sentence to complete.
+            max_new_tokens: at most this many new tokens (1-4096); prompt plus answer must fit
+                the model's context.
+            stop: strings that end the answer; the text is cut before the first one found
+                (`finish_reason` "stop", as for EOS; "length" when `max_new_tokens` ran out).
+            mode / namespace / chat: override the instance's for this call.
+            fact / distractors: place these instead of retrieving from memory.
+            do_sample / temperature: sample at this temperature instead of greedy decoding
+                (the prefix-cache and bf16 decoders are greedy; sampling runs `model.generate`
+                in full precision).
+        """
+        return self.stream(question, max_new_tokens=max_new_tokens, stop=stop, mode=mode,
+                           namespace=namespace, fact=fact, distractors=distractors, chat=chat,
+                           do_sample=do_sample, temperature=temperature).answer()
+
+    def stream(self, question: str, *, max_new_tokens: int = 32, stop: Sequence[str] = (),
+               mode: Mode | str | None = None, namespace: str | None = None,
+               fact: str | None = None, distractors: Sequence[str] | None = None,
+               chat: bool | None = None, do_sample: bool = False,
+               temperature: float = 1.0) -> AnswerStream:
+        """`ask`, streamed: an `AnswerStream` of text pieces (same arguments, same text).
+
+        Generation starts on the first piece requested. Closing the stream (or leaving a `for`
+        loop over it early) cancels the generation at its next step.
+        """
         if do_sample and not (isinstance(temperature, (int, float)) and temperature > 0):
             raise InvalidInputError("temperature must be a number > 0 when do_sample=True.")
+        check_generation_args(max_new_tokens)
         p, edit, others = self.prompt(question, mode=mode, namespace=namespace, fact=fact,
-                                      distractors=distractors, chat=chat)
-        pt = self.ptokens if p.mode is Mode.PTOKENS else None
-        kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature)
-        if stream:
-            pieces = inference.stream(self.model, self.tokenizer, pt, p.ids, **kw)
-            return AnswerStream(pieces, p, edit, others)
-        if self.prefix_cache is not None and not do_sample and p.prefix_len:
-            new = self.prefix_cache.greedy(p.ids, p.prefix_len, pt,
-                                           max_new_tokens=max_new_tokens, eos_ids=self._eos_ids())
-        elif self.decode_model is not None and not do_sample:
-            new = greedy_mixed(self.model, self.decode_model, pt, p.ids,
-                               max_new_tokens=max_new_tokens, eos_ids=self._eos_ids())
-        else:
-            new = inference.generate(self.model, self.tokenizer, pt, p.ids, **kw)
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        return Answer(text=text.strip(), mode=p.mode.value, edit=edit, distractors=others,
-                      prompt_tokens=len(p), completion_tokens=len(new))
+                                      distractors=distractors, chat=chat,
+                                      max_new_tokens=max_new_tokens)
+        gen = self.generate_from(p, max_new_tokens=max_new_tokens, stop=stop,
+                                 temperature=temperature if do_sample else None)
+        return AnswerStream(gen, p, edit, others)
+
+    def generate_from(self, prompt: Prompt, *, max_new_tokens: int = 32,
+                      stop: Sequence[str] | None = (),
+                      temperature: float | None = None) -> GenerationStream:
+        """A generation stream after a prompt built by `prompt()` (greedy unless
+        `temperature > 0`), through this model's decoder (prefix cache, bf16 decoding). The
+        LangChain chat model generates through this."""
+        return self.generator.stream(prompt.ids, ptokens=self._ptokens_for(prompt),
+                                     max_new_tokens=max_new_tokens, temperature=temperature,
+                                     stop=stop, prefix_len=prompt.prefix_len)
 
     def score(self, question: str, candidates: Sequence[str], *,
               mode: Mode | str | None = None, namespace: str | None = None,
@@ -339,26 +444,19 @@ class EditableLM:
         p, edit, others = self.prompt(question, mode=mode, namespace=namespace, fact=fact,
                                       distractors=distractors, chat=chat)
         # Inline, the answer continues the question's sentence (" Paris"); in a chat template it
-        # opens the assistant's turn ("Paris").
+        # opens the assistant's reply ("Paris").
         cont = [self.layouts.target_ids(c, chat=p.chat) for c in cands]
-        pt = self.ptokens if p.mode is Mode.PTOKENS else None
-        if self.prefix_cache is not None and p.prefix_len:
-            logps = self.prefix_cache.continuations(p.ids, p.prefix_len, pt, cont)
-        elif p.head_len > 1:
-            logps = self._head_cache.continuations(p.ids, p.head_len, pt, cont)
-        else:
-            logps = inference.score_continuations(self.model, pt, p.ids, cont)
+        self.check_context(len(p), max(len(c) for c in cont) - 1)
+        logps = self.scorer.continuations(p.ids, self._ptokens_for(p), cont,
+                                          prefix_len=p.prefix_len, head_len=p.head_len)
         scores = [CandidateScore(candidate=c, mean_logprob=sum(lp) / len(lp), token_logprobs=lp)
-                  for c, lp in zip(cands, logps)]
+                  for c, lp in zip(cands, logps, strict=True)]
         return ScoreResult(mode=p.mode.value, scores=scores, edit=edit, distractors=others,
                            prompt_tokens=len(p))
 
-    def _eos_ids(self) -> list[int]:
-        eos = getattr(self.model.generation_config, "eos_token_id", None)
-        if eos is None:
-            eos = self.tokenizer.eos_token_id
-        return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])
-                if e is not None]
+    def _ptokens_for(self, prompt: Prompt) -> PTokens | None:
+        """The P-Tokens a prompt's ids refer to (only P-Token layouts hold any)."""
+        return self.ptokens if prompt.mode is Mode.PTOKENS else None
 
     def __repr__(self) -> str:
         return (f"EditableLM(model={self.name!r}, mode={self.mode.value!r}, m={self.ptokens.m}, "

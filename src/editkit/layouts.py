@@ -12,6 +12,7 @@ tokenizer's vocabulary anyway) and the model's control tokens come only from thi
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -45,7 +46,8 @@ IKE_DEMO = FACT_LINE + LINE_END + QUESTION_LINE + " {answer}" + DEMO_SEPARATOR  
 IKE_KEY = FACT_LINE  # the text IKE embeds to find demonstrations for a fact
 LAYOUT_LABELS = (FACT_LABEL, QUESTION_LABEL)  # what the fact policy refuses inside a fact
 
-_CHAT_SLOT = "\x00EDITKIT_CONTENT\x00"
+_CHAT_SLOT = "\x00EDITKIT_TURN_{}\x00"
+_CHAT_SLOT_RE = re.compile("\x00EDITKIT_TURN_(\\d+)\x00")
 
 
 def distractor_lines(distractors: Sequence[str]) -> str:
@@ -142,21 +144,47 @@ class PromptBuilder:
         where it opens the assistant's reply. Every scorer (SDK, evaluation, training) uses this."""
         return self.text_ids(target if chat else " " + target)
 
-    def _chat_frame(self, chat: bool) -> tuple[list[int], list[int]]:
-        """Token ids before and after the user content when a chat template is used."""
+    def frame(self, chat: bool, history: Sequence[tuple[str, str]] = ()
+              ) -> tuple[list[int], list[int]]:
+        """Token ids before and after the last user turn's content (the laid-out question).
+
+        history: earlier (role, text) turns of a conversation, roles user / assistant / system.
+        Inline (`chat=False`): BOS, then the history's texts as lines. With the chat template: the
+        template rendered for the system prompt, the history and the last user turn (generation
+        prompt added), every message's content replaced by a slot; template text is tokenized as
+        such, history text as user text (special tokens split, so a typed `<|im_end|>` stays
+        characters), and the last slot is where the caller's layout goes.
+        """
         if not chat:
-            return list(self.bos), []
+            ids = list(self.bos)
+            if history:
+                ids += self.text_ids("\n".join(text for _, text in history) + "\n")
+            return ids, []
         if not getattr(self.tokenizer, "chat_template", None):
-            raise InvalidInputError("chat=True but this tokenizer has no chat template.")
-        messages = [{"role": "user", "content": _CHAT_SLOT}]
+            raise InvalidInputError("chat=True but this tokenizer has no chat template; "
+                                    "use chat=False.")
+        roles = [role for role, _ in history] + ["user"]
+        messages = [{"role": r, "content": _CHAT_SLOT.format(i)} for i, r in enumerate(roles)]
         if self.system_prompt:
             messages.insert(0, {"role": "system", "content": self.system_prompt})
         rendered = self.tokenizer.apply_chat_template(messages, tokenize=False,
                                                       add_generation_prompt=True)
-        before, after = rendered.split(_CHAT_SLOT)
+        parts = _CHAT_SLOT_RE.split(rendered)
+        slots = [int(x) for x in parts[1::2]]
+        if slots != list(range(len(roles))):
+            raise InvalidInputError("This model's chat template drops or reorders messages "
+                                    f"(saw turns {slots} of {len(roles)}); use chat=False.")
         enc = self.tokenizer
-        return (list(enc(before, add_special_tokens=False).input_ids),
-                list(enc(after, add_special_tokens=False).input_ids))
+        pieces: list[list[int]] = []
+        for j, part in enumerate(parts):
+            if j % 2 == 0:  # template text
+                pieces.append(list(enc(part, add_special_tokens=False).input_ids) if part else [])
+            elif int(part) < len(history):
+                pieces.append(self.text_ids(history[int(part)][1]))
+            else:  # the last user turn: the caller's layout goes here
+                pieces.append([])
+        cut = len(parts) - 2  # the last slot
+        return [i for p in pieces[:cut] for i in p], pieces[-1]
 
     def context(self, mode: Mode | str, fact: str | None, distractors: Sequence[str] = (),
                 demos: str = "") -> tuple[list[int], str]:
@@ -191,11 +219,15 @@ class PromptBuilder:
 
     def build(self, mode: Mode | str, question: str, fact: str | None = None,
               distractors: Sequence[str] = (), demos: str = "", *, chat: bool | None = None,
-              n_demos: int = 0) -> Prompt:
-        """Lay out one question. `fact=None` (no edit) always gives the question alone."""
+              n_demos: int = 0, history: Sequence[tuple[str, str]] = ()) -> Prompt:
+        """Lay out one question. `fact=None` (no edit) always gives the question alone.
+
+        history: earlier (role, text) turns of a conversation (see `frame`); the laid-out
+        question is the last user turn.
+        """
         mode = Mode.parse(mode)
         chat = self.chat if chat is None else chat
-        head, tail = self._chat_frame(chat)
+        head, tail = self.frame(chat, history)
         edited = fact is not None and mode is not Mode.NONE
         if not edited:
             fact, distractors, n_demos = None, (), 0

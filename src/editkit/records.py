@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import unicodedata
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -107,7 +107,9 @@ class Answer(BaseModel):
     edit: RetrievedEdit | None = Field(None, description="the edit placed in the prompt")
     distractors: list[RetrievedEdit] = Field(default_factory=list)
     prompt_tokens: int
-    completion_tokens: int
+    completion_tokens: int = Field(description="generated tokens, EOS and a stop's tokens incl.")
+    finish_reason: Literal["stop", "length"] = Field(
+        "stop", description="'stop': EOS or a stop sequence ended it; 'length': max_new_tokens")
 
     def __str__(self) -> str:
         return self.text

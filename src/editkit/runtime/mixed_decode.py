@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
+from ..compat import cast_cache, new_cache
 from ..errors import InvalidInputError
-from .prefix_cache import greedy_steps
+from .prefix_cache import Emit, greedy_steps
 
 DECODE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -31,26 +32,15 @@ def decode_copy(model: Any, dtype: str) -> Any:
     return copy.deepcopy(model).to(DECODE_DTYPES[dtype]).eval()
 
 
-def _cast_cache(cache: Any, dtype: torch.dtype) -> None:
-    """Cast every layer's keys and values in place (transformers 5 layers, or 4.x lists)."""
-    if hasattr(cache, "layers"):
-        for layer in cache.layers:
-            layer.keys, layer.values = layer.keys.to(dtype), layer.values.to(dtype)
-    else:
-        cache.key_cache = [k.to(dtype) for k in cache.key_cache]
-        cache.value_cache = [v.to(dtype) for v in cache.value_cache]
-
-
 @torch.no_grad()
 def greedy_mixed(model: Any, decode_model: Any, ptokens: Any, prefix: Sequence[int], *,
-                 max_new_tokens: int, eos_ids: Sequence[int]) -> list[int]:
-    """Greedy new token ids after `prefix`: prefill with `model`, decode with `decode_model`."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config)
-    out = greedy_steps(model, cache, ptokens, prefix, max_new_tokens=1, eos_ids=eos_ids)
-    if max_new_tokens == 1 or out[-1] in eos_ids:
-        return out
-    _cast_cache(cache, decode_model.dtype)
-    return out + greedy_steps(decode_model, cache, None, out, max_new_tokens=max_new_tokens - 1,
-                              eos_ids=eos_ids)
+                 max_new_tokens: int, emit: Emit) -> None:
+    """Greedy new tokens after `prefix`, each handed to `emit` (False from it ends generation):
+    prefill with `model`, decode with `decode_model`."""
+    cache = new_cache(model)
+    first = greedy_steps(model, cache, ptokens, prefix, max_new_tokens=1, emit=emit)
+    if first is None or max_new_tokens == 1:
+        return
+    cast_cache(cache, decode_model.dtype)
+    greedy_steps(decode_model, cache, None, [first], max_new_tokens=max_new_tokens - 1,
+                 emit=emit)

@@ -1,4 +1,4 @@
-"""Forward passes for layouts that may hold P-Tokens: teacher-forced scoring and generation.
+"""Teacher-forced scoring of layouts that may hold P-Tokens: one packed forward for everyone.
 
 Scoring packs a shared prefix (demonstrations, fact) and every (question, target) branch of it into
 one sequence with a tree-shaped attention mask: the prefix (hundreds of tokens for IKE) and each
@@ -6,13 +6,14 @@ question are computed once, not once per candidate.
 """
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ..compat import forward_logits, model_device
+from ..errors import InvalidInputError
 from ..ptokens import PTokens
 
 
@@ -21,10 +22,6 @@ def input_embeds(model: Any, ptokens: PTokens | None, ids: torch.Tensor) -> torc
     if ptokens is not None:
         return ptokens.embed(ids)
     return model.get_input_embeddings()(ids)
-
-
-def _device(model: Any) -> torch.device:
-    return model.get_input_embeddings().weight.device
 
 
 @dataclass
@@ -68,12 +65,12 @@ def _pack(prefix: Sequence[int], items: Sequence[ScoreItem]) -> tuple[
         spans.append((q_start, len(ids), -1))
         last = len(ids) - 1  # predicts the first target token
         if last < 0:
-            raise ValueError("scoring needs at least one token before the target")
+            raise InvalidInputError("scoring needs at least one token before the target")
         base = len(prefix) + len(item.question)
         entry = []
         for target in item.targets:
             if not target:
-                raise ValueError("every target needs at least one token")
+                raise InvalidInputError("every target needs at least one token")
             t_start = len(ids)
             ids += target[:-1]  # the last target token is predicted, never fed
             pos += range(base, base + len(target) - 1)
@@ -95,28 +92,33 @@ def _pack(prefix: Sequence[int], items: Sequence[ScoreItem]) -> tuple[
 
 
 def packed_logprobs(model: Any, ptokens: PTokens | None, prefix: Sequence[int],
-                    items: Sequence[ScoreItem]) -> list[list[torch.Tensor]]:
+                    items: Sequence[ScoreItem], *, cache: Any = None,
+                    cached: int = 0) -> list[list[torch.Tensor]]:
     """Next-token log-distributions (T, vocab) at each target token's position, per item and target.
 
-    One forward pass over the packed tree. Gradients flow to the P-Token rows when called outside
-    `torch.no_grad()` (training uses this with the student layout).
+    One forward pass over the packed tree: the one packed forward every scorer uses (evaluation,
+    training, `EditableLM.score`, the prefix caches). Gradients flow to the P-Token rows when
+    called outside `torch.no_grad()` (training uses this with the student layout).
+
+    cache / cached: a KV cache that already holds the first `cached` tokens of `prefix` (a
+    `PrefixCache` entry); only the rest is fed, and the cache grows by it (the caller crops it
+    back). The first target position must not be cached: its logits are needed.
     """
     ids, pos, mask, where = _pack(prefix, items)
-    dev = _device(model)
-    t_ids = torch.tensor([ids], device=dev)
+    dev = model_device(model)
     # Only the positions that predict a target token need the vocabulary projection: on a
     # 1,000-token IKE prefix that skips almost all of the (576 x 49k) output matmul.
     keep = sorted({i for entry in where for first, own in entry for i in (first, *own)})
+    if not 0 <= cached <= keep[0] or (cached and cache is None):
+        raise ValueError(f"cached={cached} must be covered by a cache and precede the first "
+                         f"scored position ({keep[0]})")
     row = {p: r for r, p in enumerate(keep)}
-    kwargs = {"inputs_embeds": input_embeds(model, ptokens, t_ids),
-              "attention_mask": mask[None, None].to(dev),
-              "position_ids": torch.tensor([pos], device=dev), "use_cache": False}
-    try:
-        logits = model(**kwargs, logits_to_keep=torch.tensor(keep, device=dev)).logits[0]
-    except TypeError:  # an architecture without logits_to_keep
-        logits = model(**kwargs).logits[0]
-    if logits.shape[0] != len(keep):  # every position was projected (the argument was refused
-        logits = logits[keep]         # or silently ignored via **kwargs): pick the kept rows
+    t_ids = torch.tensor([ids[cached:]], device=dev)
+    logits = forward_logits(model, input_embeds(model, ptokens, t_ids),
+                            keep=[k - cached for k in keep],
+                            attention_mask=mask[cached:][None, None].to(dev),
+                            position_ids=torch.tensor([pos[cached:]], device=dev),
+                            cache=cache if cached else None)
     result = []
     for entry in where:
         result.append([torch.log_softmax(logits[[row[first], *(row[i] for i in own)]].float(),
@@ -126,13 +128,15 @@ def packed_logprobs(model: Any, ptokens: PTokens | None, prefix: Sequence[int],
 
 @torch.no_grad()
 def score_packed(model: Any, ptokens: PTokens | None, prefix: Sequence[int],
-                 items: Sequence[ScoreItem]) -> list[list[TargetScore]]:
-    """Teacher-forced log-probs (and argmax) of every target of every item, in one forward pass."""
-    dists = packed_logprobs(model, ptokens, prefix, items)
+                 items: Sequence[ScoreItem], *, cache: Any = None,
+                 cached: int = 0) -> list[list[TargetScore]]:
+    """Teacher-forced log-probs (and argmax) of every target of every item, in one forward pass
+    (`cache`/`cached` as in `packed_logprobs`)."""
+    dists = packed_logprobs(model, ptokens, prefix, items, cache=cache, cached=cached)
     results = []
-    for item, row_d in zip(items, dists):
+    for item, row_d in zip(items, dists, strict=True):
         row = []
-        for target, logp in zip(item.targets, row_d):
+        for target, logp in zip(item.targets, row_d, strict=True):
             tgt = torch.tensor(target, device=logp.device)
             row.append(TargetScore(logprobs=logp.gather(1, tgt[:, None])[:, 0].tolist(),
                                    argmax=logp.argmax(-1).tolist()))
@@ -141,68 +145,11 @@ def score_packed(model: Any, ptokens: PTokens | None, prefix: Sequence[int],
 
 
 def score_continuations(model: Any, ptokens: PTokens | None, prefix: Sequence[int],
-                        continuations: Sequence[Sequence[int]]) -> list[list[float]]:
+                        continuations: Sequence[Sequence[int]], *, cache: Any = None,
+                        cached: int = 0) -> list[list[float]]:
     """Log-probability of each token of each continuation given `prefix` (teacher forced)."""
     if not prefix:
-        raise ValueError("score_continuations needs a non-empty prefix")
+        raise InvalidInputError("score_continuations needs a non-empty prefix")
     item = ScoreItem(question=[], targets=[list(c) for c in continuations])
-    return [t.logprobs for t in score_packed(model, ptokens, prefix, [item])[0]]
-
-
-def _generate_kwargs(model: Any, tokenizer: Any, ptokens: PTokens | None, prefix: Sequence[int],
-                     max_new_tokens: int, do_sample: bool, temperature: float) -> dict[str, Any]:
-    dev = _device(model)
-    ids = torch.tensor([list(prefix)], device=dev)
-    kwargs: dict[str, Any] = dict(
-        inputs_embeds=input_embeds(model, ptokens, ids),
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    if do_sample:
-        kwargs["temperature"] = temperature
-    else:  # greedy: drop sampling knobs a model's generation_config may carry
-        kwargs.update(temperature=None, top_p=None, top_k=None)
-    return kwargs
-
-
-@torch.no_grad()
-def generate(model: Any, tokenizer: Any, ptokens: PTokens | None, prefix: Sequence[int], *,
-             max_new_tokens: int = 32, do_sample: bool = False,
-             temperature: float = 1.0) -> list[int]:
-    """New token ids after `prefix` (greedy by default). P-Tokens cannot be produced: the output
-    layer has no rows for them."""
-    kwargs = _generate_kwargs(model, tokenizer, ptokens, prefix, max_new_tokens, do_sample,
-                              temperature)
-    out = model.generate(**kwargs)
-    return [int(t) for t in out[0].tolist()]
-
-
-def stream(model: Any, tokenizer: Any, ptokens: PTokens | None, prefix: Sequence[int], *,
-           max_new_tokens: int = 32, do_sample: bool = False,
-           temperature: float = 1.0) -> Iterator[str]:
-    """Yield decoded text pieces as they are generated (generation runs in a worker thread)."""
-    from transformers import TextIteratorStreamer
-
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    kwargs = _generate_kwargs(model, tokenizer, ptokens, prefix, max_new_tokens, do_sample,
-                              temperature)
-    failure: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            with torch.no_grad():
-                model.generate(**kwargs, streamer=streamer)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
-            failure.append(exc)
-            streamer.end()
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    for piece in streamer:
-        if piece:
-            yield piece
-    thread.join()
-    if failure:
-        raise failure[0]
+    return [t.logprobs for t in score_packed(model, ptokens, prefix, [item], cache=cache,
+                                             cached=cached)[0]]

@@ -19,7 +19,6 @@ completion token counts.
 """
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -44,13 +43,11 @@ from ...errors import InvalidInputError
 from ...layouts import Mode
 from ...loading import DEFAULT_MODEL_NAME
 from ...records import MAX_QUESTION_CHARS, RetrievedEdit, check_namespace, clean_text
-from . import _generation
+from ...runtime.generation import GenerationStream, check_generation_args
 
 _ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant",
           "system": "system"}
 _CALL_KWARGS = {"fact", "distractors", "mode", "namespace", "max_tokens", "temperature", "chat"}
-_SLOT = "\x00EDITKIT_TURN_{}\x00"
-_SLOT_RE = re.compile("\x00EDITKIT_TURN_(\\d+)\x00")
 
 
 def _edit_info(hit: RetrievedEdit | None) -> dict[str, Any] | None:
@@ -231,13 +228,8 @@ class EditableChatModel(BaseChatModel):
                    if "model" in unknown else "")
                 + f". Accepted: {', '.join(sorted(_CALL_KWARGS))}.")
         max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) \
-                or not 1 <= max_tokens <= 4096:
-            raise InvalidInputError("max_tokens must be an int between 1 and 4096.")
         temperature = kwargs.get("temperature", self.temperature)
-        if temperature is not None and (not isinstance(temperature, (int, float))
-                                        or temperature < 0):
-            raise InvalidInputError("temperature must be None or a number ≥ 0.")
+        check_generation_args(max_tokens, temperature, name="max_tokens")
         distractors = kwargs.get("distractors")
         if distractors is not None and (isinstance(distractors, str)
                                         or not isinstance(distractors, Sequence)):
@@ -260,27 +252,16 @@ class EditableChatModel(BaseChatModel):
 
     def _build(self, messages: list[BaseMessage], opts: dict[str, Any]
                ) -> tuple[list[int], Any, RetrievedEdit | None, list[RetrievedEdit]]:
+        # The SDK lays the conversation out (`PromptBuilder.frame`: history, then the edit
+        # layout of the question as the last user turn) and applies its one context rule.
         lm = self.editable_lm
         turns = to_turns(messages)
         question = clean_text(turns[-1][1], "question", MAX_QUESTION_CHARS)
         p, edit, others = lm.prompt(question, mode=opts["mode"], namespace=opts["namespace"],
                                     fact=opts["fact"], distractors=opts["distractors"],
-                                    chat=False)
-        head = _bos_ids(lm)
-        body = p.ids[len(head):]
-        history = turns[:-1]
-        if opts["chat"]:
-            ids = _chat_ids(lm, history, body)
-        elif history:
-            ids = head + lm.layouts.text_ids("\n".join(t for _, t in history) + "\n") + body
-        else:
-            ids = list(p.ids)
-        limit = getattr(lm.model.config, "max_position_embeddings", None)
-        if limit and len(ids) + opts["max_tokens"] > limit:
-            raise InvalidInputError(
-                f"The prompt has {len(ids)} tokens and max_tokens is {opts['max_tokens']}, more "
-                f"than this model's context of {limit}; shorten the conversation.")
-        return ids, p, edit, others
+                                    chat=opts["chat"], history=turns[:-1],
+                                    max_new_tokens=opts["max_tokens"])
+        return list(p.ids), p, edit, others
 
     # ---- generation ---------------------------------------------------------------------------
     def _metadata(self, p: Any, edit: RetrievedEdit | None, others: list[RetrievedEdit],
@@ -301,16 +282,21 @@ class EditableChatModel(BaseChatModel):
         return UsageMetadata(input_tokens=prompt_tokens, output_tokens=completion_tokens,
                              total_tokens=prompt_tokens + completion_tokens)
 
+    def _start(self, p: Any, opts: dict[str, Any], stop: list[str] | None) -> GenerationStream:
+        """The SDK's generation after prompt `p` (same decoder, prefix cache and decode dtype
+        as `EditableLM.ask`)."""
+        return self.editable_lm.generate_from(
+            p, max_new_tokens=opts["max_tokens"], temperature=opts["temperature"],
+            stop=stop if stop is not None else (self.stop or []))
+
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None,
                   **kwargs: Any) -> ChatResult:
         opts = self._options(kwargs)
         ids, p, edit, others = self._build(messages, opts)
-        lm = self.editable_lm
-        gen = _generation.generate(lm.model, lm.tokenizer, _ptokens(lm, p), ids,
-                                   max_new_tokens=opts["max_tokens"],
-                                   temperature=opts["temperature"],
-                                   stop=stop if stop is not None else (self.stop or []))
+        gen = self._start(p, opts, stop)
+        for _ in gen:
+            pass
         meta = self._metadata(p, edit, others, gen.finish_reason)
         msg = AIMessage(content=gen.text, response_metadata=meta,
                         usage_metadata=self._usage(len(ids), gen.completion_tokens))
@@ -324,60 +310,15 @@ class EditableChatModel(BaseChatModel):
         # Core fires on_llm_new_token for every chunk yielded here; this method must not.
         opts = self._options(kwargs)
         ids, p, edit, others = self._build(messages, opts)
-        lm = self.editable_lm
-        result = _generation.Generation()
-        pieces = _generation.stream(lm.model, lm.tokenizer, _ptokens(lm, p), ids,
-                                    max_new_tokens=opts["max_tokens"],
-                                    temperature=opts["temperature"],
-                                    stop=stop if stop is not None else (self.stop or []),
-                                    result=result)
-        try:
-            for piece in pieces:
+        gen = self._start(p, opts, stop)
+        with gen:  # closing stops the worker if the consumer left early
+            for piece in gen:
                 yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
-        finally:
-            pieces.close()  # stops the worker if the consumer left early
         # One closing chunk carries usage (input tokens counted once) and the metadata.
         yield ChatGenerationChunk(
             message=AIMessageChunk(content="", chunk_position="last",
                                    response_metadata=self._metadata(p, edit, others,
-                                                                    result.finish_reason),
+                                                                    gen.finish_reason),
                                    usage_metadata=self._usage(len(ids),
-                                                              result.completion_tokens)),
-            generation_info={"finish_reason": result.finish_reason})
-
-
-def _ptokens(lm: EditableLM, prompt: Any) -> Any:
-    return lm.ptokens if prompt.mode is Mode.PTOKENS else None
-
-
-def _bos_ids(lm: EditableLM) -> list[int]:
-    """What the SDK puts before a prompt outside a chat template (BOS for models that use one)."""
-    probe = lm.layouts.build(Mode.NONE, "a", chat=False).ids
-    return probe[: len(probe) - len(lm.layouts.text_ids("a"))]
-
-
-def _chat_ids(lm: EditableLM, history: list[tuple[str, str]], body: list[int]) -> list[int]:
-    """Render the conversation through the chat template, every message content replaced by a
-    slot; template text is tokenized as such, message text with special tokens split (so a typed
-    `<|im_end|>` stays plain text), and the last user slot gets the edit layout's ids."""
-    tok = lm.tokenizer
-    if not getattr(tok, "chat_template", None):
-        raise InvalidInputError("chat=True but this tokenizer has no chat template; "
-                                "use EditableChatModel(chat=False).")
-    roles = [r for r, _ in history] + ["user"]
-    msgs = [{"role": r, "content": _SLOT.format(i)} for i, r in enumerate(roles)]
-    rendered = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    parts = _SLOT_RE.split(rendered)
-    slots = [int(x) for x in parts[1::2]]
-    if slots != list(range(len(roles))):
-        raise InvalidInputError("This model's chat template drops or reorders messages "
-                                f"(saw turns {slots} of {len(roles)}); use chat=False.")
-    ids: list[int] = []
-    for j, part in enumerate(parts):
-        if j % 2 == 0:
-            if part:
-                ids += list(tok(part, add_special_tokens=False).input_ids)
-        else:
-            i = int(part)
-            ids += body if i == len(history) else lm.layouts.text_ids(history[i][1])
-    return ids
+                                                              gen.completion_tokens)),
+            generation_info={"finish_reason": gen.finish_reason})
