@@ -223,9 +223,14 @@ def test_retriever_returns_edits_as_documents(chat_lm: EditableLM) -> None:
     for d in docs:
         e = stored[d.page_content]
         assert d.id == d.metadata["id"] == e.id and d.metadata["namespace"] == "default"
-        assert d.metadata["score"] >= 0.3
-    assert [d.metadata["score"] for d in docs] == sorted((d.metadata["score"] for d in docs),
-                                                         reverse=True)
+        assert d.metadata["score"] >= 0.3 and "Darrieux" in d.page_content
+    # the learned gate (default) orders by relevance; the threshold gate by cosine
+    assert [d.metadata["relevance"] for d in docs] == sorted(
+        (d.metadata["relevance"] for d in docs), reverse=True)
+    by_cos = retriever.invoke("What is the mother tongue of Danielle Darrieux?", gate="threshold")
+    assert "relevance" not in by_cos[0].metadata
+    assert [d.metadata["score"] for d in by_cos] == sorted(
+        (d.metadata["score"] for d in by_cos), reverse=True)
     bob = retriever.invoke("Danielle Darrieux language", namespace="bob")
     assert [d.page_content for d in bob] == ["Danielle Darrieux speaks Italian."]
     assert retriever.invoke("How do volcanoes form?", threshold=0.9) == []
@@ -233,6 +238,17 @@ def test_retriever_returns_edits_as_documents(chat_lm: EditableLM) -> None:
         retriever.invoke("x", k=0)
     with pytest.raises(InvalidInputError, match="EditStore"):
         EditMemoryRetriever(memory=[1, 2])
+    with pytest.raises(InvalidInputError, match="gate"):
+        retriever.invoke("x", gate="maybe")
+
+
+def test_retriever_leaves_out_edits_about_another_subject_with_the_learned_gate(
+        chat_lm: EditableLM) -> None:
+    chat_lm.edit(FACTS)
+    retriever = EditMemoryRetriever.from_lm(chat_lm, k=3)
+    q = "The mother tongue of Léon Blum is"  # same relation, another subject
+    assert retriever.invoke(q) == []
+    assert retriever.invoke(q, gate="threshold", threshold=0.3)  # similar, so cosine passes
 
 
 def test_embeddings_are_editkits_unit_vectors() -> None:
@@ -291,6 +307,21 @@ def test_add_documents_turns_documents_into_edits(chat_lm: EditableLM) -> None:
 CORPUS = [Document(f, id=str(i)) for i, f in enumerate(FACTS)]
 
 
+def test_rag_chain_does_not_place_documents_about_another_subject(chat_lm: EditableLM) -> None:
+    retriever = InMemoryVectorStore.from_documents(
+        [Document(f, id=str(i)) for i, f in enumerate(FACTS)], EditkitEmbeddings()
+    ).as_retriever(search_kwargs={"k": 2})
+    chat = EditableChatModel(lm=chat_lm, chat=False, max_tokens=N)
+    q = "The mother tongue of Léon Blum is"  # the corpus knows Darrieux's, not Blum's
+    gated = create_edit_rag_chain(chat, retriever, mode="prompt").invoke(q)
+    assert len(gated["context"]) == 2 and not any(d.metadata["placed"] for d in gated["context"])
+    assert gated["answer"].response_metadata["mode"] == "none"
+    ungated = create_edit_rag_chain(chat, retriever, mode="prompt", gate=None).invoke(q)
+    assert ungated["answer"].response_metadata["edit"]["text"] == DARRIEUX
+    with pytest.raises(InvalidInputError, match="gate"):
+        create_edit_rag_chain(chat, retriever, gate="yes")
+
+
 @pytest.fixture(scope="module")
 def corpus_retriever():
     return InMemoryVectorStore.from_documents(CORPUS, EditkitEmbeddings()).as_retriever(
@@ -302,8 +333,9 @@ def test_rag_chain_places_best_doc_as_ptoken_edit(chat_lm: EditableLM,
     chat = EditableChatModel(lm=chat_lm, chat=False, max_tokens=N)
     chain = create_edit_rag_chain(chat, corpus_retriever, mode="ptokens")
     out = chain.invoke({"question": Q})
-    docs = [d.page_content for d in out["context"]]
-    assert docs[0] == DARRIEUX and len(docs) == 3
+    assert [d.page_content for d in out["context"]][0] == DARRIEUX and len(out["context"]) == 3
+    docs = [d.page_content for d in out["context"] if d.metadata["placed"]]  # the gate's choice
+    assert docs[0] == DARRIEUX and all("Darrieux" in d for d in docs)
     meta = out["answer"].response_metadata
     assert meta["mode"] == "ptokens" and meta["edit"]["text"] == DARRIEUX
     assert [d["text"] for d in meta["distractors"]] == docs[1:]

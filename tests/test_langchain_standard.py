@@ -76,7 +76,9 @@ class TestEditableChatModelIntegration(_SharedLM, ChatModelIntegrationTests):
 
 
 class TestEditMemoryRetrieverStandard(RetrieversIntegrationTests):
-    """The SQLite EditMemory behind the retriever; threshold low enough that k edits match."""
+    """The SQLite EditMemory behind the retriever; the threshold gate, low enough that k edits
+    match (the standard suite checks the k contract; the learned gate is tested in
+    test_langchain.py)."""
 
     _memory: Any = None
 
@@ -90,7 +92,7 @@ class TestEditMemoryRetrieverStandard(RetrieversIntegrationTests):
 
     @property
     def retriever_constructor_params(self) -> dict[str, Any]:
-        return {"memory": self._memory, "k": 4, "threshold": 0.0}
+        return {"memory": self._memory, "k": 4, "threshold": 0.0, "gate": "threshold"}
 
     @property
     def retriever_query_example(self) -> str:

@@ -168,3 +168,31 @@ def select(memory: Any, question: str, settings: RetrievalSettings, *,
     if not kept:
         return Selection(judged=judged, gate=name)
     return Selection(kept[0], kept[1:], judged=judged, gate=name)
+
+
+def judge_texts(question: str, texts: list[str], embedder: Any, settings: RetrievalSettings
+                ) -> list[tuple[str, float, float | None, bool]]:
+    """The policy's verdict on texts that come from elsewhere (e.g. a LangChain retriever over a
+    corpus): (text, best cosine over the question's views, relevance, kept), in the given order.
+
+    Same decision as `select` for stored edits: the learned gate where one ships for the
+    embedder, else the cosine threshold.
+    """
+    if not texts:
+        return []
+    gate = gate_for(embedder and _EmbedderOnly(embedder), settings)
+    views = question_views(question)
+    vecs = embedder.encode([*views, *texts])
+    cos = (vecs[len(views):] @ vecs[: len(views)].T).max(axis=1).tolist()
+    if gate is None:
+        return [(t, c, None, c >= settings.threshold) for t, c in zip(texts, cos)]
+    cut = gate.threshold if settings.gate_threshold is None else settings.gate_threshold
+    probs = gate.probabilities(question, [Candidate(t, c) for t, c in zip(texts, cos)])
+    return [(t, c, p, p >= cut) for t, c, p in zip(texts, cos, probs)]
+
+
+@dataclass
+class _EmbedderOnly:
+    """What `gate_for` reads of a memory (its embedder), for texts judged without one."""
+
+    embedder: Any

@@ -10,6 +10,11 @@ edit, wrapped in P-Tokens in `mode="ptokens"` (or `New Fact:` in `mode="prompt"`
 `stuff=True` the chain is the classic baseline instead: every retrieved document as plain lines
 before the question, no edit. A retriever that returns nothing gives an unedited answer.
 
+`gate="learned"` (default) puts the retrieved documents through the same relevance decision as
+`EditableLM.ask` (`editkit.retrieval.judge_texts`): a document that is not about the question's
+subject is not placed (it stays in `context`, with its verdict in `metadata["placed"]`), so an
+off-topic retrieval leaves the answer unedited. `gate=None` places whatever the retriever returns.
+
 The output follows LangChain's retrieval-chain convention: `{"question", "context", "answer"}`
 (`chain.pick("answer")` for just the AIMessage); it streams the answer.
 """
@@ -26,6 +31,7 @@ from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrou
 from ...errors import FactTooLongError, InvalidInputError
 from ...layouts import Mode
 from ...records import MAX_FACT_CHARS, MAX_QUESTION_CHARS, clean_text
+from ...retrieval import Gate, judge_texts
 from .chat_model import EditableChatModel, _text_of
 
 
@@ -90,11 +96,14 @@ def _as_input(value: Any) -> dict[str, Any]:
 
 def create_edit_rag_chain(chat: EditableChatModel, retriever: BaseRetriever, *,
                           mode: str | Mode | None = None, max_distractors: int = 3,
-                          stuff: bool = False) -> Runnable[Any, dict[str, Any]]:
+                          stuff: bool = False, gate: Gate | None = "learned",
+                          ) -> Runnable[Any, dict[str, Any]]:
     """question -> {"question", "context": retrieved docs, "answer": AIMessage}.
 
     mode: how the edit is placed (None = the chat model's/LM's mode; "ptokens", "prompt", "ike").
     stuff: the plain-context baseline: all docs before the question, no edit (mode ignored).
+    gate: "learned" / "threshold": place only the documents the retrieval policy judges to be
+    about the question (the LM's memory embedder and retrieval settings); None: place them all.
     """
     if not isinstance(chat, EditableChatModel):
         raise InvalidInputError("chat must be an EditableChatModel.")
@@ -105,12 +114,26 @@ def create_edit_rag_chain(chat: EditableChatModel, retriever: BaseRetriever, *,
         mode = Mode.parse(mode).value
     if not isinstance(max_distractors, int) or max_distractors < 0:
         raise InvalidInputError("max_distractors must be an int ≥ 0.")
+    if gate not in (None, "learned", "threshold"):
+        raise InvalidInputError("gate must be 'learned', 'threshold' or None.")
+    settings = (None if gate is None else
+                chat.lm.retrieval.model_copy(update={"gate": gate}))
+
+    def placed(question: str, docs: list[Document]) -> list[Document]:
+        if settings is None or not docs:
+            return docs
+        verdicts = judge_texts(question, _fact_texts(docs), chat.lm.memory.embedder, settings)
+        keep = {t for t, _, _, kept in verdicts if kept}
+        for d in docs:
+            d.metadata["placed"] = d.page_content.strip() in keep
+        return [d for d in docs if d.metadata["placed"]]
 
     def answer(x: dict[str, Any]) -> Runnable:
         docs = list(x["context"])
         if stuff:
             question = stuffed_question(docs, x["question"]) if docs else x["question"]
             return RunnableLambda(lambda _: question) | chat.bind(mode=Mode.NONE.value)
+        docs = placed(x["question"], docs)
         kw = docs_to_edit_kwargs(docs, max_distractors=max_distractors,
                                  mode=mode if docs else None)
         return RunnableLambda(itemgetter("question")) | chat.bind(**kw)

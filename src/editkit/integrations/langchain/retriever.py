@@ -3,9 +3,13 @@
     retriever = EditMemoryRetriever.from_lm(lm)            # lm.memory with lm's settings
     retriever.invoke("The mother tongue of Danielle Darrieux is")   # -> [Document, ...]
 
-Each Document is one stored edit: `page_content` is the fact, `id` the edit id, and metadata holds
-`score` (cosine similarity), `id`, `namespace`, `created_at` and the (subject, relation, object)
-triple where one was given.
+Documents come from the same retrieval policy as `EditableLM.ask` (`editkit.retrieval`): with the
+default learned relevance gate, only edits about the query's subject are returned (the one the
+LM would place as the fact first, then its distractors); `gate="threshold"` returns the top `k`
+above the cosine threshold. Each Document is one stored edit: `page_content` is the fact, `id` the
+edit id, and metadata holds `score` (best cosine over the query's views), `relevance` (the gate's
+probability, learned gate only), `id`, `namespace`, `created_at` and the (subject, relation,
+object) triple where one was given.
 """
 from __future__ import annotations
 
@@ -20,15 +24,23 @@ from ...editable import EditableLM
 from ...errors import InvalidInputError
 from ...memory import EditStore, check_k
 from ...records import DEFAULT_NAMESPACE, MAX_QUESTION_CHARS, check_namespace, clean_text
-from ...retrieval import DEFAULT_THRESHOLD, DEFAULT_TOP_K
+from ...retrieval import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_GATE,
+    DEFAULT_THRESHOLD,
+    DEFAULT_TOP_K,
+    Gate,
+    RetrievalSettings,
+    select,
+)
 from .vectorstore_memory import edit_to_document
 
 
 class EditMemoryRetriever(BaseRetriever):
-    """Top-`k` edits of one namespace whose similarity to the query is ≥ `threshold`.
+    """Up to `k` edits of one namespace that the retrieval policy finds about the query.
 
-    `k`, `threshold` and `namespace` can also be given per call:
-    `retriever.invoke(query, k=1, namespace="alice")`. No edit above the threshold gives `[]`.
+    `k`, `threshold`, `namespace` and `gate` can also be given per call:
+    `retriever.invoke(query, k=1, namespace="alice")`. No relevant edit gives `[]`.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -37,6 +49,8 @@ class EditMemoryRetriever(BaseRetriever):
     k: int = Field(DEFAULT_TOP_K, ge=1, le=200)
     threshold: float = Field(DEFAULT_THRESHOLD, ge=-1.0, le=1.0)
     namespace: str = DEFAULT_NAMESPACE
+    gate: Gate = Field(DEFAULT_GATE, description="learned: the relevance gate decides; "
+                                                 "threshold: the cosine threshold alone")
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -64,16 +78,16 @@ class EditMemoryRetriever(BaseRetriever):
     def from_lm(cls, lm: EditableLM, **overrides: Any) -> EditMemoryRetriever:
         """A retriever over `lm.memory` with the LM's retrieval settings (overridable)."""
         r = lm.retrieval
-        params: dict[str, Any] = {"memory": lm.memory, "k": r.top_k,
-                                  "threshold": r.threshold, "namespace": r.namespace}
+        params: dict[str, Any] = {"memory": lm.memory, "k": r.top_k, "threshold": r.threshold,
+                                  "namespace": r.namespace, "gate": r.gate}
         return cls(**{**params, **overrides})
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
                                 **kwargs: Any) -> list[Document]:
-        unknown = set(kwargs) - {"k", "threshold", "namespace"}
+        unknown = set(kwargs) - {"k", "threshold", "namespace", "gate"}
         if unknown:
             raise InvalidInputError(f"Unknown retriever argument(s) {sorted(unknown)}; "
-                                    "use k, threshold or namespace.")
+                                    "use k, threshold, namespace or gate.")
         k = kwargs.get("k", self.k)
         threshold = kwargs.get("threshold", self.threshold)
         check_k(k)
@@ -81,5 +95,18 @@ class EditMemoryRetriever(BaseRetriever):
             raise InvalidInputError("threshold must be a number between -1 and 1.")
         ns = check_namespace(kwargs.get("namespace", self.namespace))
         q = clean_text(query, "query", MAX_QUESTION_CHARS)
-        hits = self.memory.retrieve(q, k=k, threshold=float(threshold), namespace=ns)
-        return [edit_to_document(h.edit, h.score) for h in hits]
+        try:
+            settings = RetrievalSettings(top_k=k, threshold=float(threshold), namespace=ns,
+                                         gate=kwargs.get("gate", self.gate),
+                                         candidates=max(k, DEFAULT_CANDIDATES))
+        except ValidationError as exc:
+            raise InvalidInputError(f"Invalid retriever arguments: {exc}") from exc
+        sel = select(self.memory, q, settings)
+        relevance = {j.hit.edit.id: j.relevance for j in sel.judged}
+        docs = []
+        for h in ([sel.edit] if sel.edit is not None else []) + sel.distractors:
+            doc = edit_to_document(h.edit, h.score)
+            if relevance.get(h.edit.id) is not None:
+                doc.metadata["relevance"] = relevance[h.edit.id]
+            docs.append(doc)
+        return docs
