@@ -15,7 +15,7 @@ from .errors import (
     UnknownModeError,
     UnsafeFactError,
 )
-from .evaluation import EvalConfig, EvalReport, evaluate
+from .eval import EvalConfig, EvalReport, evaluate
 from .layouts import Mode, Prompt, PromptBuilder
 from .memory import EditMemory
 from .ptokens import PTokenConfig, PTokens
