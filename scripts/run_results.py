@@ -3,7 +3,9 @@
     .venv/bin/python scripts/run_results.py [GROUP ...]     # groups: rome, distractors, easyedit,
                                                             #   zsre, mquake, memory, msweep,
                                                             #   ike-selfcopy, untrained
-    .venv/bin/python scripts/run_results.py --force --modes ike rome   # rerun only those rows
+    .venv/bin/python scripts/run_results.py rome --force --modes ike   # rerun only those rows
+    .venv/bin/python scripts/run_results.py zsre --limit 10            # fewer records (own names)
+(groups first: --modes takes every word after it)
 
 Each run is exactly `editkit eval --data D --mode M --limit N --distractors K --memory-size S
 [--ike-self-copy] --out results/<name>.json`; this script only saves reloading the model between
@@ -58,7 +60,8 @@ def name_of(cfg: dict) -> str:
     return "-".join(parts)
 
 
-def main(groups: list[str], modes: list[str] | None = None, force: bool = False) -> None:
+def main(groups: list[str], modes: list[str] | None = None, force: bool = False,
+         limit: int | None = None) -> None:
     lms = {None: EditableLM.from_pretrained(device="cpu")}
     out = Path("results")
     out.mkdir(exist_ok=True)
@@ -66,6 +69,8 @@ def main(groups: list[str], modes: list[str] | None = None, force: bool = False)
         for cfg in GROUPS[g]:
             if modes and cfg["mode"] not in modes:
                 continue
+            if limit:
+                cfg = {**cfg, "limit": limit}
             name = name_of(cfg)
             path = out / f"{name}.json"
             if path.exists() and not force:
@@ -91,7 +96,8 @@ if __name__ == "__main__":
     ap.add_argument("groups", nargs="*", metavar="GROUP", help=", ".join(GROUPS))
     ap.add_argument("--modes", nargs="+", help="only these modes of the groups")
     ap.add_argument("--force", action="store_true", help="rerun rows whose report exists")
+    ap.add_argument("--limit", type=int, help="override every selected row's record limit")
     args = ap.parse_args()
     if unknown := [g for g in args.groups if g not in GROUPS]:
         ap.error(f"unknown group(s) {unknown}; choose from {', '.join(GROUPS)}")
-    main(args.groups or list(GROUPS), args.modes, args.force)
+    main(args.groups or list(GROUPS), args.modes, args.force, args.limit)

@@ -216,9 +216,9 @@ def test_mquake_headline_is_case_accuracy_with_question_accuracy_beside_it(tiny_
     for row, case in zip(mq.records, cases, strict=False):
         assert row["case"] == float(any(p["correct"] for p in row["probes"]))
         assert row["question"] == sum(p["correct"] for p in row["probes"]) / 3
-        # the retrieval policy placed the case's own edits (or nothing below its threshold)
-        assert any(p["fact"] for p in row["probes"])
+        # the retrieval policy placed the case's own edits, or nothing below its threshold
         assert {p["fact"] for p in row["probes"] if p["fact"]} <= set(case.facts)
+    assert all(p["fact"] for p in mq.records[0]["probes"])  # similarity 0.58-0.74 here
     with pytest.raises(Exception, match="memory_size does not apply"):
         evaluate(tiny_lm, data=MQUAKE, mode="prompt", limit=1, memory_size=10)
 
