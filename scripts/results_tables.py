@@ -63,7 +63,8 @@ def label(r: dict) -> str:
         ike = (r.get("settings") or {}).get("ike")
         if ike is None:
             return "ike (fixed kind order, before the per-record shuffle)"
-        return "ike + self-copy (original IKE)" if ike["self_copy"] else "ike (EasyEdit variant)"
+        return ("ike + self-copy (original IKE)" if ike["self_copy"]
+                else "ike (per-record kinds, no self-copy)")
     if mode != "ptokens":
         return mode
     if "untrained" in src:
