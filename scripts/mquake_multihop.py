@@ -1,4 +1,5 @@
-"""Multi-hop editing on MQuAKE, hop by hop with per-hop retrieval (`editkit.multihop`).
+"""Multi-hop editing on MQuAKE, hop by hop with per-hop retrieval
+(`editkit.eval.tasks.mquake_multihop`).
 
     .venv/bin/python scripts/mquake_multihop.py --modes ptokens ike prompt none --limit 30
     .venv/bin/python scripts/mquake_multihop.py --retrieval-only        # all cases, no LM
@@ -16,21 +17,21 @@ import sys
 import time
 from pathlib import Path
 
-from editkit.layouts import Mode
-from editkit.multihop import (
-    HopForm,
+from editkit.datasets import load_chain_records
+from editkit.eval.answerer import HopForm
+from editkit.eval.tasks.mquake_multihop import (
     MemoryScope,
     MultiHopConfig,
     MultiHopReport,
-    load_chain_records,
     retrieval_stats,
     run,
 )
+from editkit.layouts import Mode
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mquake" / \
     "mquake-hard-test.json"
 # columns of the cross-mode summary: (metric, header)
-SUMMARY = [("single_shot_case", "single-shot (any of 3)"),
+SUMMARY = [("single_shot_case", "single-shot (any of 3, exact)"),
            ("single_shot_score", "single-shot 2-way score"),
            ("cloze_chain", "per-hop cloze: multi-hop"), ("cloze_hop", "cloze hop acc"),
            ("cloze_retrieval", "cloze retrieval"),

@@ -1,15 +1,20 @@
 """Run the evaluation grid behind docs/results.md in one process (the model is loaded once).
 
     .venv/bin/python scripts/run_results.py [GROUP ...]     # groups: rome, distractors, easyedit,
-                                                            #   zsre, mquake, memory, msweep, untrained
+                                                            #   zsre, mquake, memory, msweep,
+                                                            #   ike-selfcopy, untrained
+    .venv/bin/python scripts/run_results.py rome --force --modes ike   # rerun only those rows
+    .venv/bin/python scripts/run_results.py zsre --limit 10            # fewer records (own names)
+(groups first: --modes takes every word after it)
+
 Each run is exactly `editkit eval --data D --mode M --limit N --distractors K --memory-size S
---out results/<name>.json`; this script only saves reloading the model between runs.
+[--ike-self-copy] --out results/<name>.json`; this script only saves reloading the model between
+runs. Existing reports are skipped unless --force.
 Then `.venv/bin/python scripts/results_tables.py > docs/results_tables.md` assembles the tables.
 """
 from __future__ import annotations
 
-import json
-import sys
+import argparse
 import time
 from pathlib import Path
 
@@ -17,7 +22,8 @@ from editkit import EditableLM, evaluate
 from editkit.ptokens import PTokens
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-ROME, EASY = DATA / "counterfact/counterfact-rome-test.json", DATA / "counterfact/counterfact-test.json"
+ROME = DATA / "counterfact/counterfact-rome-test.json"
+EASY = DATA / "counterfact/counterfact-test.json"
 ZSRE, MQUAKE = DATA / "zsre/zsre-test.json", DATA / "mquake/mquake-hard-test.json"
 MODES = ["none", "prompt", "ptokens", "ike"]
 
@@ -34,6 +40,8 @@ GROUPS: dict[str, list[dict]] = {
                for m in ("prompt", "ptokens")],
     # the shipped trained P-Tokens at each m (the default m is the `ptokens` rows above)
     "msweep": [dict(data=ROME, mode="ptokens", m=m) for m in (1, 3, 5, 10)],
+    # original IKE's variant: a copy demonstration of the evaluated fact itself (audit D-2)
+    "ike-selfcopy": [dict(data=ROME, mode="ike", limit=50, ike_self_copy=True)],
 }
 # the same P-Token rows with untrained tokens (text init " new fact", m = 3), for comparison
 GROUPS["untrained"] = [dict(c, untrained=True) for g in ("rome", "distractors", "memory",
@@ -47,18 +55,25 @@ def name_of(cfg: dict) -> str:
     for key in ("limit", "distractors", "memory_size"):
         if cfg.get(key):
             parts.append(f"{key}{cfg[key]}")
+    if cfg.get("ike_self_copy"):
+        parts.append("selfcopy")
     return "-".join(parts)
 
 
-def main(groups: list[str]) -> None:
+def main(groups: list[str], modes: list[str] | None = None, force: bool = False,
+         limit: int | None = None) -> None:
     lms = {None: EditableLM.from_pretrained(device="cpu")}
     out = Path("results")
     out.mkdir(exist_ok=True)
     for g in groups:
         for cfg in GROUPS[g]:
+            if modes and cfg["mode"] not in modes:
+                continue
+            if limit:
+                cfg = {**cfg, "limit": limit}
             name = name_of(cfg)
             path = out / f"{name}.json"
-            if path.exists():
+            if path.exists() and not force:
                 print(f"skip {path} (exists)", flush=True)
                 continue
             t = time.time()
@@ -77,4 +92,12 @@ def main(groups: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or list(GROUPS))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("groups", nargs="*", metavar="GROUP", help=", ".join(GROUPS))
+    ap.add_argument("--modes", nargs="+", help="only these modes of the groups")
+    ap.add_argument("--force", action="store_true", help="rerun rows whose report exists")
+    ap.add_argument("--limit", type=int, help="override every selected row's record limit")
+    args = ap.parse_args()
+    if unknown := [g for g in args.groups if g not in GROUPS]:
+        ap.error(f"unknown group(s) {unknown}; choose from {', '.join(GROUPS)}")
+    main(args.groups or list(GROUPS), args.modes, args.force, args.limit)

@@ -1,4 +1,5 @@
-"""Multi-hop answering (editkit.multihop): hop chains, per-hop retrieval, answer matching, and the
+"""Multi-hop answering (editkit.eval.answerer, editkit.eval.tasks.mquake_multihop): hop chains,
+per-hop retrieval through the retrieval policy, answer matching, one single-shot path, and the
 pipeline on real MQuAKE cases with the real default model."""
 from __future__ import annotations
 
@@ -7,21 +8,19 @@ import json
 import pytest
 from conftest import shared_data
 
-from editkit import DatasetError, EditMemory
-from editkit.multihop import (
-    HopForm,
+from editkit import DatasetError, EditableLM, EditMemory, evaluate
+from editkit.datasets import MquakeChainRecord, load_chain_records
+from editkit.eval.answerer import HopForm, MultiHopAnswerer, hop_chain
+from editkit.eval.matching import extract_answer, matches, normalize
+from editkit.eval.tasks.mquake_multihop import (
     MemoryScope,
-    MquakeChainRecord,
-    MultiHopAnswerer,
     MultiHopConfig,
     evaluate_case,
-    extract_answer,
-    hop_chain,
-    load_chain_records,
-    matches,
-    normalize,
     retrieval_stats,
 )
+from editkit.loading import load_model
+from editkit.ptokens import PTokens
+from editkit.retrieval import RetrievalSettings, select
 
 MQUAKE = shared_data() / "mquake" / "mquake-hard-test.json"
 
@@ -116,10 +115,15 @@ def test_extract_answer(generation, echoes, span):
 
 
 class _FakeLM:
-    """Answers a hop with the last word of the fact in context ('' without a fact)."""
+    """Answers a hop with the last word of the fact in context ('' without a fact); selects
+    edits with the real retrieval policy (threshold 0.3)."""
 
     def __init__(self):
         self.asked = []
+        self.settings = RetrievalSettings(threshold=0.3)
+
+    def select(self, question, namespace, *, memory, k):
+        return select(memory, question, self.settings, namespace=namespace, k=k)
 
     def ask(self, query, *, mode, fact, max_new_tokens):
         self.asked.append((query, fact))
@@ -130,9 +134,8 @@ class _FakeLM:
 def test_chain_retrieves_one_edit_per_hop_and_feeds_answers_forward():
     rec = MquakeChainRecord.model_validate(_case())
     hops = hop_chain(rec)
-    mem = EditMemory(None)
-    ans = MultiHopAnswerer(None, memory=mem, threshold=0.3)
-    ans.lm = _FakeLM()  # generation stub; retrieval is the real MiniLM memory
+    ans = MultiHopAnswerer(_FakeLM(), "prompt", memory=EditMemory(None))
+    # generation stub; retrieval is the real policy over the real MiniLM memory
     ans.store([*rec.facts, "The capital of Ireland is Potosi",
                "Acme Corp is located in Springfield"], "ns")
     got = ans.chain(hops, HopForm.CLOZE, "ns")
@@ -150,6 +153,23 @@ def test_retrieval_only_stats_on_a_made_up_case():
         out = retrieval_stats([rec], mem, MemoryScope.CASE, threshold=0.3)
     assert out["retrieval_cloze_case"].value == 100.0
     assert out["retrieval_question_case"].value == 100.0
+
+
+def test_multihop_single_shot_is_the_mquake_task_path(tiny_model_dir):
+    """The single-shot baseline of the multi-hop runner and `evaluate` on MQuAKE ask the same
+    prompts and judge them the same way (one code path)."""
+    loaded = load_model(tiny_model_dir, device="cpu")
+    pt = PTokens.create(loaded.model, loaded.tokenizer, name=loaded.name, m=2)
+    lm = EditableLM(loaded, pt, EditMemory(None), mode="prompt")
+    task = evaluate(lm, data=MQUAKE, mode="prompt", limit=1, max_new_tokens=3)
+    rec = load_chain_records(MQUAKE)[0]
+    cfg = MultiHopConfig(data=MQUAKE, mode="prompt", forms=["cloze"], scoring=False,
+                         max_new_tokens=3)
+    ans = MultiHopAnswerer(lm, "prompt", max_new_tokens=3)
+    ans.store(rec.facts, "ns")
+    row = evaluate_case(ans, rec, cfg, "ns")
+    assert row["single_shot"] == task.records[0]["probes"]
+    assert row["single_shot_case"] == task.metrics["case_acc"].value / 100
 
 
 def test_real_cases_run_hop_by_hop(lm):

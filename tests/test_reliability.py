@@ -226,7 +226,7 @@ def _check_data_file(path):
     file; anything else (KeyError, ValidationError, UnicodeDecodeError, ...) fails the test."""
     from editkit import DatasetError
     from editkit.datasets import MquakeRecord, load_records
-    from editkit.evaluation import probes_for
+    from editkit.eval import get_task
 
     try:
         fmt, records = load_records(path)
@@ -238,7 +238,7 @@ def _check_data_file(path):
         if isinstance(r, MquakeRecord):
             texts = [*r.facts, *r.questions, r.new_answer]
         else:
-            probes = probes_for(r)
+            probes = get_task(fmt).probes(r)
             texts = [r.fact, *(p.question for p in probes), *(t for p in probes for t in p.targets)]
             assert {p.kind for p in probes} >= ({"rewrite", "paraphrase", "neighborhood"}
                                                 if fmt == "counterfact-rome" else set())

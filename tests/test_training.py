@@ -316,3 +316,28 @@ def test_the_default_m_is_the_one_from_pretrained_loads():
 
     assert TrainConfig().m == DEFAULT_M
     assert EditableLM.from_pretrained.__kwdefaults__["m"] == DEFAULT_M
+
+
+def test_val_scores_are_the_eval_rome_scores_of_the_same_records(tiny_model_dir, small_cfg):
+    """`Trainer.val_scores` = ES/PS/NS/S computed from the SDK's own `score()` of each probe
+    (P(new) vs P(true)), aggregated as `editkit eval` does (the ROME task)."""
+    from editkit import EditableLM, EditMemory, metrics
+    from editkit.eval.tasks.counterfact_rome import CounterFactRomeTask
+    from editkit.loading import load_model
+
+    loaded = load_model(tiny_model_dir, device="cpu")
+    pt = PTokens.create(loaded.model, loaded.tokenizer, name=loaded.name, m=2)
+    tr = Trainer(loaded.model, loaded.tokenizer, loaded.name, small_cfg)
+    got = tr.val_scores(pt)
+    lm = EditableLM(loaded, pt, EditMemory(None), mode="ptokens")
+    rows = []
+    for r in tr.val_records:
+        row = {}
+        for p in CounterFactRomeTask.probes_from_easyedit(r):
+            s = lm.score(p.question, p.targets, fact=r.fact).scores
+            row[{"rewrite": "es", "paraphrase": "ps", "neighborhood": "ns"}[p.kind]] = (
+                metrics.rome_success(-s[0].mean_logprob, -s[1].mean_logprob,
+                                     neighbour=p.kind == "neighborhood"))
+        rows.append({**row, "em": 0.0, "pm": 0.0, "nm": 0.0})
+    want = metrics.rome_scores(rows)
+    assert got == pytest.approx({k: want[k].value for k in ("ES", "PS", "NS", "S")}, abs=1e-9)

@@ -24,7 +24,7 @@ from .errors import (
     UnknownModeError,
     UnsafeFactError,
 )
-from .evaluation import EvalConfig, EvalReport, evaluate
+from .eval import EvalConfig, EvalReport, evaluate
 from .export import export_hf
 from .layouts import Mode, Prompt
 from .memory import EditMemory, EditStore

@@ -1,18 +1,22 @@
 """Typed records for the published knowledge-editing formats, read as they are.
 
-| format | file shape | fields used |
-|---|---|---|
-| counterfact-rome | ROME CounterFact | requested_rewrite{prompt, subject, target_new.str, target_true.str}, paraphrase_prompts, neighborhood_prompts |
-| counterfact | EasyEdit CounterFact | case_id, prompt, subject, target_new, ground_truth, rephrase_prompt, locality_prompt, locality_ground_truth |
-| zsre | MEND/EasyEdit zsRE | subject, src, rephrase, alt, answers, loc, loc_ans, portability (optional) |
-| mquake | MQuAKE | case_id, requested_rewrite[], questions, new_answer, new_answer_alias |
+- counterfact-rome (ROME CounterFact): requested_rewrite{prompt, subject, target_new.str,
+  target_true.str}, paraphrase_prompts, neighborhood_prompts
+- counterfact (EasyEdit CounterFact): case_id, prompt, subject, target_new, ground_truth,
+  rephrase_prompt, locality_prompt, locality_ground_truth
+- zsre (MEND/EasyEdit zsRE): subject, src, rephrase, alt, answers, loc, loc_ans, portability
+  (optional)
+- mquake (MQuAKE): case_id, requested_rewrite[], questions, new_answer, new_answer_alias
+
+`load_chain_records` reads the same MQuAKE files with the hop decompositions (`single_hops`,
+`new_single_hops`) that the hop-by-hop evaluation needs (`MquakeChainRecord`).
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -150,7 +154,26 @@ class MquakeRecord(_Record):
         return self.facts[0]
 
 
-AnyRecord = Union[CounterFactRecord, RomeCounterFactRecord, ZsreRecord, MquakeRecord]
+class MquakeHop(BaseModel):
+    """One hop of an MQuAKE chain as published (`single_hops` / `new_single_hops` entries)."""
+
+    model_config = ConfigDict(extra="ignore")
+    question: str
+    cloze: str
+    answer: str
+    answer_alias: list[str] = Field(default_factory=list)
+
+
+class MquakeChainRecord(MquakeRecord):
+    """An MQuAKE case with what the hop-by-hop answerer needs beyond `MquakeRecord`."""
+
+    answer: str
+    answer_alias: list[str] = Field(default_factory=list)
+    single_hops: list[MquakeHop] = Field(min_length=1)
+    new_single_hops: list[MquakeHop] = Field(min_length=1)
+
+
+AnyRecord = CounterFactRecord | RomeCounterFactRecord | ZsreRecord | MquakeRecord
 _MODELS: dict[str, type[_Record]] = {
     "counterfact-rome": RomeCounterFactRecord, "counterfact": CounterFactRecord,
     "zsre": ZsreRecord, "mquake": MquakeRecord,
@@ -211,20 +234,32 @@ def load_records(path: str | os.PathLike[str], fmt: Format | None = None,
             fmt = detect_format(raw[0])
         except DatasetError as exc:
             raise DatasetError(f"{path}: record 0: {exc}") from None
-    model = _MODELS[fmt]
+    out = _validate(path, raw, _MODELS[fmt], f"is not {fmt}")
+    for i, rec in enumerate(out):
+        if isinstance(rec, ZsreRecord):
+            rec.case_id = i
+    return fmt, out
+
+
+def _validate(path: str | os.PathLike[str], raw: list[Any], model: type[BaseModel],
+              what: str) -> list[Any]:
+    """Validate every record; the first bad one raises a DatasetError naming its index and
+    field."""
     out = []
     for i, r in enumerate(raw):
         try:
-            rec = model.model_validate(r)
+            out.append(model.model_validate(r))
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(x) for x in err["loc"])
-            raise DatasetError(f"{path}: record {i} is not {fmt}: field {field!r}: "
+            raise DatasetError(f"{path}: record {i} {what}: field {field!r}: "
                                f"{err['msg']}") from exc
-        if isinstance(rec, ZsreRecord):
-            rec.case_id = i
-        out.append(rec)
-    return fmt, out
+    return out
+
+
+def load_chain_records(path: str | os.PathLike[str]) -> list[MquakeChainRecord]:
+    """Read an MQuAKE file with its hop decompositions (the published format, unchanged)."""
+    return _validate(path, _read_json_list(path), MquakeChainRecord, "lacks MQuAKE hop data")
 
 
 def load_counterfact(path: str | os.PathLike[str]) -> list[CounterFactRecord]:

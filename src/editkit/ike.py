@@ -1,9 +1,15 @@
 """IKE demonstration store: for a new fact, the 32 most similar training edits as demonstrations.
 
-As in original IKE (Zheng et al. 2023): keys are `New Fact: {prompt} {target_new}` embedded with
-all-MiniLM-L6-v2; the 32 nearest are turned into copy / update / retain demonstrations following a
-fixed shuffled list of 4 / 12 / 16 kinds, and the list is reversed so the most similar demonstration
-sits right before the query.
+As in original IKE (Zheng et al. 2023, `icl.py`): keys are `New Fact: {prompt} {target_new}`
+embedded with all-MiniLM-L6-v2; the 32 nearest are turned into copy / update / retain
+demonstrations by a shuffled list of 4 / 12 / 16 kinds, **shuffled anew for every evaluated fact**
+(IKE calls `random.shuffle` per test record; here the shuffle is seeded by the fact text, so it is
+reproducible and the same for the SDK and evaluation), and the list is reversed so the most similar
+demonstration sits right before the query.
+
+Variants (docs/metrics.md, audit D-2): by default there is no demonstration of the evaluated fact
+itself, as in EasyEdit since 2024-12 (commit f0dec47); `self_copy=True` appends IKE's copy of the
+fact (`New Fact: f / Prompt: f`) after the 32, as original IKE and earlier EasyEdit did.
 """
 from __future__ import annotations
 
@@ -45,8 +51,10 @@ def demo_text(record: CounterFactRecord, kind: str) -> str:
     raise ValueError(f"unknown demonstration kind {kind!r}")
 
 
-def kind_schedule(k: int, seed: int = 0) -> list[str]:
-    """The fixed shuffled list of demonstration kinds (4/12/16 out of 32, scaled for other k)."""
+def kind_schedule(k: int, seed: int | str = 0) -> list[str]:
+    """The demonstration kinds for one query: 4/12/16 copy/update/retain out of 32 (scaled for
+    other k), shuffled with `seed`. `DemoStore.retrieve` seeds it with the query's fact, so every
+    record gets its own order, as IKE's per-record `random.shuffle` does."""
     total = sum(KIND_COUNTS.values())
     kinds = [kind for kind, n in KIND_COUNTS.items() for _ in range(round(n * k / total))]
     kinds = (kinds + ["retain"] * k)[:k]
@@ -56,8 +64,24 @@ def kind_schedule(k: int, seed: int = 0) -> list[str]:
 
 @dataclass
 class Demonstrations:
+    """The demonstration text and the training records it came from (most similar last);
+    `self_copy` says whether a copy demonstration of the queried fact itself closes the text."""
+
     text: str
     case_ids: list[int]
+    self_copy: bool = False
+
+    @property
+    def count(self) -> int:
+        """Number of demonstrations in `text` (the retrieved ones plus the self-copy)."""
+        return len(self.case_ids) + int(self.self_copy)
+
+
+def self_copy_demo(fact: str) -> str:
+    """IKE's demonstration of the evaluated fact itself (`icl.py`: `New Fact: f\nPrompt: f`): the
+    copy template with the fact's last word as the object, which writes the whole fact twice."""
+    prompt, _, target = fact.rpartition(" ")
+    return demo_text(CounterFactRecord.model_construct(prompt=prompt, target_new=target), "copy")
 
 
 class DemoStore:
@@ -78,7 +102,10 @@ class DemoStore:
         if fmt not in ("counterfact", "zsre"):
             raise DatasetError(f"{path}: IKE demonstrations need a CounterFact (EasyEdit) or zsRE "
                                f"training file, not {fmt}.")
-        records = [r.as_counterfact() if isinstance(r, ZsreRecord) else r for r in raw]
+        # Like EasyEdit's ZsreDataset, leave out zsRE records without a new answer (`alt == ""`):
+        # they would make demonstrations with an empty object (audit D-8).
+        records = [r.as_counterfact() if isinstance(r, ZsreRecord) else r for r in raw
+                   if not (isinstance(r, ZsreRecord) and not r.alt.strip())]
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
         name = hashlib.sha256(embedder.name.encode()).hexdigest()[:8]
         cached = cache_dir() / "ike" / f"keys-{digest}-{name}.npy"
@@ -93,18 +120,30 @@ class DemoStore:
         return cls.from_file(default_train_file(kind))
 
     def retrieve(self, fact: str, k: int = DEFAULT_K, *, exclude: Iterable[int] = (),
-                 seed: int = 0) -> Demonstrations:
-        """Demonstrations for `fact`, never from records whose case_id is in `exclude`."""
+                 exclude_prompts: Iterable[str] = (), seed: int | str | None = None,
+                 self_copy: bool = False) -> Demonstrations:
+        """Demonstrations for `fact`.
+
+        exclude: case_ids never used (the evaluated record's, for CounterFact, whose ids are
+        global). exclude_prompts: training records whose prompt is one of these are never used
+        (zsRE, whose ids are positions in each file, excludes the evaluated question this way).
+        seed: the kind shuffle's seed; None (default) seeds it with `fact`, a new order per
+        record. self_copy: append IKE's copy demonstration of `fact` itself (33 in all).
+        """
         q = self.embedder.encode([ike_key(fact)])[0]
         sims = self.keys @ q
-        banned = set(exclude)
+        banned, banned_prompts = set(exclude), set(exclude_prompts)
         order = [int(i) for i in np.argsort(-sims, kind="stable")
-                 if self.records[int(i)].case_id not in banned][:k]
-        kinds = kind_schedule(len(order), seed)
-        chosen = [(self.records[i], kind) for i, kind in zip(order, kinds)]
+                 if self.records[int(i)].case_id not in banned
+                 and self.records[int(i)].prompt not in banned_prompts][:k]
+        kinds = kind_schedule(len(order), fact if seed is None else seed)
+        chosen = [(self.records[i], kind) for i, kind in zip(order, kinds, strict=True)]
         chosen.reverse()  # most similar last, right before the query
-        return Demonstrations(text="".join(demo_text(r, kind) for r, kind in chosen),
-                              case_ids=[r.case_id for r, _ in chosen])
+        text = "".join(demo_text(r, kind) for r, kind in chosen)
+        if self_copy:
+            text += self_copy_demo(fact)
+        return Demonstrations(text=text, case_ids=[r.case_id for r, _ in chosen],
+                              self_copy=self_copy)
 
 
 def _load_keys(path: Path, n: int, dim: int) -> np.ndarray | None:

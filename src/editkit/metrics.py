@@ -3,6 +3,9 @@
 Two protocols are kept apart by name, because the field mixes them up:
 - `rome_*`: ROME/MEMIT CounterFact, comparing mean NLLs of ` target_new` and ` target_true`;
 - `easyedit_*` / `zsre_*`: teacher-forced token-level argmax accuracy.
+
+Every ± is a standard error of the mean over records (sample SD / √n; S: a bootstrap SE), not the
+population SD that ROME's summarize.py prints as its second column (audit D-11).
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from pydantic import BaseModel
 
 
 class MetricValue(BaseModel):
-    """A metric over records: value ×100 where it is a rate, its standard error, and n."""
+    """A metric over records: value ×100 where it is a rate, its standard error (`stderr`: of the
+    mean over records, not a standard deviation), and n."""
 
     name: str
     value: float
@@ -56,7 +60,8 @@ def bootstrap_stderr(rows: Sequence[Sequence[float]], stat: Callable[[list[list[
 
 # ---- ROME CounterFact ------------------------------------------------------------------------
 def rome_success(nll_new: float, nll_true: float, *, neighbour: bool) -> float:
-    """1 if the edit behaves on this prompt: new wins (rewrite/paraphrase), true wins (neighbour)."""
+    """1 if the edit behaves on this prompt: new wins (rewrite/paraphrase), true wins
+    (neighbour)."""
     return float(nll_true < nll_new) if neighbour else float(nll_true > nll_new)
 
 
@@ -91,19 +96,20 @@ def token_accuracy(argmax: Sequence[int], target: Sequence[int]) -> float:
     """Share of target tokens that are the teacher-forced argmax at their position."""
     if not target:
         raise ValueError("empty target")
-    return sum(int(a == t) for a, t in zip(argmax, target)) / len(target)
+    return sum(int(a == t) for a, t in zip(argmax, target, strict=True)) / len(target)
 
 
 def unchanged_share(argmax: Sequence[int], reference: Sequence[int]) -> float:
     """EasyEdit locality: share of argmax tokens equal to the unedited model's argmax tokens."""
     if not reference:
         raise ValueError("empty reference")
-    return sum(int(a == b) for a, b in zip(argmax, reference)) / len(reference)
+    return sum(int(a == b) for a, b in zip(argmax, reference, strict=True)) / len(reference)
 
 
 def rate_scores(per_record: Sequence[dict[str, float]], keys: Sequence[tuple[str, str]],
                 protocol: str) -> dict[str, MetricValue]:
-    """Mean ×100 and stderr of per-record rates, for the keys present in every record."""
+    """Mean ×100 and stderr of per-record rates; each key over the records that have it (e.g.
+    portability, which only some zsRE records carry); keys no record has are left out."""
     out = {}
     for key, name in keys:
         vals = [r[key] * 100 for r in per_record if key in r]
@@ -116,14 +122,16 @@ def rate_scores(per_record: Sequence[dict[str, float]], keys: Sequence[tuple[str
 
 # ---- MQuAKE -----------------------------------------------------------------------------------
 def contains_answer(generation: str, answers: Sequence[str]) -> bool:
-    """MQuAKE: the generation mentions any alias of the answer (case-insensitive)."""
+    """Legacy MQuAKE check, recorded beside the real one: the raw generation contains an alias as
+    a case-insensitive substring. Not MQuAKE's criterion (it counts 'Kyiv, Ukraine' for 'UK');
+    `editkit.eval.matching.exact_match` is (docs/metrics.md)."""
     text = generation.lower()
     return any(a.strip() and a.strip().lower() in text for a in answers)
 
 
 def markdown_rows(values: dict[str, MetricValue]) -> list[str]:
     """The header and one row per metric of a report's markdown table."""
-    lines = ["| metric | value | stderr | n | protocol |", "|---|---|---|---|---|"]
+    lines = ["| metric | value | ± (std. error) | n | protocol |", "|---|---|---|---|---|"]
     for m in values.values():
         lines.append(f"| {m.name} | {m.value:.1f} | {m.stderr:.1f} | {m.n} | {m.protocol} |")
     return lines

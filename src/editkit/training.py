@@ -346,30 +346,20 @@ class Trainer:
     def val_scores(self, pt: PTokens) -> dict[str, float]:
         """ROME-style ES/PS/NS/S (in %) of the validation records under the P-Token layout.
 
-        P(new) vs P(true) by mean token log-prob, as `editkit eval` scores ROME CounterFact; here
-        on the EasyEdit records (one paraphrase and one neighbour each), so it tracks the real
-        metric cheaply during training rather than replacing it.
+        Scored by `editkit eval`'s ROME CounterFact task (same scorer, per-record metrics and
+        aggregation), here on the EasyEdit records (one paraphrase and one neighbour each), so it
+        tracks the real metric cheaply during training rather than replacing it.
         """
-        from .runtime.scoring import score_packed
+        from .eval.scorer import Scorer
+        from .eval.tasks.counterfact_rome import CounterFactRomeTask
         from .layouts import PromptBuilder
-        from .metrics import harmonic_mean, rome_success
 
-        lay = PromptBuilder(self.tokenizer, pt)
-        hits: dict[str, list[float]] = {"ES": [], "PS": [], "NS": []}
-        for r in self.val_records:
-            ctx, _ = lay.context(Mode.PTOKENS, r.fact, [])
-            probes = [("ES", r.prompt, r.ground_truth), ("PS", r.rephrase_prompt, r.ground_truth),
-                      ("NS", r.locality_prompt, r.locality_ground_truth)]
-            items = [ScoreItem(question=lay.text_ids(lay.question_text(Mode.PTOKENS, q, True)),
-                               targets=[lay.target_ids(r.target_new),
-                                        lay.target_ids(true)]) for _, q, true in probes]
-            for (key, _, _), (new, true) in zip(probes, score_packed(self.model, pt,
-                                                                        lay.bos + ctx, items)):
-                hits[key].append(rome_success(-new.mean_logprob, -true.mean_logprob,
-                                              neighbour=key == "NS"))
-        out = {k: 100 * sum(v) / len(v) for k, v in hits.items()}
-        out["S"] = 100 * harmonic_mean([out["ES"] / 100, out["PS"] / 100, out["NS"] / 100])
-        return out
+        task = CounterFactRomeTask()
+        scorer = Scorer(self.model, PromptBuilder(self.tokenizer, pt), pt)
+        rows = [task.score_record(scorer, Mode.PTOKENS, r.fact, task.probes_from_easyedit(r))
+                for r in self.val_records]
+        values = task.aggregate(rows)
+        return {k: values[k].value for k in ("ES", "PS", "NS", "S")}
 
     # ---- loop -------------------------------------------------------------------------------
     def run(self, out: str | os.PathLike[str], *, resume: bool = False,

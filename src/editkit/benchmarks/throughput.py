@@ -70,7 +70,7 @@ class FlopCounter:
 
 
 def eval_throughput(lm: Any, records: int, ike_records: int, peak: float) -> list[dict]:
-    from editkit.evaluation import evaluate
+    from editkit.eval import evaluate
 
     data = data_dir() / "counterfact" / "counterfact-rome-test.json"
     rows = []

@@ -171,17 +171,21 @@ def eval_(
     model: Optional[str] = typer.Option(None, help="HF id, local path or .gguf"),
     ptokens: Optional[Path] = typer.Option(None, help="a P-Token directory"),
     seed: int = typer.Option(0),
+    ike_self_copy: bool = typer.Option(False, "--ike-self-copy",
+                                       help="IKE variant: also a copy demonstration of the fact "
+                                            "itself (original IKE; default: EasyEdit's, without)"),
 ) -> None:
     """Evaluate one mode on a data set: an lm-eval-style table, and JSON with --out."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from editkit import EditableLM
     from editkit.datasets import load_records
-    from editkit.evaluation import EvalConfig, evaluate
+    from editkit.eval import EvalConfig, evaluate
 
     try:
         cfg = EvalConfig(data=data, mode=mode, limit=limit, distractors=distractors,
-                         memory_size=memory_size, demos=demos, seed=seed)
+                         memory_size=memory_size, demos=demos, seed=seed,
+                         ike_self_copy=ike_self_copy)
         load_records(cfg.data)  # a bad data file fails here, before the model loads
         lm = EditableLM.from_pretrained(model, ptokens=ptokens)
         with Progress("[progress.description]{task.description}", BarColumn(),
@@ -197,6 +201,11 @@ def eval_(
     console.print(f"{report.format} | mode={mode} | distractors={distractors} | "
                   f"memory={memory_size} | records={int(report.timing['records'])} | "
                   f"{report.timing['seconds']:.0f} s | P-Tokens: {report.ptokens}")
+    console.print(report.settings_line())
+    if report.settings.get("skipped"):
+        skipped = report.settings["skipped"]
+        console.print(f"skipped {len(skipped)} record(s): {skipped[0]['reason']} "
+                      f"(first: record {skipped[0]['index']})")
     typer.echo(report.table())
     if out:
         console.print(f"wrote {report.save(out)}")

@@ -1,0 +1,29 @@
+"""`EvalConfig`: what `editkit eval` / `editkit.evaluate` runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..layouts import Mode
+
+
+class EvalConfig(BaseModel):
+    """What to evaluate. `memory_size` > 0 answers every question through retrieval from a memory
+    holding that many edits (the evaluated records' facts plus unrelated fillers).
+
+    `ike_self_copy` selects the IKE variant (audit D-2): False (default) is EasyEdit's current IKE,
+    32 retrieved demonstrations; True appends original IKE's copy demonstration of the evaluated
+    fact itself (33 in all), as in the IKE paper and EasyEdit before 2024-12.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    data: Path
+    mode: Mode = Mode.PTOKENS
+    limit: int | None = Field(None, ge=1)
+    distractors: int = Field(0, ge=0, le=1000)
+    memory_size: int = Field(0, ge=0, le=1_000_000)
+    demos: Path | None = None
+    ike_self_copy: bool = Field(False, description="IKE: also a copy demonstration of the fact")
+    seed: int = 0
+    max_new_tokens: int = Field(16, ge=1, le=256, description="MQuAKE generations")

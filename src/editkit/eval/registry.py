@@ -1,0 +1,136 @@
+"""Evaluation tasks, registered by data-format name (lm-evaluation-harness style).
+
+A task owns everything format-specific: which probes a record gets (`probes`), how one record is
+run and scored (`run_record`), and how per-record values become the reported metrics
+(`aggregate`). The runner (`editkit.eval.runner.evaluate`) only loads the file, looks the task up by
+the detected format and loops. A new format is one new module in `editkit/eval/tasks/` that calls
+`register_task`.
+"""
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from ..errors import InvalidInputError
+from ..memory import EditMemory
+from ..metrics import MetricValue
+from .config import EvalConfig
+from .scorer import Probe, Scorer
+
+
+class UnknownTaskError(InvalidInputError):
+    """No evaluation task is registered for a data format."""
+
+
+@dataclass
+class RunContext:
+    """What a task sees while one evaluation runs: the model, the config, the scorer, the pool of
+    distractor facts, the scratch edit memory (memory setting, MQuAKE), and the counters behind
+    the report's timing columns."""
+
+    lm: Any
+    cfg: EvalConfig
+    scorer: Scorer
+    pool: list[tuple[int, str]]
+    memory: EditMemory | None = None
+    namespace: str = "eval"
+    questions: int = 0
+    prompt_tokens: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def rng(self, record: Any) -> random.Random:
+        """A generator seeded by the config's seed and the record (order-independent)."""
+        return random.Random(f"{self.cfg.seed}-{record.case_id}")
+
+    def distractors_for(self, record: Any) -> list[str]:
+        """`cfg.distractors` facts of other records (never the record's own), in random order."""
+        return sample_distractors(self.pool, self.cfg.distractors, record.case_id,
+                                  self.rng(record))
+
+    def scratch_memory(self) -> EditMemory:
+        """An in-RAM edit memory with the model's embedder, made on first use."""
+        if self.memory is None:
+            self.memory = EditMemory(None, embedder=getattr(self.lm.memory, "embedder", None))
+        return self.memory
+
+    def count(self, questions: int, prompt_tokens: int) -> None:
+        self.questions += questions
+        self.prompt_tokens += prompt_tokens
+
+
+def distractor_pool(records: Sequence[Any]) -> list[tuple[int, str]]:
+    """(case_id, fact) of every edit in the file; MQuAKE cases contribute all their rewrites."""
+    pool = []
+    for r in records:
+        facts = getattr(r, "facts", None) or [r.fact]
+        pool += [(r.case_id, f) for f in facts]
+    return pool
+
+
+def sample_distractors(pool: Sequence[tuple[int, str]], k: int, case_id: int,
+                       rng: random.Random) -> list[str]:
+    """k facts of other records (never the record's own), in random order."""
+    if k == 0:
+        return []
+    others = [f for cid, f in pool if cid != case_id]
+    if k > len(others):
+        raise InvalidInputError(f"{k} distractors asked, only {len(others)} other facts exist.")
+    return rng.sample(others, k)
+
+
+class Task(ABC):
+    """One data format's evaluation: probes, per-record metrics, aggregation."""
+
+    name: ClassVar[str]
+    """The data format (`editkit.datasets.Format`) this task evaluates."""
+    demo_file: ClassVar[str | None] = "counterfact"
+    """The vendored IKE demonstration file for this format; None: the task does not score IKE
+    contexts itself (MQuAKE asks `EditableLM.ask`, which uses `lm.demos`)."""
+
+    def skip_reason(self, record: Any) -> str | None:
+        """Why a record cannot be evaluated (it is then skipped and counted), or None."""
+        return None
+
+    def prepare(self, run: RunContext, records: Sequence[Any], usable: Sequence[Any]) -> None:
+        """Once before the loop (e.g. fill the memory of the memory setting); default: nothing."""
+        return None
+
+    def settings(self, run: RunContext) -> dict[str, Any]:
+        """Task-specific settings recorded in the report."""
+        return {}
+
+    @abstractmethod
+    def probes(self, record: Any) -> list[Probe]:
+        """The questions asked about one record."""
+
+    @abstractmethod
+    def run_record(self, run: RunContext, record: Any) -> dict[str, Any]:
+        """Evaluate one record: its per-record metric values and details."""
+
+    @abstractmethod
+    def aggregate(self, rows: Sequence[dict[str, Any]]) -> dict[str, MetricValue]:
+        """The reported metrics from the per-record rows."""
+
+
+TASKS: dict[str, Task] = {}
+T = TypeVar("T", bound=type[Task])
+
+
+def register_task(cls: T) -> T:
+    """Class decorator: register a task under its `name` (one per data format)."""
+    if cls.name in TASKS:
+        raise ValueError(f"an evaluation task for {cls.name!r} is already registered")
+    TASKS[cls.name] = cls()
+    return cls
+
+
+def get_task(name: str) -> Task:
+    """The task registered for a data format; `UnknownTaskError` lists the known ones."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise UnknownTaskError(f"No evaluation task for data format {name!r}; known formats: "
+                               f"{', '.join(sorted(TASKS))}.") from None

@@ -1,0 +1,70 @@
+"""Evaluation reports: metrics as an lm-eval-style table and as JSON, with the settings they ran
+with (retrieval, chat, decode, IKE variant), so a number can be traced to its configuration."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from .. import metrics
+from ..fileio import atomic_write
+
+
+class Report(BaseModel):
+    """What every evaluation report holds: config, model, the `EditableLM` settings it ran with,
+    metrics, timing and per-record details. Shared by `evaluate` and the multi-hop runner."""
+
+    config: dict[str, Any]
+    model: str
+    ptokens: str
+    settings: dict[str, Any] = Field(default_factory=dict)  # empty in reports saved before it
+    metrics: dict[str, metrics.MetricValue]
+    timing: dict[str, float]
+    records: list[dict[str, Any]] = Field(repr=False)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the full report as JSON, atomically."""
+        return atomic_write(path, lambda p: p.write_text(self.model_dump_json(indent=1)))
+
+    def settings_line(self) -> str:
+        """The settings in one line, for the CLI and logs."""
+        s = self.settings
+        r = s.get("retrieval") or {}
+        parts = [f"retrieval top_k={r.get('top_k')} threshold={r.get('threshold')}",
+                 f"chat={s.get('chat')}", f"decode_dtype={s.get('decode_dtype')}",
+                 f"prefix_cache={s.get('prefix_cache')}"]
+        if s.get("ike"):
+            parts.append(f"ike={s['ike']['variant']}")
+        return " | ".join(parts)
+
+
+class EvalReport(Report):
+    """Metrics (lm-eval style table), timing and per-record details; `save()` writes JSON."""
+
+    format: str
+
+    def table(self) -> str:
+        """A markdown table: metric, value, standard error, n, protocol."""
+        lines = metrics.markdown_rows(self.metrics)
+        t = self.timing
+        lines.append(f"| prompt tokens / question | {t['prompt_tokens_per_question']:.0f} | | "
+                     f"{int(t['questions'])} | |")
+        lines.append(f"| ms / question | {t['ms_per_question']:.1f} | | {int(t['questions'])} | |")
+        return "\n".join(lines)
+
+
+def lm_settings(lm: Any) -> dict[str, Any]:
+    """The `EditableLM` settings that can change a number: retrieval policy, chat framing, and the
+    decode options (bf16/fp16 greedy decoding, prefix cache), which affect generation only;
+    teacher-forced scoring is always the full-precision packed forward."""
+    decode = getattr(lm, "decode_model", None)
+    cache = getattr(lm, "prefix_cache", None)
+    return {
+        "retrieval": lm.retrieval.model_dump(),
+        "chat": bool(lm.layouts.chat),
+        "decode_dtype": (str(next(decode.parameters()).dtype).removeprefix("torch.")
+                         if decode is not None else None),
+        "prefix_cache": cache.max_entries if cache is not None else 0,
+    }
