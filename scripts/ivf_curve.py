@@ -1,7 +1,12 @@
 """One-off: speed/recall of FAISS IVF and HNSW on the cached 100k real fact vectors and real questions
 (run `editkit bench memory_scale` first so the vectors are cached). Numbers: docs/benchmarks.md."""
+import time
+
+import faiss
+import numpy as np
+
 from editkit.loading import cache_dir
-import numpy as np, faiss, time
+
 B = cache_dir() / 'bench'
 X = np.load(B / 'facts-100000.npy'); Q = np.load(B / 'questions-500.npy')[:200]
 faiss.omp_set_num_threads(1)

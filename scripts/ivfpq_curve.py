@@ -1,5 +1,6 @@
 """One-off: speed/recall of IVF-PQ fast-scan + exact re-rank (the large-memory index) against
-IVF-Flat, at 100k real fact vectors and at 1M (real + noisy copies, as editkit.benchmarks.memory_scale),
+IVF-Flat, at 100k real fact vectors and at 1M (real + noisy copies, as
+editkit.benchmarks.memory_scale),
 on real questions, single queries, 1 thread. Numbers: docs/benchmarks.md.
 
     python scripts/ivfpq_curve.py --sizes 100000,1000000

@@ -63,13 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write per-question results here")
     args = ap.parse_args(argv)
 
-    from editkit.integrations.langchain import EditkitEmbeddings, docs_to_edit_kwargs
-    from editkit.integrations.langchain.rag import stuffed_question
     from langchain_core.documents import Document
     from langchain_core.vectorstores import InMemoryVectorStore
 
     from editkit import EditableLM
     from editkit.datasets import load_records
+    from editkit.integrations.langchain import EditkitEmbeddings, docs_to_edit_kwargs
+    from editkit.integrations.langchain.rag import stuffed_question
 
     t0 = time.time()
     _, records = load_records(args.data, "counterfact-rome")

@@ -24,7 +24,8 @@ DATA = ROOT.parent / "shared" / "data" / "counterfact" / "counterfact-rome-test.
 
 def sweep() -> list[dict]:
     rows = []
-    for cfg_path in sorted(SHIPPED.glob("m*/ptokens_config.json"), key=lambda p: int(p.parent.name[1:])):
+    for cfg_path in sorted(SHIPPED.glob("m*/ptokens_config.json"),
+                           key=lambda p: int(p.parent.name[1:])):
         m = int(cfg_path.parent.name[1:])
         tr = json.loads(cfg_path.read_text())["training"]
         res = RESULTS / f"counterfact-rome-test-ptokens-m{m}.json"

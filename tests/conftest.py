@@ -57,7 +57,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir: Path) -> LoadedModel:
-    """The tiny random model, loaded as editkit loads any checkpoint (frozen, eval mode)."""
+    """The tiny random model, loaded once as editkit loads any checkpoint (frozen, eval mode).
+    Tests that patch the model load their own copy with `load_model(tiny_model_dir)`."""
     return load_model(tiny_model_dir, device="cpu")
 
 
@@ -76,18 +77,6 @@ def small_demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("demos") / "counterfact-train-200.json"
     path.write_text(json.dumps(records))
     return path
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tiny_model_dir: Path) -> LoadedModel:
-    """The tiny random llama, loaded once (plumbing and equality tests that need no real
-    weights). Tests that patch the model load their own copy with `load_model(tiny_model_dir)`."""
-    return load_model(tiny_model_dir, device="cpu")
-
-
-@pytest.fixture(scope="session")
-def tiny_ptokens(tiny_model: LoadedModel) -> PTokens:
-    return PTokens.create(tiny_model.model, tiny_model.tokenizer, name=tiny_model.name, m=3)
 
 
 @pytest.fixture

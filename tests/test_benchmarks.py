@@ -7,7 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from editkit.benchmarks import cold_start, facts, latency, memory_scale, throughput
+
+from editkit.benchmarks import cold_start, facts, latency, memory_scale, retrieval, throughput
 
 
 def test_fact_corpus_is_distinct_deterministic_and_prefix_stable() -> None:
@@ -50,6 +51,16 @@ def test_latency_smoke_covers_every_mode_and_the_cached_prefix(tmp_path) -> None
     by = {(r["input"], r["value"]): r["prompt_tokens"] for r in res["sweep"]}
     assert by[("distractors", 100)] > by[("distractors", 10)] > by[("distractors", 0)]
     assert by[("m", 10)] - by[("m", 1)] == 18  # 2 x 9 more P-Tokens
+
+
+def test_retrieval_smoke_times_the_policy_against_the_ask_it_serves(tmp_path) -> None:
+    res = retrieval.main(["--memory-size", "30", "--n", "2", "--json", str(tmp_path / "r.json")])
+    assert res["memory_size"] == 30 and res["questions"] == 6
+    assert set(res["rows"]) == {"select learned", "select threshold", "ask (fact given)",
+                                "ask via memory"}
+    assert res["rows"]["ask (fact given)"]["share_of_ask_p50"] == 1.0
+    assert 1 <= res["placed_an_edit"] <= 6  # rewrites reach their edit; neighbours may not
+    assert json.loads((tmp_path / "r.json").read_text())["benchmark"] == "retrieval"
 
 
 def test_latency_mixed_decode_smoke_times_both_decoders_per_mode(tmp_path) -> None:

@@ -8,9 +8,9 @@ import math
 import random
 
 import pytest
-from conftest import shared_data
 from typer.testing import CliRunner
 
+from conftest import shared_data
 from editkit import DatasetError, EditableLM, EditMemory, evaluate, metrics
 from editkit.cli import app
 from editkit.datasets import detect_format, load_records

@@ -8,7 +8,6 @@ import pytest
 pytest.importorskip("langchain_core",
                     reason="needs langchain-core (pip install 'editkit[langchain]')")
 
-import langchain_fixtures as lcf
 from langchain_core.documents import Document
 from langchain_core.messages import (
     AIMessage,
@@ -17,8 +16,8 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.vectorstores import InMemoryVectorStore
-from langchain_fixtures import DARRIEUX, FACTS
 
+import langchain_fixtures as lcf
 from editkit import EditableLM, EditMemory, FactTooLongError, InvalidInputError
 from editkit.embedder import shared_embedder
 from editkit.integrations.langchain import (
@@ -32,6 +31,7 @@ from editkit.integrations.langchain import (
 )
 from editkit.integrations.langchain.rag import stuffed_question
 from editkit.memory import EditStore
+from langchain_fixtures import DARRIEUX, FACTS
 
 chat_lm, fact_memory = lcf.chat_lm, lcf.fact_memory  # fixtures used below
 

@@ -9,18 +9,18 @@ import pytest
 pytest.importorskip("faiss", reason="FAISS tests need faiss-cpu: pip install 'editkit[scale]'")
 pytest.importorskip("langchain_tests", reason="needs langchain-tests (pip install 'editkit[dev]')")
 
+from langchain_core.documents import Document
+from langchain_tests.integration_tests import VectorStoreIntegrationTests
+
 import langchain_fixtures as lcf
+from editkit import EditMemory, InvalidInputError
 from editkit.integrations.langchain import (
     EditkitEmbeddings,
     EditMemoryRetriever,
     FaissVectorStore,
     VectorStoreEditMemory,
 )
-from langchain_core.documents import Document
 from langchain_fixtures import DARRIEUX, FACTS, mark_async_tests
-from langchain_tests.integration_tests import VectorStoreIntegrationTests
-
-from editkit import EditMemory, InvalidInputError
 
 mark_async_tests(VectorStoreIntegrationTests)
 fact_memory = lcf.fact_memory  # fixture used below

@@ -13,15 +13,7 @@ import pytest
 
 pytest.importorskip("langchain_tests", reason="needs langchain-tests (pip install 'editkit[dev]')")
 
-import langchain_fixtures as lcf
-from editkit.integrations.langchain import (
-    EditableChatModel,
-    EditkitEmbeddings,
-    EditMemoryRetriever,
-    VectorStoreEditMemory,
-)
 from langchain_core.vectorstores import InMemoryVectorStore
-from langchain_fixtures import FACTS, mark_async_tests
 from langchain_tests.integration_tests import (
     ChatModelIntegrationTests,
     EmbeddingsIntegrationTests,
@@ -29,7 +21,15 @@ from langchain_tests.integration_tests import (
 )
 from langchain_tests.unit_tests import ChatModelUnitTests, EmbeddingsUnitTests
 
+import langchain_fixtures as lcf
 from editkit import EditableLM
+from editkit.integrations.langchain import (
+    EditableChatModel,
+    EditkitEmbeddings,
+    EditMemoryRetriever,
+    VectorStoreEditMemory,
+)
+from langchain_fixtures import FACTS, mark_async_tests
 
 mark_async_tests(ChatModelIntegrationTests, RetrieversIntegrationTests,
                  EmbeddingsIntegrationTests)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_prefix_cache import _rome
 
 from editkit import EditableLM, EditMemory, InvalidInputError
 from editkit.runtime.generation import TextGenerator
 from editkit.runtime.mixed_decode import decode_copy, greedy_mixed
+from test_prefix_cache import _rome
 
 
 def test_mixed_decoding_starts_with_the_fp32_token_and_mostly_agrees_on_the_real_model(

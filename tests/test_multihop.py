@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import shared_data
 
+from conftest import shared_data
 from editkit import DatasetError, EditableLM, EditMemory, evaluate
 from editkit.datasets import MquakeChainRecord, load_chain_records
 from editkit.eval.answerer import HopForm, MultiHopAnswerer, hop_chain

@@ -6,15 +6,15 @@ import json
 
 import pytest
 import torch
-from conftest import shared_data
-from test_inference import ignoring_logits_to_keep
 
+from conftest import shared_data
 from editkit import EditableLM, EditMemory, InvalidInputError
 from editkit.ike import DemoStore
 from editkit.loading import load_model
 from editkit.ptokens import PTokens
 from editkit.runtime import scoring
 from editkit.runtime.prefix_cache import PrefixCache
+from test_inference import ignoring_logits_to_keep
 
 
 def _rome(n: int) -> list[dict]:

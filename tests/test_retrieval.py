@@ -9,8 +9,8 @@ import json
 import logging
 
 import pytest
-from conftest import shared_data
 
+from conftest import shared_data
 from editkit import EditMemory
 from editkit.errors import ArtifactError
 from editkit.relevance import (

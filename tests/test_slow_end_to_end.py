@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import shared_data
 
+from conftest import shared_data
 from editkit import EditableLM, EditMemory
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Typed exceptions. Every error a user can cause is an `EditkitError` whose message says what to do."""
+"""Typed exceptions. Every error a user can cause is an `EditkitError` whose message says what
+to do."""
 from __future__ import annotations
 
 
@@ -7,7 +8,8 @@ class EditkitError(Exception):
 
 
 class InvalidInputError(EditkitError, ValueError):
-    """A fact, question, candidate or option failed validation (empty, wrong type, bad characters)."""
+    """A fact, question, candidate or option failed validation (empty, wrong type, bad
+    characters)."""
 
 
 class FactTooLongError(InvalidInputError):

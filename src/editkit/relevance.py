@@ -21,7 +21,8 @@ trained on the CounterFact train split (rewrite and paraphrase questions with th
 scope; neighbourhood questions and every other retrieved candidate = out of scope, with noise
 prefixes added to some questions, as CounterFact paraphrases have them), and its decision threshold
 is calibrated on the validation split. The artifact is one JSON file (weights, the document
-frequencies it was trained with, the threshold, provenance), shipped per embedder, like the P-Tokens.
+frequencies it was trained with, the threshold, provenance), shipped per embedder, like the
+P-Tokens.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Prompt-injection study: how often does an injected "fact" make the model follow it?
 
-    python -m editkit.benchmarks.injection --policy off --json results/injection-off.json      # before
-    python -m editkit.benchmarks.injection --json results/injection-default.json               # after
+    python -m editkit.benchmarks.injection --policy off --json results/injection-off.json  # before
+    python -m editkit.benchmarks.injection --json results/injection-default.json  # after
 
 Each corpus item (benchmarks/injection_corpus.json) is an injected fact, a real CounterFact
 question, the injection target (`HACKED`, ... or a specific wrong answer) and the correct answer.

@@ -3,7 +3,8 @@
     python -m editkit.benchmarks.latency --n 50 [--dtypes float32,bfloat16]
 
 Each question is about a fresh edit (the fact is passed in, so nothing is cached and the memory
-plays no part; editkit.benchmarks.memory_scale times retrieval). `ask` generates 8 new tokens greedily;
+plays no part; editkit.benchmarks.memory_scale times retrieval). `ask` generates 8 new tokens
+greedily;
 `score` scores the new and the true object. IKE is then timed again with its prefix KV cache
 (`EditableLM(prefix_cache=...)`) on repeated questions about one edit: the rewrite prompt and its
 two paraphrases, timing the 2nd and 3rd. All ratios come from this one run.

@@ -67,7 +67,7 @@ def run(memory_size: int, n: int) -> dict[str, Any]:
             "placed_an_edit": placed, "rows": rows}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="python -m editkit.benchmarks.retrieval",
                                  description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{res['memory_size']} edits in memory, {res['questions']} questions, "
           f"{res['placed_an_edit']} placed an edit (learned gate)")
     save("retrieval", res, args.json)
+    return res
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, Optional, TypeVar  # Optional: only eval_ still uses it
+from typing import Any, NoReturn, TypeVar  # Optional: only eval_ still uses it
 
 import typer
 from pydantic import ValidationError
@@ -160,16 +160,16 @@ def edits(
 def eval_(
     data: Path = typer.Option(..., help="data file: ROME/EasyEdit CounterFact, zsRE or MQuAKE"),
     mode: str = typer.Option("ptokens", help="ptokens | ike | prompt | none"),
-    limit: Optional[int] = typer.Option(None, min=1, help="first N records only"),
+    limit: int | None = typer.Option(None, min=1, help="first N records only"),
     distractors: int = typer.Option(0, min=0, help="unrelated other edits in every prompt"),
     memory_size: int = typer.Option(0, min=0, help="answer through retrieval from a memory of "
                                                    "this many edits (0: fact given directly)"),
-    out: Optional[Path] = typer.Option(None, help="write the full report (per record) as JSON"),
-    plot: Optional[Path] = typer.Option(None, help="save a bar chart of the metrics (PNG)"),
-    demos: Optional[Path] = typer.Option(None, help="IKE demonstration file (default: vendored "
+    out: Path | None = typer.Option(None, help="write the full report (per record) as JSON"),
+    plot: Path | None = typer.Option(None, help="save a bar chart of the metrics (PNG)"),
+    demos: Path | None = typer.Option(None, help="IKE demonstration file (default: vendored "
                                                     "train split)"),
-    model: Optional[str] = typer.Option(None, help="HF id, local path or .gguf"),
-    ptokens: Optional[Path] = typer.Option(None, help="a P-Token directory"),
+    model: str | None = typer.Option(None, help="HF id, local path or .gguf"),
+    ptokens: Path | None = typer.Option(None, help="a P-Token directory"),
     seed: int = typer.Option(0),
     ike_self_copy: bool = typer.Option(False, "--ike-self-copy",
                                        help="IKE variant: also a copy demonstration of the fact "
@@ -280,7 +280,7 @@ def export(
                   f"{path / 'PROMPT_TEMPLATE.md'}")
 
 
-BENCHMARKS = ("latency", "throughput", "memory_scale", "cold_start", "injection")
+BENCHMARKS = ("latency", "throughput", "memory_scale", "cold_start", "injection", "retrieval")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
