@@ -144,6 +144,32 @@ def test_memory_setting_answers_through_the_retrieval_policy(tiny_lm):
     assert report.settings["retrieval"]["threshold"] == tiny_lm.retrieval.threshold
 
 
+def test_memory_setting_reports_routing_gate_decisions_and_the_oracle_row(tiny_lm):
+    """Per probe kind: own edit / other edit / nothing; the gate's precision and recall on the
+    labelled pairs; the oracle row (the same probes with the record's edit given)."""
+    learned = evaluate(tiny_lm, data=ROME, mode="prompt", limit=3, memory_size=20)
+    threshold = evaluate(tiny_lm, data=ROME, mode="prompt", limit=3, memory_size=20,
+                         gate="threshold")
+    given = evaluate(tiny_lm, data=ROME, mode="prompt", limit=3)
+    m = learned.metrics
+    for kind in ("rewrite", "paraphrase", "neighborhood"):
+        shares = [m[f"reach_{kind}_{r}"].value for r in ("own", "other", "nothing")]
+        assert sum(shares) == pytest.approx(100.0)
+    for rec in learned.records:  # the routing agrees with what reached each probe
+        assert rec["routing"]["rewrite"][0] == ("own" if rec["retrieved"][0] == rec["fact"]
+                                                else "other" if rec["retrieved"][0]
+                                                else "nothing")
+    assert 0 <= m["gate_recall"].value <= 100 and m["retrieval_recall"].n == 9
+    # the oracle row is the edit-given evaluation of the same records
+    for name in ("ES", "PS", "NS", "S"):
+        assert m[f"oracle_{name}"].value == pytest.approx(given.metrics[name].value, abs=1e-6)
+    assert learned.settings["retrieval"]["gate"] == "learned"
+    assert threshold.settings["retrieval"]["gate"] == "threshold"
+    # the learned gate keeps the records' edits away from more neighbourhood questions
+    assert (m["reach_neighborhood_own"].value
+            <= threshold.metrics["reach_neighborhood_own"].value)
+
+
 def test_report_records_the_settings_it_ran_with(tiny_loaded):
     pt = PTokens.create(tiny_loaded.model, tiny_loaded.tokenizer, name=tiny_loaded.name, m=2)
     lm = EditableLM(tiny_loaded, pt, EditMemory(None), mode="prompt", chat=True,

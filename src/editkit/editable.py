@@ -301,15 +301,18 @@ class EditableLM:
                                     namespace=namespace or r.namespace)
 
     def select(self, question: str, namespace: str | None = None, *,
-               memory: EditStore | None = None, k: int | None = None) -> Selection:
+               memory: EditStore | None = None, k: int | None = None,
+               settings: RetrievalSettings | None = None) -> Selection:
         """The retrieval policy's choice for a question (`editkit.retrieval`): the stored edit
         placed as the fact and the ones placed as distractors, fact policy applied.
 
-        memory / k: another store, or another number of candidates, for this call (evaluation
-        uses both); by default this model's memory and `retrieval.top_k`.
+        memory / k / settings: another store, another number of placed edits, other retrieval
+        settings, for this call (evaluation uses them); by default this model's memory and
+        `retrieval` settings.
         """
         q = clean_text(question, "question", MAX_QUESTION_CHARS)
-        return select(self.memory if memory is None else memory, q, self.retrieval,
+        return select(self.memory if memory is None else memory, q,
+                      self.retrieval if settings is None else settings,
                       namespace=namespace, k=k, accept=self._accept)
 
     # ---- prompts --------------------------------------------------------------------------

@@ -120,6 +120,13 @@ def rate_scores(per_record: Sequence[dict[str, float]], keys: Sequence[tuple[str
     return out
 
 
+def proportion(name: str, hits: int, n: int, protocol: str) -> MetricValue:
+    """A pooled proportion ×100 over n trials, with its binomial standard error."""
+    p = hits / n
+    return MetricValue(name=name, value=100 * p, stderr=100 * math.sqrt(p * (1 - p) / n), n=n,
+                       protocol=protocol)
+
+
 # ---- MQuAKE -----------------------------------------------------------------------------------
 def contains_answer(generation: str, answers: Sequence[str]) -> bool:
     """Legacy MQuAKE check, recorded beside the real one: the raw generation contains an alias as

@@ -45,12 +45,6 @@ def _error(message: str) -> NoReturn:
     raise typer.Exit(code=2)
 
 
-def _fail(exc: EditkitError) -> NoReturn:
-    # Only the eval command's body (owned by the evaluation work) still calls this; with its
-    # try/except gone, `@_cli_errors` alone reports errors and this helper can be deleted.
-    _error(str(exc))
-
-
 def _invalid(exc: ValidationError) -> str:
     """A pydantic error as one line: `field: message; field: message`."""
     return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'value'}: {e['msg']}"
@@ -174,6 +168,8 @@ def eval_(
     ike_self_copy: bool = typer.Option(False, "--ike-self-copy",
                                        help="IKE variant: also a copy demonstration of the fact "
                                             "itself (original IKE; default: EasyEdit's, without)"),
+    gate: str | None = typer.Option(None, help="memory setting: the retrieval policy's relevance "
+                                               "gate, learned | threshold (default: the model's)"),
 ) -> None:
     """Evaluate one mode on a data set: an lm-eval-style table, and JSON with --out."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -182,22 +178,16 @@ def eval_(
     from editkit.datasets import load_records
     from editkit.eval import EvalConfig, evaluate
 
-    try:
-        cfg = EvalConfig(data=data, mode=mode, limit=limit, distractors=distractors,
-                         memory_size=memory_size, demos=demos, seed=seed,
-                         ike_self_copy=ike_self_copy)
-        load_records(cfg.data)  # a bad data file fails here, before the model loads
-        lm = EditableLM.from_pretrained(model, ptokens=ptokens)
-        with Progress("[progress.description]{task.description}", BarColumn(),
-                      MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
-            task = bar.add_task(f"{mode} on {data.name}", total=None)
-            report = evaluate(lm, cfg, progress=lambda i, n: bar.update(task, completed=i,
-                                                                          total=n))
-    except EditkitError as exc:
-        _fail(exc)
-        return
-    except ValidationError as exc:
-        _error(f"invalid options: {_invalid(exc)}")
+    cfg = EvalConfig(data=data, mode=mode, limit=limit, distractors=distractors,
+                     memory_size=memory_size, demos=demos, seed=seed,
+                     ike_self_copy=ike_self_copy, gate=gate)
+    load_records(cfg.data)  # a bad data file fails here, before the model loads
+    lm = EditableLM.from_pretrained(model, ptokens=ptokens)
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(f"{mode} on {data.name}", total=None)
+        report = evaluate(lm, cfg, progress=lambda i, n: bar.update(task, completed=i,
+                                                                      total=n))
     console.print(f"{report.format} | mode={mode} | distractors={distractors} | "
                   f"memory={memory_size} | records={int(report.timing['records'])} | "
                   f"{report.timing['seconds']:.0f} s | P-Tokens: {report.ptokens}")

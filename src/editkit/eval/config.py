@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,3 +28,8 @@ class EvalConfig(BaseModel):
     ike_self_copy: bool = Field(False, description="IKE: also a copy demonstration of the fact")
     seed: int = 0
     max_new_tokens: int = Field(16, ge=1, le=256, description="MQuAKE generations")
+    gate: Literal["learned", "threshold"] | None = Field(
+        None, description="memory setting: the retrieval policy's relevance gate "
+                          "(None: the model's `retrieval.gate`)")
+    oracle: bool = Field(True, description="memory setting: also score every record with its "
+                                           "own edit given (the oracle row, oracle_* metrics)")

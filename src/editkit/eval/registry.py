@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar
 from ..errors import InvalidInputError
 from ..memory import EditMemory
 from ..metrics import MetricValue
+from ..retrieval import RetrievalSettings
 from .config import EvalConfig
 from .scorer import Probe, Scorer
 
@@ -36,6 +37,8 @@ class RunContext:
     scorer: Scorer
     pool: list[tuple[int, str]]
     memory: EditMemory | None = None
+    retrieval: RetrievalSettings | None = None
+    """The retrieval policy's settings for this run (the model's, with `cfg.gate` applied)."""
     namespace: str = "eval"
     questions: int = 0
     prompt_tokens: int = 0
@@ -113,6 +116,12 @@ class Task(ABC):
     @abstractmethod
     def aggregate(self, rows: Sequence[dict[str, Any]]) -> dict[str, MetricValue]:
         """The reported metrics from the per-record rows."""
+
+    def report_metrics(self, run: RunContext, rows: Sequence[dict[str, Any]]
+                       ) -> dict[str, MetricValue]:
+        """The report's metrics: `aggregate(rows)`, plus what a task adds for the run's setting
+        (the memory setting's routing and oracle rows)."""
+        return self.aggregate(rows)
 
 
 TASKS: dict[str, Task] = {}

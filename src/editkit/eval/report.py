@@ -32,7 +32,8 @@ class Report(BaseModel):
         """The settings in one line, for the CLI and logs."""
         s = self.settings
         r = s.get("retrieval") or {}
-        parts = [f"retrieval top_k={r.get('top_k')} threshold={r.get('threshold')}",
+        parts = [f"retrieval gate={r.get('gate')} top_k={r.get('top_k')} "
+                 f"threshold={r.get('threshold')}",
                  f"chat={s.get('chat')}", f"decode_dtype={s.get('decode_dtype')}",
                  f"prefix_cache={s.get('prefix_cache')}"]
         if s.get("ike"):

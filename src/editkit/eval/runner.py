@@ -57,8 +57,11 @@ def evaluate(lm: Any, config: EvalConfig | None = None, *, progress: Progress | 
     if cfg.mode is Mode.IKE and task.demo_file is not None:
         demos = (DemoStore.from_file(cfg.demos) if cfg.demos
                  else DemoStore.default(task.demo_file))
+    retrieval = (lm.retrieval if cfg.gate is None
+                 else lm.retrieval.model_copy(update={"gate": cfg.gate}))
     run = RunContext(lm=lm, cfg=cfg, pool=distractor_pool(usable),
-                     scorer=Scorer.for_lm(lm, demos, self_copy=cfg.ike_self_copy))
+                     scorer=Scorer.for_lm(lm, demos, self_copy=cfg.ike_self_copy),
+                     retrieval=retrieval)
     task.prepare(run, records, usable)
     started = time.perf_counter()
     rows = []
@@ -71,8 +74,8 @@ def evaluate(lm: Any, config: EvalConfig | None = None, *, progress: Progress | 
     timing = {"seconds": seconds, "records": float(len(records)), "questions": float(q),
               "ms_per_question": 1000 * seconds / max(q, 1),
               "prompt_tokens_per_question": run.prompt_tokens / max(q, 1)}
-    settings = {**lm_settings(lm), **task.settings(run), "ike": ike_settings(cfg, demos),
-                "skipped": skipped}
+    settings = {**lm_settings(lm), "retrieval": retrieval.model_dump(), **task.settings(run),
+                "ike": ike_settings(cfg, demos), "skipped": skipped}
     return EvalReport(config=json.loads(cfg.model_dump_json()), format=fmt, model=lm.name,
                       ptokens=lm.ptokens_source, settings=settings,
-                      metrics=task.aggregate(rows), timing=timing, records=rows)
+                      metrics=task.report_metrics(run, rows), timing=timing, records=rows)

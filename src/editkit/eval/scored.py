@@ -28,6 +28,9 @@ class ScoredTask(Task):
     """Probe kinds whose argmax is compared with the unedited model's (EasyEdit locality)."""
     metric_keys: ClassVar[list[tuple[str, str, str]]] = []
     """(per-record key, reported name, protocol) of the rate metrics, in table order."""
+    in_scope_kinds: ClassVar[frozenset[str]] = frozenset()
+    """Probe kinds that are about the record's edit (its own edit should reach them); the other
+    kinds ask about something else (neighbourhood, locality), where it should not."""
 
     def demo_exclusion(self, record: Any) -> dict[str, list[Any]]:
         """How the evaluated record is kept out of its own IKE demonstrations: by case_id (the
@@ -86,9 +89,11 @@ class ScoredTask(Task):
             key = (record.fact if edited else None, tuple(run.distractors_for(record)))
             groups[key] = list(range(len(probes)))
         else:  # the retrieval policy decides, per question, the fact and the distractors
+            selections = []
             for i, p in enumerate(probes):
                 sel = run.lm.select(p.question, run.namespace, memory=run.memory,
-                                    k=1 + cfg.distractors)
+                                    k=1 + cfg.distractors, settings=run.retrieval)
+                selections.append(sel)
                 key = ((sel.fact, tuple(sel.distractor_texts)) if sel.edit is not None and edited
                        else (None, ()))
                 groups.setdefault(key, []).append(i)
@@ -115,7 +120,70 @@ class ScoredTask(Task):
         if run.memory is not None:
             row["retrieved"] = retrieved
             row["retrieval_hit"] = sum(r == record.fact for r in retrieved) / len(retrieved)
+            row.update(self.routing(record, probes, selections))
+            if cfg.oracle and edited:  # the same probes with the record's own edit given
+                demos = (scorer.demonstrations(record.fact, **self.demo_exclusion(record))
+                         if cfg.mode is Mode.IKE else "")
+                s = scorer.score(cfg.mode, record.fact, run.distractors_for(record), probes,
+                                 demos)
+                oracle = self.record_metrics(probes, s.scores, s.targets, reference)
+                oracle.pop("probes", None)
+                row["oracle"] = oracle
         return row
+
+    def routing(self, record: Any, probes: Sequence[Probe],
+                selections: Sequence[Any]) -> dict[str, Any]:
+        """What reached each probe's prompt (its record's own edit, another edit, nothing), per
+        probe kind, and the relevance decisions on the record's own edit.
+
+        The gate's labelled pairs: (in-scope probe, own edit) should be kept, (out-of-scope probe,
+        own edit) should not. Candidates that are other records' edits carry no label (another
+        edit can be about the same subject) and are counted apart.
+        """
+        by_kind: dict[str, list[str]] = {}
+        gate = {"tp": 0, "fn": 0, "fp": 0, "tn": 0, "not_retrieved": 0, "other_kept": 0}
+        for p, sel in zip(probes, selections, strict=True):
+            route = ("nothing" if sel.edit is None else
+                     "own" if sel.fact == record.fact else "other")
+            by_kind.setdefault(p.kind, []).append(route)
+            in_scope = p.kind in self.in_scope_kinds
+            own = [j for j in sel.judged if j.hit.edit.text == record.fact]
+            gate["other_kept"] += sum(j.kept for j in sel.judged if j not in own)
+            if not own:
+                gate["not_retrieved"] += in_scope
+                continue
+            kept = own[0].kept
+            gate[("tp" if kept else "fn") if in_scope else ("fp" if kept else "tn")] += 1
+        out: dict[str, Any] = {"routing": by_kind, "gate": gate}
+        for kind, routes in by_kind.items():
+            for r in ("own", "other", "nothing"):
+                out[f"reach_{kind}_{r}"] = routes.count(r) / len(routes)
+        return out
+
+    def report_metrics(self, run: RunContext, rows: Sequence[dict[str, Any]]
+                       ) -> dict[str, metrics.MetricValue]:
+        out = self.aggregate(rows)
+        if run.memory is not None:
+            out.update(self.memory_metrics(rows))
+        return out
+
+    def memory_metrics(self, rows: Sequence[dict[str, Any]]) -> dict[str, metrics.MetricValue]:
+        """The memory setting's extra rows: what reached the prompt per probe kind, the gate's
+        precision and recall on the labelled pairs, and the oracle (edit given) metrics."""
+        out: dict[str, metrics.MetricValue] = {}
+        keys = sorted({k for r in rows for k in r if k.startswith("reach_")})
+        out.update(metrics.rate_scores(rows, [(k, k) for k in keys], "memory routing"))
+        g = {k: sum(r["gate"][k] for r in rows) for k in rows[0]["gate"]}
+        found = g["tp"] + g["fn"] + g["not_retrieved"]
+        for name, hits, n in (("gate_recall", g["tp"], g["tp"] + g["fn"]),
+                              ("gate_precision", g["tp"], g["tp"] + g["fp"]),
+                              ("retrieval_recall", g["tp"] + g["fn"], found)):
+            if n:
+                out[name] = metrics.proportion(name, hits, n, "memory routing")
+        if all("oracle" in r for r in rows):
+            for name, v in self.aggregate([r["oracle"] for r in rows]).items():
+                out[f"oracle_{name}"] = v.model_copy(update={"name": f"oracle_{name}"})
+        return out
 
 
 def fill_memory(memory: EditMemory, records: Sequence[Any], usable: Sequence[Any], size: int,

@@ -24,6 +24,7 @@ KINDS = {"rewrite": ("es", "em"), "paraphrase": ("ps", "pm"), "neighborhood": ("
 @register_task
 class CounterFactRomeTask(ScoredTask):
     name = "counterfact-rome"
+    in_scope_kinds = frozenset({"rewrite", "paraphrase"})
 
     def probes(self, record: RomeCounterFactRecord) -> list[Probe]:
         rw = record.requested_rewrite

@@ -25,6 +25,7 @@ from ...datasets import MquakeRecord
 from ...errors import InvalidInputError
 from ...layouts import Mode
 from ...memory import EditStore
+from ...retrieval import RetrievalSettings
 from ..matching import exact_match, extract_answer
 from ..registry import RunContext, Task, register_task
 from ..scorer import Probe
@@ -35,7 +36,8 @@ QUESTION = "per question, exact match (not MQuAKE's metric)"
 
 def answer_questions(lm: Any, mode: Mode, record: MquakeRecord, memory: EditStore,
                      namespace: str, *, k: int, max_new_tokens: int,
-                     old_answer: str | None = None) -> list[dict[str, Any]]:
+                     old_answer: str | None = None,
+                     settings: RetrievalSettings | None = None) -> list[dict[str, Any]]:
     """Ask each of the case's questions once, the edits selected by the retrieval policy from
     `memory` (k candidates: the best is the fact, the rest distractors).
 
@@ -46,7 +48,7 @@ def answer_questions(lm: Any, mode: Mode, record: MquakeRecord, memory: EditStor
     answers = [record.new_answer, *record.new_answer_alias]
     out = []
     for q in record.questions:
-        sel = lm.select(q, namespace, memory=memory, k=k)
+        sel = lm.select(q, namespace, memory=memory, k=k, settings=settings)
         edited = sel.edit is not None and mode is not Mode.NONE
         fact = sel.fact if edited else None
         dis = sel.distractor_texts if edited else None
@@ -95,7 +97,8 @@ class MquakeTask(Task):
         try:
             details = answer_questions(run.lm, run.cfg.mode, record, memory, ns,
                                        k=len(record.facts) + run.cfg.distractors,
-                                       max_new_tokens=run.cfg.max_new_tokens)
+                                       max_new_tokens=run.cfg.max_new_tokens,
+                                       settings=run.retrieval)
         finally:
             memory.clear(ns)
         run.count(len(details), sum(d["prompt_tokens"] for d in details))

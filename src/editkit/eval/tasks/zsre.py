@@ -26,6 +26,7 @@ from ..scorer import Probe
 @register_task
 class ZsreTask(ScoredTask):
     name = "zsre"
+    in_scope_kinds = frozenset({"edit", "rephrase"})
     demo_file = "zsre"
     reference_kinds = frozenset({"locality"})
     metric_keys = [("edit", "edit_acc", "zsre-token"),
