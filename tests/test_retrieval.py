@@ -172,3 +172,24 @@ def test_train_gate_refuses_impossible_sizes_with_a_clear_error():
     with pytest.raises(InvalidInputError, match="n_train"):
         train_gate(GateTrainConfig(train=str(TRAIN), val=str(VAL), n_train=500,
                                    train_memory=100))
+
+
+def test_editable_lm_places_an_edit_only_for_questions_about_its_subject(lm):
+    lm.clear()
+    lm.edit(["The mother tongue of Danielle Darrieux is English.",
+             "The Eiffel Tower is located in Rome."])
+    p, edit, _ = lm.prompt("Last updated in 2019. The mother tongue of Danielle Darrieux is")
+    assert edit is not None and p.fact == "The mother tongue of Danielle Darrieux is English."
+    p, edit, others = lm.prompt("The mother tongue of Léon Blum is")  # same relation
+    assert edit is None and others == [] and p.fact is None
+    cosine_only = lm.retrieval.model_copy(update={"gate": "threshold", "threshold": 0.3})
+    assert lm.select("The mother tongue of Léon Blum is", settings=cosine_only).edit is not None
+    lm.clear()
+
+
+def test_from_pretrained_refuses_an_unknown_gate_before_loading_anything():
+    from editkit import EditableLM
+    from editkit.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="gate"):
+        EditableLM.from_pretrained(gate="maybe")

@@ -36,7 +36,14 @@ from .records import (
     check_namespace,
     clean_text,
 )
-from .retrieval import DEFAULT_THRESHOLD, DEFAULT_TOP_K, RetrievalSettings, Selection, select
+from .retrieval import (
+    DEFAULT_GATE,
+    DEFAULT_THRESHOLD,
+    DEFAULT_TOP_K,
+    RetrievalSettings,
+    Selection,
+    select,
+)
 from .runtime.generation import (
     FinishReason,
     GenerationStream,
@@ -204,6 +211,7 @@ class EditableLM:
         top_k: int = DEFAULT_TOP_K,
         threshold: float = DEFAULT_THRESHOLD,
         namespace: str = DEFAULT_NAMESPACE,
+        gate: str = DEFAULT_GATE,
         chat: bool = False,
         demos: DemoStore | str | os.PathLike[str] | None = None,
         trust_remote_code: bool = False,
@@ -219,6 +227,9 @@ class EditableLM:
         implementing `editkit.memory.EditStore` (e.g. the LangChain vector-store memory).
         fact_policy: what facts may contain (None: the strict default, `FactPolicy.off()`: no
         prompt-injection checks); see `editkit.safety`.
+        top_k / threshold / gate / namespace: the retrieval policy (`editkit.retrieval`): at most
+        top_k edits placed; gate 'learned' (the shipped relevance gate decides which retrieved
+        edits are about the question) or 'threshold' (every edit above the cosine threshold).
         prefix_cache: keep the KV cache of this many prompt prefixes (IKE demonstrations + fact),
         so repeated questions about one edit skip recomputing them (0 = off).
         decode_dtype: 'bfloat16' or 'float16' to decode greedy answers (`ask` and `stream`) with a
@@ -227,7 +238,7 @@ class EditableLM:
         """
         mode = Mode.parse(mode)
         try:
-            retrieval = RetrievalSettings(top_k=top_k, threshold=threshold,
+            retrieval = RetrievalSettings(top_k=top_k, threshold=threshold, gate=gate,
                                           namespace=check_namespace(namespace))
         except ValidationError as exc:
             raise InvalidInputError(f"Invalid retrieval settings: {exc}") from exc
