@@ -245,7 +245,15 @@ class EditableLM:
         loaded = load_model(model, quantization=quantization, device=device, dtype=dtype,
                             trust_remote_code=trust_remote_code)
         pt, source = cls._resolve_ptokens(loaded, ptokens, m)
-        mem = memory if isinstance(memory, EditStore) else EditMemory(memory)
+        # A path or None opens an EditMemory (its embedder loads on first use); anything else
+        # must implement the protocol (isinstance reads `embedder`, which may load it).
+        if memory is None or isinstance(memory, (str, os.PathLike)):
+            mem: EditStore = EditMemory(memory)
+        elif isinstance(memory, EditStore):
+            mem = memory
+        else:
+            raise InvalidInputError(f"memory must be a path, None or an editkit EditStore; got "
+                                    f"{type(memory).__name__}.")
         return cls(loaded, pt, mem, mode, retrieval=retrieval, chat=chat, demos=demos,
                    ptokens_source=source, fact_policy=fact_policy, prefix_cache=prefix_cache,
                    decode_dtype=decode_dtype)

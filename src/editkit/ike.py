@@ -51,6 +51,11 @@ def demo_text(record: CounterFactRecord, kind: str) -> str:
     raise ValueError(f"unknown demonstration kind {kind!r}")
 
 
+DEMO_SCHEDULE_VERSION = 2
+"""How demonstration kinds are laid out: 1 = one fixed shuffle for every fact; 2 = shuffled per
+fact (seeded by it), as original IKE does. Part of the teacher-cache key (training.py)."""
+
+
 def kind_schedule(k: int, seed: int | str = 0) -> list[str]:
     """The demonstration kinds for one query: 4/12/16 copy/update/retain out of 32 (scaled for
     other k), shuffled with `seed`. `DemoStore.retrieve` seeds it with the query's fact, so every

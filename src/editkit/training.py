@@ -28,7 +28,7 @@ from .datasets import CounterFactRecord, load_counterfact
 from .embedder import DEFAULT_EMBEDDER
 from .errors import InvalidInputError
 from .fileio import atomic_write, cache_dir
-from .ike import DemoStore, default_train_file
+from .ike import DEMO_SCHEDULE_VERSION, DemoStore, default_train_file
 from .layouts import LAYOUT_VERSION, Mode, PromptBuilder
 from .ptokens import DEFAULT_INIT_TEXT, DEFAULT_M, PTokens, fingerprint
 from .runtime.scoring import ScoreItem, packed_logprobs
@@ -160,12 +160,14 @@ def teacher_cache_key(cfg: TrainConfig, pairs: Sequence[Pair], *, base_model: st
 
     base_model: the fingerprint (JSON) of the model; pairs: the questions, answers and contexts;
     the TEACHER_FIELDS of `cfg`; the demonstration file's content digest and the embedder that
-    retrieves from it (the IKE teacher's demonstrations); the prompt layout version.
+    retrieves from it (the IKE teacher's demonstrations) and how it orders their kinds; the prompt
+    layout version.
     """
     h = hashlib.sha256()
     parts = {"base_model": base_model, "pairs": [p.model_dump() for p in pairs],
              "teacher": cfg.model_dump(mode="json", include=set(TEACHER_FIELDS)),
-             "demos": demos_digest, "embedder": embedder, "layout": layout_version}
+             "demos": demos_digest, "embedder": embedder, "layout": layout_version,
+             "demo_schedule": DEMO_SCHEDULE_VERSION}
     h.update(json.dumps(parts, sort_keys=True).encode())
     return h.hexdigest()[:20]
 
