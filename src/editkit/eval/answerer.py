@@ -136,7 +136,7 @@ class MultiHopAnswerer:
         self.mode = Mode.parse(mode)
         self.memory: EditStore = (memory if memory is not None  # an empty memory is falsy
                                   else EditMemory(None,
-                                                  embedder=getattr(lm.memory, "embedder", None)))
+                                                  embedder=lm.memory.embedder))
         self.max_new_tokens = max_new_tokens
         self._cache: dict[tuple[str, str | None], HopAnswer] = {}
         self.generations = 0

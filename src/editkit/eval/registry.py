@@ -56,7 +56,7 @@ class RunContext:
     def scratch_memory(self) -> EditMemory:
         """An in-RAM edit memory with the model's embedder, made on first use."""
         if self.memory is None:
-            self.memory = EditMemory(None, embedder=getattr(self.lm.memory, "embedder", None))
+            self.memory = EditMemory(None, embedder=self.lm.memory.embedder)
         return self.memory
 
     def count(self, questions: int, prompt_tokens: int) -> None:
