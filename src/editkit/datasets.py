@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import DatasetError
+from .fileio import read_utf8
 
 Format = Literal["counterfact-rome", "counterfact", "zsre", "mquake"]
 
@@ -182,17 +183,7 @@ _MODELS: dict[str, type[_Record]] = {
 
 def _read_json_list(path: str | os.PathLike[str]) -> list[Any]:
     p = Path(path)
-    if not p.is_file():
-        raise DatasetError(f"Data file not found: {p}")
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"Cannot read {p}: {exc.strerror or exc}") from exc
-    try:
-        text = raw.decode("utf-8-sig")  # a leading BOM (Windows editors) is harmless
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{p} is not UTF-8 text: byte {exc.start} is invalid "
-                           f"({exc.reason}).") from exc
+    text = read_utf8(p, what="Data file", error=DatasetError)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
