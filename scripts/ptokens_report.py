@@ -3,7 +3,7 @@ speedup and the amortisation of training against IKE's per-question cost.
 
     .venv/bin/python scripts/ptokens_report.py [--latency N]
 
-Reads the shipped artifacts (editkit/data/ptokens/<model>/m*/ptokens_config.json, which record
+Reads the shipped artifacts (src/editkit/data/ptokens/<model>/m*/ptokens_config.json, which record
 their training time) and results/counterfact-rome-test-ptokens-m*.json (written by
 `editkit eval --ptokens DIR --out ...`). With --latency N it also times `score()` on N ROME
 questions for P-Tokens and IKE in this run (a fresh edit per question, nothing cached) so the
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ROOT / "editkit" / "data" / "ptokens" / "SmolLM2-135M-Instruct"
+SHIPPED = ROOT / "src" / "editkit" / "data" / "ptokens" / "SmolLM2-135M-Instruct"
 RESULTS = ROOT / "results"
 DATA = ROOT.parent / "shared" / "data" / "counterfact" / "counterfact-rome-test.json"
 

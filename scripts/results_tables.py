@@ -41,7 +41,7 @@ def cmd(r: dict) -> str:
              f"{Path(c['data']).name} --mode {c['mode']}"]
     src = r.get("ptokens") or ""
     if c["mode"] == "ptokens" and "editkit/data/ptokens/" in src:
-        parts.append("--ptokens editkit/data/ptokens/" + src.split("editkit/data/ptokens/")[1]
+        parts.append("--ptokens src/editkit/data/ptokens/" + src.split("editkit/data/ptokens/")[1]
                      .rstrip(")"))
     for key, flag in (("limit", "--limit"), ("distractors", "--distractors"),
                       ("memory_size", "--memory-size")):
