@@ -235,7 +235,10 @@ def test_zsre_ike_excludes_the_evaluated_question_by_its_text():
 
 
 def test_mquake_headline_is_case_accuracy_with_question_accuracy_beside_it(tiny_lm):
-    mq = evaluate(tiny_lm, data=MQUAKE, mode="prompt", limit=2, max_new_tokens=3)
+    # the cosine-threshold gate: the learned gate judges single-hop relevance, and a multi-hop
+    # question names only its first hop's subject
+    mq = evaluate(tiny_lm, data=MQUAKE, mode="prompt", limit=2, max_new_tokens=3,
+                  gate="threshold")
     assert list(mq.metrics) == ["case_acc", "question_acc"]
     assert "any question" in mq.metrics["case_acc"].protocol
     _, cases = load_records(MQUAKE)
