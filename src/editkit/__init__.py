@@ -5,10 +5,11 @@ the edit memory, P-Tokens and their training and export, evaluation, and every e
 Building blocks stay in their modules and are imported from there when needed:
 `editkit.layouts.PromptBuilder` (prompts are built by `EditableLM.prompt()`; the builder's
 signature follows the layout work), `editkit.retrieval.select`, `editkit.runtime.*` (the decode
-and scoring stack) and `editkit.multihop.MultiHopConfig` (the hop-by-hop MQuAKE runner: an
-evaluation experiment, run by scripts/mquake_multihop.py, not a supported API yet).
+and scoring stack) and `editkit.eval.tasks.mquake_multihop.MultiHopConfig` (the hop-by-hop
+MQuAKE runner: an evaluation experiment, run by scripts/mquake_multihop.py, not a supported API
+yet).
 """
-from .editable import AnswerStream, EditableLM, RetrievalSettings
+from .editable import AnswerStream, EditableLM
 from .errors import (
     ArtifactError,
     DatasetError,
@@ -30,6 +31,7 @@ from .layouts import Mode, Prompt
 from .memory import EditMemory, EditStore
 from .ptokens import PTokenConfig, PTokens
 from .records import Answer, Edit, RetrievedEdit, ScoreResult
+from .retrieval import RetrievalSettings, Selection
 from .safety import FactPolicy
 from .training import TrainConfig, Trainer
 
@@ -63,6 +65,7 @@ __all__ = [
     "RetrievalSettings",
     "RetrievedEdit",
     "ScoreResult",
+    "Selection",
     "TrainConfig",
     "Trainer",
     "UnknownModeError",
