@@ -96,15 +96,15 @@ class Selection:
 _warned: set[str] = set()
 
 
-def gate_for(memory: Any, settings: RetrievalSettings) -> RelevanceGate | None:
-    """The learned gate for the memory's embedder, or None (threshold gate).
+def gate_for(embedder: Any, settings: RetrievalSettings) -> RelevanceGate | None:
+    """The learned gate for an embedder (a memory's), or None (threshold gate).
 
-    A memory whose embedder has no shipped gate falls back to the threshold gate, with one
-    warning per embedder and process: the gate's features include the embedder's cosine.
+    An embedder without a shipped gate falls back to the threshold gate, with one warning per
+    embedder and process: the gate's features include that embedder's cosine.
     """
     if settings.gate != "learned":
         return None
-    name = getattr(getattr(memory, "embedder", None), "name", None)
+    name = getattr(embedder, "name", None)
     gate = shipped_gate(name) if isinstance(name, str) else None
     if gate is None and str(name) not in _warned:
         _warned.add(str(name))
@@ -112,6 +112,17 @@ def gate_for(memory: Any, settings: RetrievalSettings) -> RelevanceGate | None:
                     "(%.2f) alone. Train one with editkit.relevance.train_gate.", name,
                     settings.threshold)
     return gate
+
+
+def _verdicts(gate: RelevanceGate | None, settings: RetrievalSettings, question: str,
+              scored: list[tuple[str, float]]) -> list[tuple[float | None, bool]]:
+    """(relevance, kept) per (text, cosine): the gate's probability against its cut-off, or,
+    without a gate, the cosine against the threshold."""
+    if gate is None:
+        return [(None, cos >= settings.threshold) for _, cos in scored]
+    cut = gate.threshold if settings.gate_threshold is None else settings.gate_threshold
+    probs = gate.probabilities(question, [Candidate(t, c) for t, c in scored])
+    return [(p, p >= cut) for p in probs]
 
 
 def candidates(memory: Any, question: str, settings: RetrievalSettings, *,
@@ -149,20 +160,17 @@ def select(memory: Any, question: str, settings: RetrievalSettings, *,
     gate: "auto" picks the gate from the settings and the memory's embedder.
     """
     top_k = settings.top_k if k is None else k
-    g = gate_for(memory, settings) if gate == "auto" else gate
+    g = gate_for(getattr(memory, "embedder", None), settings) if gate == "auto" else gate
     threshold = settings.threshold
     if g is not None:  # the gate judges candidates from its own (lower) cosine cut-off
         threshold = min(threshold, g.artifact.candidate_threshold)
     hits = candidates(memory, question, settings, namespace=namespace, threshold=threshold)
     if accept is not None:
         hits = [h for h in hits if accept(h)]
-    if g is None:
-        judged = [Judged(h, None, True) for h in hits]
-    else:
-        cut = g.threshold if settings.gate_threshold is None else settings.gate_threshold
-        probs = g.probabilities(question, [Candidate(h.edit.text, h.score) for h in hits])
-        judged = sorted((Judged(h, p, p >= cut) for h, p in zip(hits, probs)),
-                        key=lambda j: -(j.relevance or 0.0))
+    verdicts = _verdicts(g, settings, question, [(h.edit.text, h.score) for h in hits])
+    judged = [Judged(h, p, kept) for h, (p, kept) in zip(hits, verdicts)]
+    if g is not None:  # most relevant first (the threshold gate keeps the cosine order)
+        judged.sort(key=lambda j: -(j.relevance or 0.0))
     kept = [j.hit for j in judged if j.kept][:top_k]
     name = "threshold" if g is None else "learned"
     if not kept:
@@ -180,19 +188,8 @@ def judge_texts(question: str, texts: list[str], embedder: Any, settings: Retrie
     """
     if not texts:
         return []
-    gate = gate_for(embedder and _EmbedderOnly(embedder), settings)
     views = question_views(question)
     vecs = embedder.encode([*views, *texts])
     cos = (vecs[len(views):] @ vecs[: len(views)].T).max(axis=1).tolist()
-    if gate is None:
-        return [(t, c, None, c >= settings.threshold) for t, c in zip(texts, cos)]
-    cut = gate.threshold if settings.gate_threshold is None else settings.gate_threshold
-    probs = gate.probabilities(question, [Candidate(t, c) for t, c in zip(texts, cos)])
-    return [(t, c, p, p >= cut) for t, c, p in zip(texts, cos, probs)]
-
-
-@dataclass
-class _EmbedderOnly:
-    """What `gate_for` reads of a memory (its embedder), for texts judged without one."""
-
-    embedder: Any
+    verdicts = _verdicts(gate_for(embedder, settings), settings, question, list(zip(texts, cos)))
+    return [(t, c, p, kept) for t, c, (p, kept) in zip(texts, cos, verdicts)]
