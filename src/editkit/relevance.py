@@ -26,6 +26,7 @@ P-Tokens.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -176,17 +177,12 @@ def shipped_gate_path(embedder: str) -> Path | None:
     return path if path.is_file() else None
 
 
-_SHIPPED: dict[str, RelevanceGate] = {}
-
-
+@functools.lru_cache(maxsize=8)
 def shipped_gate(embedder: str) -> RelevanceGate | None:
-    """The shipped gate for `embedder` (loaded once per process), or None where none ships."""
-    if embedder not in _SHIPPED:
-        path = shipped_gate_path(embedder)
-        if path is None:
-            return None
-        _SHIPPED[embedder] = RelevanceGate.load(path)
-    return _SHIPPED[embedder]
+    """The shipped gate for `embedder`, or None where none ships; looked up (and loaded) once
+    per process and embedder, since every retrieval asks."""
+    path = shipped_gate_path(embedder)
+    return RelevanceGate.load(path) if path is not None else None
 
 
 # ---- training ---------------------------------------------------------------------------

@@ -148,7 +148,8 @@ class ScoredTask(Task):
             by_kind.setdefault(p.kind, []).append(route)
             in_scope = p.kind in self.in_scope_kinds
             own = [j for j in sel.judged if j.hit.edit.text == record.fact]
-            gate["other_kept"] += sum(j.kept for j in sel.judged if j not in own)
+            gate["other_kept"] += sum(j.kept for j in sel.judged
+                                      if j.hit.edit.text != record.fact)
             if not own:
                 gate["not_retrieved"] += in_scope
                 continue
