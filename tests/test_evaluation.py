@@ -46,11 +46,28 @@ def test_token_accuracy_and_unchanged_share():
 
 
 def test_one_registered_task_per_data_format_and_a_typed_error_naming_them():
-    assert set(TASKS) == {"counterfact-rome", "counterfact", "zsre", "mquake"}
+    assert set(TASKS) == {"counterfact-rome", "counterfact", "counterfact-probes", "zsre",
+                          "mquake"}
+    assert {n for n, t in TASKS.items() if t.formats is None} == {
+        "counterfact-rome", "counterfact", "zsre", "mquake"}  # one default task per format
     assert get_task("zsre").name == "zsre"
-    with pytest.raises(UnknownTaskError, match="'knowedit'.*counterfact, counterfact-rome, "
-                                               "mquake, zsre"):
+    with pytest.raises(UnknownTaskError, match="'knowedit'.*counterfact, counterfact-probes, "
+                                               "counterfact-rome, mquake, zsre"):
         get_task("knowedit")
+    with pytest.raises(UnknownTaskError, match="does not read 'zsre'.*tasks that do: zsre"):
+        get_task("counterfact-probes", "zsre")
+
+
+def test_counterfact_probes_task_scores_easyedit_records_with_rome_metrics(tiny_lm):
+    """Validation CounterFact ships in EasyEdit format; `task="counterfact-probes"` gives it
+    ROME's ES/PS/NS/S (one paraphrase, one neighbour per record), the trainer's val scoring."""
+    report = evaluate(tiny_lm, data=EASY, mode="prompt", limit=2, task="counterfact-probes")
+    assert set(report.metrics) >= {"ES", "PS", "NS", "S"}
+    _, recs = load_records(EASY)
+    assert [(p["kind"], p["question"]) for p in report.records[1]["probes"]] == [
+        ("rewrite", recs[1].prompt), ("paraphrase", recs[1].rephrase_prompt),
+        ("neighborhood", recs[1].locality_prompt)]
+    assert evaluate(tiny_lm, data=EASY, mode="prompt", limit=2).metrics.keys().isdisjoint({"S"})
 
 
 @pytest.mark.parametrize("generation, answers", [
@@ -286,3 +303,5 @@ def test_eval_cli_writes_a_table_and_json(tmp_path):
     assert json.loads(out.read_text())["format"] == "counterfact-rome"
     bad = CliRunner().invoke(app, ["eval", "--data", str(ROME), "--mode", "memit"])
     assert bad.exit_code == 2 and "mode" in bad.output
+    wrong = CliRunner().invoke(app, ["eval", "--data", str(ROME), "--task", "counterfact-probes"])
+    assert wrong.exit_code == 2 and "does not read 'counterfact-rome'" in wrong.output

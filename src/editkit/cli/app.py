@@ -170,6 +170,9 @@ def eval_(
                                             "itself (original IKE; default: EasyEdit's, without)"),
     gate: str | None = typer.Option(None, help="memory setting: the retrieval policy's relevance "
                                                "gate, learned | threshold (default: the model's)"),
+    task: str | None = typer.Option(None, help="evaluation task (default: the file format's); "
+                                               "counterfact-probes: ROME ES/PS/NS/S on EasyEdit "
+                                               "CounterFact"),
 ) -> None:
     """Evaluate one mode on a data set: an lm-eval-style table, and JSON with --out."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -180,8 +183,11 @@ def eval_(
 
     cfg = EvalConfig(data=data, mode=mode, limit=limit, distractors=distractors,
                      memory_size=memory_size, demos=demos, seed=seed,
-                     ike_self_copy=ike_self_copy, gate=gate)
-    load_records(cfg.data)  # a bad data file fails here, before the model loads
+                     ike_self_copy=ike_self_copy, gate=gate, task=task)
+    from editkit.eval import get_task
+
+    fmt, _ = load_records(cfg.data)  # a bad data file or task fails here, before the model loads
+    get_task(cfg.task or fmt, fmt)
     lm = EditableLM.from_pretrained(model, ptokens=ptokens)
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:

@@ -28,6 +28,10 @@ class EvalConfig(BaseModel):
     ike_self_copy: bool = Field(False, description="IKE: also a copy demonstration of the fact")
     seed: int = 0
     max_new_tokens: int = Field(16, ge=1, le=256, description="MQuAKE generations")
+    task: str | None = Field(
+        None, description="evaluation task (default: the one registered for the file's format); "
+                          "e.g. 'counterfact-probes' scores EasyEdit CounterFact with ROME's "
+                          "ES/PS/NS/S")
     gate: Literal["learned", "threshold"] | None = Field(
         None, description="memory setting: the retrieval policy's relevance gate "
                           "(None: the model's `retrieval.gate`)")

@@ -88,10 +88,17 @@ class Task(ABC):
     """One data format's evaluation: probes, per-record metrics, aggregation."""
 
     name: ClassVar[str]
-    """The data format (`editkit.datasets.Format`) this task evaluates."""
+    """The task's registered name: the data format (`editkit.datasets.Format`) it evaluates, or,
+    for a task chosen explicitly (`EvalConfig.task`), its own name."""
+    formats: ClassVar[frozenset[str] | None] = None
+    """The data formats this task reads; None: only the format named `name`."""
     demo_file: ClassVar[str | None] = "counterfact"
     """The vendored IKE demonstration file for this format; None: the task does not score IKE
     contexts itself (MQuAKE asks `EditableLM.ask`, which uses `lm.demos`)."""
+
+    def reads(self, fmt: str) -> bool:
+        """Whether this task can evaluate records of data format `fmt`."""
+        return fmt in (self.formats or {self.name})
 
     def skip_reason(self, record: Any) -> str | None:
         """Why a record cannot be evaluated (it is then skipped and counted), or None."""
@@ -136,10 +143,16 @@ def register_task(cls: T) -> T:
     return cls
 
 
-def get_task(name: str) -> Task:
-    """The task registered for a data format; `UnknownTaskError` lists the known ones."""
+def get_task(name: str, fmt: str | None = None) -> Task:
+    """The task registered under `name` (a data format, or an explicit task's name);
+    `UnknownTaskError` lists the known ones. With `fmt`, the task must read that format."""
     try:
-        return TASKS[name]
+        task = TASKS[name]
     except KeyError:
-        raise UnknownTaskError(f"No evaluation task for data format {name!r}; known formats: "
+        raise UnknownTaskError(f"No evaluation task {name!r}; known tasks: "
                                f"{', '.join(sorted(TASKS))}.") from None
+    if fmt is not None and not task.reads(fmt):
+        readers = sorted(n for n, t in TASKS.items() if t.reads(fmt))
+        raise UnknownTaskError(f"Task {name!r} does not read {fmt!r} records; tasks that do: "
+                               f"{', '.join(readers)}.")
+    return task

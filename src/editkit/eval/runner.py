@@ -1,8 +1,9 @@
 """`evaluate`: run one mode over a published data file and report the field's metrics.
 
 The runner is format-agnostic: it loads the file, looks the task up by the detected format
-(`registry.get_task`), skips records the task cannot use (counted in the report), and loops. The
-task decides the probes, the contexts and the metrics (`editkit/eval/tasks/`).
+(`registry.get_task`; `EvalConfig.task` picks another task that reads the format), skips records
+the task cannot use (counted in the report), and loops. The task decides the probes, the contexts
+and the metrics (`editkit/eval/tasks/`).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def evaluate(lm: Any, config: EvalConfig | None = None, *, progress: Progress | 
     """Evaluate an EditableLM on a data file: `evaluate(lm, data=..., mode="ike", limit=50)`."""
     cfg = config or EvalConfig(**kwargs)
     fmt, all_records = load_records(cfg.data)
-    task = get_task(fmt)
+    task = get_task(cfg.task or fmt, fmt)
     usable, skipped = [], []
     for i, r in enumerate(all_records):
         reason = task.skip_reason(r)

@@ -5,6 +5,10 @@ Per probe the mean NLL of ` target_new` and ` target_true` are compared (ROME
 wins, neighbourhood prompts when the true one does. Per-record means, then means over records,
 ×100; S = harmonic mean of ES, PS, NS (`metrics.rome_scores`). Also the scorer of
 `Trainer.val_scores` (on EasyEdit records, through `probes_from_easyedit`).
+
+`counterfact-probes` is the same scoring on EasyEdit-format records (one paraphrase and one
+neighbour each), chosen with `editkit eval --task counterfact-probes`: the validation split ships
+only in that format, and choosing a setting by validation S needs ROME's metrics on it.
 """
 from __future__ import annotations
 
@@ -70,3 +74,14 @@ class CounterFactRomeTask(ScoredTask):
 
     def aggregate(self, rows: Sequence[dict[str, Any]]) -> dict[str, metrics.MetricValue]:
         return metrics.rome_scores(rows)
+
+
+@register_task
+class CounterFactProbesTask(CounterFactRomeTask):
+    """ROME's ES/PS/NS/S on EasyEdit CounterFact records (`probes_from_easyedit`)."""
+
+    name = "counterfact-probes"
+    formats = frozenset({"counterfact"})
+
+    def probes(self, record: CounterFactRecord) -> list[Probe]:  # type: ignore[override]
+        return self.probes_from_easyedit(record)
