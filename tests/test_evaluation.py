@@ -305,3 +305,25 @@ def test_eval_cli_writes_a_table_and_json(tmp_path):
     assert bad.exit_code == 2 and "mode" in bad.output
     wrong = CliRunner().invoke(app, ["eval", "--data", str(ROME), "--task", "counterfact-probes"])
     assert wrong.exit_code == 2 and "does not read 'counterfact-rome'" in wrong.output
+
+
+def test_memory_setting_keeps_one_edit_per_fact_in_memory(tiny_lm):
+    """zsRE edits one subject in several records with different new answers (record 0 and 300:
+    "What company/business published Bioscience Horizons?"). With both stored, the rephrase of
+    record 0 reaches record 300's edit and the routing counts it as a miss: the memory setting
+    keeps the first record of each fact and never stores a contradicting filler."""
+    from editkit.eval.scored import fill_memory, one_edit_per_fact
+
+    _, recs = load_records(ZSRE)
+    kept, dropped = one_edit_per_fact(recs)
+    assert len({r.edit_key for r in kept}) == len(kept) < len(recs)
+    assert (recs[300], "edits the same fact as record 0 (memory setting: one edit per fact in "
+                       "memory)") in dropped
+    mem = EditMemory(None)
+    fill_memory(mem, recs[:5], recs, 600, "t")  # every zsRE record offered as a filler
+    stored = {e.text for e in mem.edits("t")}
+    assert len(stored) == 600 and recs[0].fact in stored and recs[300].fact not in stored
+    report = evaluate(tiny_lm, data=ZSRE, mode="prompt", limit=3, memory_size=10)
+    assert {"index": 300, "reason": "edits the same fact as record 0 (memory setting: one edit "
+                                    "per fact in memory)"} in report.settings["skipped"]
+    assert [r["case_id"] for r in report.records] == [0, 1, 2]

@@ -63,6 +63,24 @@ class CounterFactRecord(_Record):
         """The edit as IKE writes it: prompt followed by the new object."""
         return f"{self.prompt} {self.target_new}"
 
+    @property
+    def edit_key(self) -> tuple[str, ...]:
+        """What the edit changes (see `edit_key`): subject and relation wording."""
+        return edit_key(self.subject, self.prompt)
+
+
+def edit_key(subject: str, relation: str | None = None) -> tuple[str, ...]:
+    """Two records with the same key edit the same fact (to different new objects, usually).
+
+    The memory setting of the evaluation keeps one edit per key in memory: with two
+    contradicting edits of one fact stored, which one a question "should" reach is undefined,
+    and the routing metrics would count the other as a retrieval failure.
+    """
+    subj = subject.strip().casefold()
+    if relation is None:
+        return (subj,)
+    return (subj, relation.replace(subject, "{}").strip().casefold())
+
 
 class _Target(_Record):
     text: str = Field(alias="str", min_length=1)
@@ -106,6 +124,13 @@ class RomeCounterFactRecord(_Record):
     def fact(self) -> str:
         return self.requested_rewrite.fact
 
+    @property
+    def edit_key(self) -> tuple[str, ...]:
+        """What the edit changes (see `edit_key`): subject and relation wording (the prompt
+        template, so that it matches the key of the same edit in EasyEdit format)."""
+        rw = self.requested_rewrite
+        return edit_key(rw.subject, rw.prompt)
+
 
 class Portability(_Record):
     new_question: str = Field(alias="New Question")
@@ -128,6 +153,14 @@ class ZsreRecord(_Record):
     @property
     def fact(self) -> str:
         return f"{self.src} {self.alt}"
+
+    @property
+    def edit_key(self) -> tuple[str, ...]:
+        """What the edit changes (see `edit_key`): the subject alone. zsRE asks about one subject
+        in several records with reworded questions and different new answers ("What company
+        published Bioscience Horizons?" / "What business published ...?"), so the subject is
+        the only reliable key."""
+        return edit_key(self.subject)
 
     def as_counterfact(self) -> CounterFactRecord:
         """The same edit in CounterFact's shape, so one IKE demonstration builder serves both."""

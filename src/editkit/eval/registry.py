@@ -104,6 +104,11 @@ class Task(ABC):
         """Why a record cannot be evaluated (it is then skipped and counted), or None."""
         return None
 
+    def setting_records(self, cfg: EvalConfig, usable: Sequence[Any]
+                        ) -> tuple[list[Any], list[tuple[Any, str]]]:
+        """The records the run's setting can evaluate, and the others with why; default: all."""
+        return list(usable), []
+
     def prepare(self, run: RunContext, records: Sequence[Any], usable: Sequence[Any]) -> None:
         """Once before the loop (e.g. fill the memory of the memory setting); default: nothing."""
         return None

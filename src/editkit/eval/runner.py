@@ -50,6 +50,10 @@ def evaluate(lm: Any, config: EvalConfig | None = None, *, progress: Progress | 
             usable.append(r)
         else:
             skipped.append({"index": i, "reason": reason})
+    usable, dropped = task.setting_records(cfg, usable)
+    index = {id(r): i for i, r in enumerate(all_records)}
+    skipped += [{"index": index[id(r)], "reason": why} for r, why in dropped]
+    skipped.sort(key=lambda s: s["index"])
     if not usable:
         raise DatasetError(f"{cfg.data}: no record can be evaluated "
                            f"({skipped[0]['reason']}, all {len(skipped)}).")

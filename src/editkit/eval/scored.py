@@ -17,6 +17,7 @@ from ..ike import default_train_file
 from ..layouts import Mode
 from ..memory import EditMemory
 from ..runtime.scoring import TargetScore
+from .config import EvalConfig
 from .registry import RunContext, Task
 from .scorer import Probe, Scorer
 
@@ -69,6 +70,12 @@ class ScoredTask(Task):
         return self.record_metrics(probes, s.scores, s.targets, {})
 
     # ---- the runner's hooks ------------------------------------------------------------------
+    def setting_records(self, cfg: EvalConfig, usable: Sequence[Any]
+                        ) -> tuple[list[Any], list[tuple[Any, str]]]:
+        if cfg.memory_size:
+            return one_edit_per_fact(usable)
+        return list(usable), []
+
     def prepare(self, run: RunContext, records: Sequence[Any], usable: Sequence[Any]) -> None:
         if run.cfg.memory_size:
             fill_memory(run.scratch_memory(), records, usable, run.cfg.memory_size,
@@ -189,14 +196,33 @@ class ScoredTask(Task):
 
 def fill_memory(memory: EditMemory, records: Sequence[Any], usable: Sequence[Any], size: int,
                 namespace: str) -> None:
-    """Store the evaluated facts plus unrelated fillers until the memory holds `size` edits."""
+    """Store the evaluated facts plus fillers until the memory holds `size` edits.
+
+    A filler never edits the same fact (`edit_key`) as an evaluated record: a contradicting second
+    edit of a fact makes "which edit should this question reach" undefined. `usable` is already
+    one record per key (`one_edit_per_fact`)."""
     facts = [r.fact for r in records]
     if size < len(facts):
         raise InvalidInputError(f"memory_size={size} is smaller than the {len(facts)} records "
                                 "evaluated; every evaluated fact must be in memory.")
-    seen = set(facts)
-    fillers = [r.fact for r in usable if r.fact not in seen]
+    seen, keys = set(facts), {r.edit_key for r in records}
+    fillers = [r.fact for r in usable if r.fact not in seen and r.edit_key not in keys]
     if len(facts) + len(fillers) < size:
         extra = load_counterfact(default_train_file())  # records only: no key embedding
-        fillers += [r.fact for r in extra if r.fact not in seen]
+        fillers += [r.fact for r in extra if r.fact not in seen and r.edit_key not in keys]
     memory.add(facts + fillers[: size - len(facts)], namespace=namespace)
+
+
+def one_edit_per_fact(usable: Sequence[Any]) -> tuple[list[Any], list[tuple[Any, str]]]:
+    """The memory setting's records: the first record of each `edit_key`, and the later ones
+    with the reason they are skipped (they would put a contradicting edit in memory)."""
+    first: dict[tuple[str, ...], int] = {}
+    kept, dropped = [], []
+    for r in usable:
+        if r.edit_key in first:
+            dropped.append((r, f"edits the same fact as record {first[r.edit_key]} (memory "
+                               "setting: one edit per fact in memory)"))
+        else:
+            first[r.edit_key] = r.case_id
+            kept.append(r)
+    return kept, dropped

@@ -26,7 +26,10 @@ from ..scorer import Probe
 @register_task
 class ZsreTask(ScoredTask):
     name = "zsre"
-    in_scope_kinds = frozenset({"edit", "rephrase"})
+    # Portability questions ask one hop beyond the edited fact about the same subject ("What is
+    # the primary focus of the organization that publishes Bioscience Horizons?"): EasyEdit scores
+    # them with the edit in context, so the edit reaching them is a hit, not a leak.
+    in_scope_kinds = frozenset({"edit", "rephrase", "portability"})
     demo_file = "zsre"
     reference_kinds = frozenset({"locality"})
     metric_keys = [("edit", "edit_acc", "zsre-token"),
