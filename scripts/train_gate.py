@@ -2,9 +2,10 @@
 
     .venv/bin/python scripts/train_gate.py [--out src/editkit/data/gate/all-MiniLM-L6-v2/gate.json]
 
-Train split: pairs and document frequencies; validation split: the decision threshold. The test
-split is never read. Prints the validation routing (own edit / other edit / nothing per question
-kind) that the artifact records in its provenance.
+Train splits (CounterFact, and zsRE for question-form wording): pairs and document frequencies;
+CounterFact validation and a hold-out of zsRE train (zsRE ships no validation split): the decision
+threshold. The test splits are never read. Prints the validation routing (own edit / other edit /
+nothing per question kind) that the artifact records in its provenance.
 """
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ def main() -> None:
     ap.add_argument("--out", default=f"src/editkit/data/gate/{DEFAULT_EMBEDDER}/gate.json")
     ap.add_argument("--n-train", type=int, default=1500)
     ap.add_argument("--train-memory", type=int, default=3000)
+    ap.add_argument("--no-zsre", action="store_true", help="CounterFact pairs only")
     args = ap.parse_args()
     cfg = GateTrainConfig(train=str(DATA / "counterfact" / "counterfact-train.json"),
                           val=str(DATA / "counterfact" / "counterfact-val.json"),
+                          zsre=None if args.no_zsre else str(DATA / "zsre" / "zsre-train.json"),
                           n_train=args.n_train, train_memory=args.train_memory)
     gate = train_gate(cfg)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -327,3 +327,30 @@ def test_memory_setting_keeps_one_edit_per_fact_in_memory(tiny_lm):
     assert {"index": 300, "reason": "edits the same fact as record 0 (memory setting: one edit "
                                     "per fact in memory)"} in report.settings["skipped"]
     assert [r["case_id"] for r in report.records] == [0, 1, 2]
+
+
+def test_routing_only_reports_what_reached_the_prompt_and_a_gate_file_replaces_the_shipped(
+        tiny_lm, tmp_path):
+    from editkit import ArtifactError
+    from editkit.embedder import DEFAULT_EMBEDDER
+    from editkit.relevance import shipped_gate
+
+    base = evaluate(tiny_lm, data=ROME, mode="ptokens", limit=4, memory_size=40,
+                    routing_only=True)
+    assert "S" not in base.metrics and base.metrics["reach_rewrite_own"].value == 100.0
+    assert base.timing["prompt_tokens_per_question"] == 0  # nothing was scored
+    gate = shipped_gate(DEFAULT_EMBEDDER)
+    copy = tmp_path / "gate.json"
+    gate.save(copy)
+    same = evaluate(tiny_lm, data=ROME, mode="ptokens", limit=4, memory_size=40,
+                    routing_only=True, gate_file=copy)
+    assert same.settings["retrieval"]["gate_file"] == str(copy)
+    assert {k: v.value for k, v in same.metrics.items()} == {
+        k: v.value for k, v in base.metrics.items()}
+    other = tmp_path / "other.json"
+    other.write_text(copy.read_text().replace(f'"embedder": "{DEFAULT_EMBEDDER}"',
+                                              '"embedder": "bge-small"'))
+    with pytest.raises(ArtifactError, match="trained for the embedder 'bge-small'"):
+        evaluate(tiny_lm, data=ROME, limit=1, memory_size=40, routing_only=True, gate_file=other)
+    with pytest.raises(ValueError, match="memory setting"):
+        evaluate(tiny_lm, data=ROME, limit=1, routing_only=True)

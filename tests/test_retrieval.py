@@ -25,6 +25,7 @@ from editkit.retrieval import RetrievalSettings, select
 
 VAL = shared_data() / "counterfact" / "counterfact-val.json"
 TRAIN = shared_data() / "counterfact" / "counterfact-train.json"
+ZSRE_TRAIN = shared_data() / "zsre" / "zsre-train.json"
 
 
 def _fact(r: dict) -> str:
@@ -154,15 +155,19 @@ def test_a_rare_word_the_fact_lacks_lowers_relevance():
 
 
 def test_train_gate_on_a_small_split_learns_a_gate_with_provenance(tmp_path):
-    cfg = GateTrainConfig(train=str(TRAIN), val=str(VAL), n_train=40, train_memory=120,
-                          n_val=30, val_memory=90)
+    cfg = GateTrainConfig(train=str(TRAIN), val=str(VAL), zsre=str(ZSRE_TRAIN), zsre_records=100,
+                          n_train=40, train_memory=120, n_val=30, val_memory=90,
+                          zsre_fillers=100)
     gate = train_gate(cfg)
-    assert 0.0 < gate.threshold < 1.0
     prov = gate.artifact.provenance
+    assert 0.0 < gate.threshold == min(prov["thresholds_per_validation_set"].values()) < 1.0
     assert prov["pairs"] > 40 and 0 < prov["positive_share"] < 1
-    routing = prov["validation_routing"]
-    assert routing["paraphrase"]["own"] >= 24  # of 30
-    assert routing["neighbour"].get("own", 0) <= 3
+    assert prov["trained_with"]["zsre"] == "zsre-train.json" and prov["zsre_sha256"]
+    cf, zs = prov["validation_routing"]["counterfact_val"], prov["validation_routing"][
+        "zsre_holdout"]
+    assert cf["paraphrase"]["own"] >= 24  # of 30
+    assert cf["neighbour"].get("own", 0) <= 3
+    assert zs["paraphrase"]["own"] >= 16 and sum(zs["paraphrase"].values()) == 20
     assert RelevanceGate.load(gate.save(tmp_path / "g.json")).artifact == gate.artifact
 
 
@@ -172,6 +177,9 @@ def test_train_gate_refuses_impossible_sizes_with_a_clear_error():
     with pytest.raises(InvalidInputError, match="n_train"):
         train_gate(GateTrainConfig(train=str(TRAIN), val=str(VAL), n_train=500,
                                    train_memory=100))
+    with pytest.raises(InvalidInputError, match="is not a zsRE file"):
+        train_gate(GateTrainConfig(train=str(TRAIN), val=str(VAL), zsre=str(VAL), n_train=20,
+                                   train_memory=40))
 
 
 def test_editable_lm_places_an_edit_only_for_questions_about_its_subject(lm):

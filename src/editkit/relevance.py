@@ -178,6 +178,12 @@ def shipped_gate_path(embedder: str) -> Path | None:
 
 
 @functools.lru_cache(maxsize=8)
+def load_gate(path: str) -> RelevanceGate:
+    """A gate artifact from a file, loaded once per process and path (every retrieval asks)."""
+    return RelevanceGate.load(path)
+
+
+@functools.lru_cache(maxsize=8)
 def shipped_gate(embedder: str) -> RelevanceGate | None:
     """The shipped gate for `embedder`, or None where none ships; looked up (and loaded) once
     per process and embedder, since every retrieval asks."""
@@ -192,6 +198,14 @@ class GateTrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     train: str = Field(description="CounterFact (EasyEdit format) train file: questions, pairs")
     val: str = Field(description="CounterFact (EasyEdit format) validation file: threshold")
+    zsre: str | None = Field(None, description="zsRE train file (optional): question-form pairs "
+                                               "('Which business did X release?'); its last "
+                                               "`zsre_holdout` share joins the calibration")
+    zsre_records: int | None = Field(None, ge=20, description="first N zsRE records with "
+                                                              "distinct subjects (None: all)")
+    zsre_holdout: float = Field(0.2, gt=0.0, lt=1.0)
+    zsre_fillers: int = Field(2000, ge=0, description="CounterFact train facts added to the zsRE "
+                                                      "memory while mining (other-style edits)")
     n_train: int = Field(1500, ge=10, description="train records whose questions make pairs")
     train_memory: int = Field(3000, ge=20, description="facts in memory while mining pairs")
     n_val: int = Field(300, ge=10, description="validation records for the threshold")
@@ -203,44 +217,81 @@ class GateTrainConfig(BaseModel):
                                description="share of questions given a noise sentence in front")
     target_recall: float = Field(0.97, gt=0.0, le=1.0,
                                  description="share of validation paraphrases whose own edit "
-                                             "the threshold keeps")
+                                             "the threshold keeps, on each validation set")
     l2: float = Field(1e-3, ge=0.0)
     seed: int = 0
+
+
+@dataclass
+class _Edit:
+    """One training record, whatever its format: the fact and one question of each kind."""
+
+    fact: str
+    rewrite: str
+    paraphrase: str
+    neighbour: str
 
 
 def _fact(rec: dict[str, Any]) -> str:
     return f"{rec['prompt']} {rec['target_new']}"
 
 
-def _load(path: str) -> list[dict[str, Any]]:
+def _read(path: str) -> list[dict[str, Any]]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise InvalidInputError(f"Cannot read {path}: {exc}") from None
-    need = {"case_id", "prompt", "target_new", "rephrase_prompt", "locality_prompt"}
-    if not isinstance(data, list) or not data or not all(
-            isinstance(r, dict) and need <= r.keys() for r in data):
-        raise InvalidInputError(f"{path} is not a CounterFact file in the EasyEdit format "
-                                f"(a list of records with {sorted(need)}).")
+    if not isinstance(data, list) or not data or not all(isinstance(r, dict) for r in data):
+        raise InvalidInputError(f"{path} is not a list of records.")
     return data
 
 
-def doc_freq(records: Sequence[dict[str, Any]]) -> tuple[dict[str, int], int]:
+def _load(path: str) -> list[_Edit]:
+    """CounterFact in the EasyEdit format."""
+    need = {"case_id", "prompt", "target_new", "rephrase_prompt", "locality_prompt"}
+    data = _read(path)
+    if not all(need <= r.keys() for r in data):
+        raise InvalidInputError(f"{path} is not a CounterFact file in the EasyEdit format "
+                                f"(a list of records with {sorted(need)}).")
+    return [_Edit(_fact(r), r["prompt"], r["rephrase_prompt"], r["locality_prompt"])
+            for r in data]
+
+
+def _load_zsre(path: str) -> list[_Edit]:
+    """zsRE (MEND/EasyEdit format), one record per subject: zsRE edits a subject in several
+    records with different answers, and two contradicting edits would label each other's
+    paraphrases both in and out of scope. Its neighbour is the NQ locality question."""
+    need = {"subject", "src", "rephrase", "alt", "loc"}
+    data = _read(path)
+    if not all(need <= r.keys() for r in data):
+        raise InvalidInputError(f"{path} is not a zsRE file (records with {sorted(need)}).")
+    seen: set[str] = set()
+    out = []
+    for r in data:
+        key = r["subject"].strip().casefold()
+        if key in seen or not str(r["alt"]).strip():
+            continue
+        seen.add(key)
+        out.append(_Edit(f"{r['src']} {r['alt']}", r["src"], r["rephrase"], r["loc"]))
+    return out
+
+
+def doc_freq(records: Sequence[_Edit]) -> tuple[dict[str, int], int]:
     """Document frequencies over the facts and questions of training records."""
     docs = []
     for r in records:
-        docs += [_fact(r), r["rephrase_prompt"], r["locality_prompt"]]
+        docs += [r.fact, r.paraphrase, r.neighbour]
     df = Counter(w for d in docs for w in set(words(d)))
     return dict(sorted(df.items())), len(docs)
 
 
-def _noise_prefixes(records: Sequence[dict[str, Any]]) -> list[str]:
+def _noise_prefixes(records: Sequence[_Edit]) -> list[str]:
     """The unrelated sentences CounterFact puts before some paraphrases, as found in train."""
     out = []
     for r in records:
-        views = question_views(r["rephrase_prompt"])
+        views = question_views(r.paraphrase)
         if len(views) == 2:
-            out.append(r["rephrase_prompt"][: len(r["rephrase_prompt"]) - len(views[1])])
+            out.append(r.paraphrase[: len(r.paraphrase) - len(views[1])])
     return out
 
 
@@ -251,13 +302,12 @@ class _Question:
     own: int  # index of the record's fact in the memory
 
 
-def _questions(records: Sequence[dict[str, Any]], noise: Sequence[str], share: float,
+def _questions(records: Sequence[_Edit], noise: Sequence[str], share: float,
                rng: random.Random) -> list[_Question]:
     out = []
     for i, r in enumerate(records):
-        for kind, key in (("rewrite", "prompt"), ("paraphrase", "rephrase_prompt"),
-                          ("neighbour", "locality_prompt")):
-            text = r[key]
+        for kind in ("rewrite", "paraphrase", "neighbour"):
+            text = getattr(r, kind)
             if noise and rng.random() < share:
                 text = rng.choice(noise) + text
             out.append(_Question(text, kind, i))
@@ -310,8 +360,42 @@ def routing(gate: RelevanceGate | None, questions: Sequence[_Question],
     return out
 
 
+@dataclass
+class _PairSet:
+    """Questions, the memory facts they are matched against, and their retrieved candidates."""
+
+    questions: list[_Question]
+    facts: list[str]
+    cands: list[list[tuple[int, float]]]
+
+
+def _pair_set(emb: Any, memory: Sequence[_Edit], asked: int, extra_facts: Sequence[str],
+              noise: Sequence[str], cfg: GateTrainConfig, rng: random.Random) -> _PairSet:
+    """The first `asked` records of `memory` ask their questions of a memory holding every
+    record's fact plus `extra_facts`."""
+    facts = [r.fact for r in memory] + list(extra_facts)
+    questions = _questions(memory[:asked], noise, cfg.noise_share, rng)
+    cands = _candidates(emb, questions, emb.encode(facts), cfg.candidates,
+                        cfg.candidate_threshold)
+    return _PairSet(questions, facts, cands)
+
+
+def _own_paraphrase_probabilities(gate: RelevanceGate, ps: _PairSet) -> np.ndarray:
+    own_p = []
+    for q, cs in zip(ps.questions, ps.cands):
+        if q.kind == "paraphrase":  # the hard in-scope kind: rewrites pass far above it
+            probs = gate.probabilities(q.text, [Candidate(ps.facts[j], s) for j, s in cs])
+            own_p.append(next((p for (j, _), p in zip(cs, probs) if j == q.own), 0.0))
+    return np.sort(np.asarray(own_p))
+
+
 def train_gate(cfg: GateTrainConfig, embedder: Any = None) -> RelevanceGate:
-    """Mine pairs on the train split, fit the weights, calibrate the threshold on validation."""
+    """Mine pairs on the train split(s), fit the weights, calibrate the threshold on validation.
+
+    The threshold is the highest that keeps `target_recall` of the validation paraphrases (noise
+    added as in training) reaching their own edit on each validation set (CounterFact val, and
+    the zsRE hold-out when zsRE is given): the lower of the per-set thresholds.
+    """
     from .embedder import DEFAULT_EMBEDDER, shared_embedder
 
     emb = embedder or shared_embedder()
@@ -321,50 +405,59 @@ def train_gate(cfg: GateTrainConfig, embedder: Any = None) -> RelevanceGate:
     if cfg.n_train > cfg.train_memory or cfg.n_train > len(train):
         raise InvalidInputError(f"n_train={cfg.n_train} needs n_train ≤ train_memory "
                                 f"({cfg.train_memory}) ≤ records in {cfg.train} ({len(train)}).")
-    df, n_docs = doc_freq(train)
+    zs_train: list[_Edit] = []
+    zs_hold: list[_Edit] = []
+    if cfg.zsre:
+        zs = _load_zsre(cfg.zsre)[: cfg.zsre_records]
+        cut = int(round(len(zs) * (1 - cfg.zsre_holdout)))
+        zs_train, zs_hold = zs[:cut], zs[cut:]
+        if len(zs_train) < 10 or len(zs_hold) < 10:
+            raise InvalidInputError(f"{cfg.zsre}: {len(zs)} records with distinct subjects are "
+                                    "too few to split into training and hold-out.")
+    df, n_docs = doc_freq(train + zs_train)
     provisional = RelevanceGate(GateArtifact(
         embedder=getattr(emb, "name", DEFAULT_EMBEDDER), features=list(FEATURE_NAMES),
         weights=[0.0] * len(FEATURE_NAMES), threshold=0.5,
         candidate_threshold=cfg.candidate_threshold, n_docs=n_docs, doc_freq=df))
-    mem = train[: cfg.train_memory]
-    facts = [_fact(r) for r in mem]
-    questions = _questions(mem[: cfg.n_train], _noise_prefixes(train), cfg.noise_share, rng)
-    cands = _candidates(emb, questions, emb.encode(facts), cfg.candidates,
-                        cfg.candidate_threshold)
+    noise = _noise_prefixes(train)
+    fillers = [r.fact for r in train[cfg.train_memory: cfg.train_memory + cfg.zsre_fillers]]
+    sets = [_pair_set(emb, train[: cfg.train_memory], cfg.n_train, [], noise, cfg, rng)]
+    if zs_train:
+        sets.append(_pair_set(emb, zs_train, len(zs_train), fillers, noise, cfg, rng))
     x, y = [], []
-    for q, cs in zip(questions, cands):
-        for j, s in cs:
-            x.append(provisional.features(q.text, facts[j], s))
-            y.append(float(j == q.own and q.kind != "neighbour"))
+    for ps in sets:
+        for q, cs in zip(ps.questions, ps.cands):
+            for j, s in cs:
+                x.append(provisional.features(q.text, ps.facts[j], s))
+                y.append(float(j == q.own and q.kind != "neighbour"))
     if not x or min(y) == max(y):
         raise InvalidInputError("Too few training pairs of both kinds; raise n_train.")
     weights = _fit(np.asarray(x), np.asarray(y), cfg.l2)
     gate = RelevanceGate(provisional.artifact.model_copy(update={"weights": weights.tolist()}))
 
-    # Threshold: the highest that keeps the target share of validation paraphrases (with noise
-    # added as in training) reaching their own edit (if retrieval found it at all).
     val = _load(cfg.val)
-    vmem = val[: cfg.val_memory]
-    vfacts = [_fact(r) for r in vmem]
-    vq = _questions(vmem[: cfg.n_val], _noise_prefixes(train), cfg.noise_share,
-                    random.Random(cfg.seed + 1))
-    vc = _candidates(emb, vq, emb.encode(vfacts), cfg.candidates, cfg.candidate_threshold)
-    own_p = []
-    for q, cs in zip(vq, vc):
-        if q.kind == "paraphrase":  # the hard in-scope kind: rewrites pass far above it
-            probs = gate.probabilities(q.text, [Candidate(vfacts[j], s) for j, s in cs])
-            own_p.append(next((p for (j, _), p in zip(cs, probs) if j == q.own), 0.0))
-    own = np.sort(np.asarray(own_p))
-    threshold = float(own[int(math.floor((1 - cfg.target_recall) * len(own)))])
-    gate = RelevanceGate(gate.artifact.model_copy(update={"threshold": threshold}))
-    report = {k: dict(v) for k, v in routing(gate, vq, vc, vfacts).items()}
+    vrng = random.Random(cfg.seed + 1)
+    checks = {"counterfact_val": _pair_set(emb, val[: cfg.val_memory], cfg.n_val, [], noise,
+                                           cfg, vrng)}
+    if zs_hold:
+        checks["zsre_holdout"] = _pair_set(emb, zs_hold, len(zs_hold),
+                                           fillers[: cfg.val_memory], noise, cfg, vrng)
+    thresholds = {}
+    for name, ps in checks.items():
+        own = _own_paraphrase_probabilities(gate, ps)
+        thresholds[name] = float(own[int(math.floor((1 - cfg.target_recall) * len(own)))])
+    gate = RelevanceGate(gate.artifact.model_copy(update={"threshold": min(thresholds.values())}))
+    report = {name: {k: dict(v) for k, v in routing(gate, ps.questions, ps.cands,
+                                                    ps.facts).items()}
+              for name, ps in checks.items()}
+    files = {"train": cfg.train, "val": cfg.val, **({"zsre": cfg.zsre} if cfg.zsre else {})}
     gate.artifact.provenance = {
         # file names, not this machine's paths; the digests pin the contents
-        "trained_with": {**cfg.model_dump(), "train": Path(cfg.train).name,
-                         "val": Path(cfg.val).name},
-        "train_sha256": hashlib.sha256(Path(cfg.train).read_bytes()).hexdigest(),
-        "val_sha256": hashlib.sha256(Path(cfg.val).read_bytes()).hexdigest(),
+        "trained_with": {**cfg.model_dump(), **{k: Path(v).name for k, v in files.items()}},
+        **{f"{k}_sha256": hashlib.sha256(Path(v).read_bytes()).hexdigest()
+           for k, v in files.items()},
         "pairs": len(y), "positive_share": float(np.mean(y)),
+        "thresholds_per_validation_set": thresholds,
         "validation_routing": report,
         "seconds": round(time.time() - started, 1),
         "date": time.strftime("%Y-%m-%d"),

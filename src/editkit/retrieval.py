@@ -30,8 +30,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .errors import ArtifactError
 from .records import DEFAULT_NAMESPACE, RetrievedEdit
-from .relevance import Candidate, RelevanceGate, question_views, shipped_gate
+from .relevance import Candidate, RelevanceGate, load_gate, question_views, shipped_gate
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ class RetrievalSettings(BaseModel):
     gate_threshold: float | None = Field(None, ge=0.0, le=1.0,
                                          description="learned gate's probability cut-off; "
                                                      "None = the one calibrated on validation")
+    gate_file: str | None = Field(None, description="learned gate: an artifact trained with "
+                                                    "`editkit.relevance.train_gate` (its "
+                                                    "embedder must be the memory's); None = the "
+                                                    "one shipped for the embedder")
     candidates: int = Field(DEFAULT_CANDIDATES, ge=1, le=200,
                             description="edits retrieved per question view before the gate")
 
@@ -105,6 +110,13 @@ def gate_for(embedder: Any, settings: RetrievalSettings) -> RelevanceGate | None
     if settings.gate != "learned":
         return None
     name = getattr(embedder, "name", None)
+    if settings.gate_file is not None:
+        gate = load_gate(settings.gate_file)
+        if name is not None and gate.artifact.embedder != name:
+            raise ArtifactError(f"The relevance gate {settings.gate_file} was trained for the "
+                                f"embedder {gate.artifact.embedder!r}, this memory embeds with "
+                                f"{name!r}: its cosine feature would mean something else.")
+        return gate
     gate = shipped_gate(name) if isinstance(name, str) else None
     if gate is None and str(name) not in _warned:
         _warned.add(str(name))

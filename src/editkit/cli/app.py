@@ -170,6 +170,11 @@ def eval_(
                                             "itself (original IKE; default: EasyEdit's, without)"),
     gate: str | None = typer.Option(None, help="memory setting: the retrieval policy's relevance "
                                                "gate, learned | threshold (default: the model's)"),
+    gate_file: Path | None = typer.Option(None, help="memory setting: a relevance gate artifact "
+                                                     "(train_gate) instead of the shipped one"),
+    routing_only: bool = typer.Option(False, "--routing-only",
+                                      help="memory setting: only what reached the prompt (no "
+                                           "scoring; seconds instead of minutes)"),
     task: str | None = typer.Option(None, help="evaluation task (default: the file format's); "
                                                "counterfact-probes: ROME ES/PS/NS/S on EasyEdit "
                                                "CounterFact"),
@@ -183,7 +188,8 @@ def eval_(
 
     cfg = EvalConfig(data=data, mode=mode, limit=limit, distractors=distractors,
                      memory_size=memory_size, demos=demos, seed=seed,
-                     ike_self_copy=ike_self_copy, gate=gate, task=task)
+                     ike_self_copy=ike_self_copy, gate=gate, task=task,
+                     gate_file=gate_file, routing_only=routing_only)
     from editkit.eval import get_task
 
     fmt, _ = load_records(cfg.data)  # a bad data file or task fails here, before the model loads

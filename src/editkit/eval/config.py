@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..layouts import Mode
 
@@ -35,5 +35,19 @@ class EvalConfig(BaseModel):
     gate: Literal["learned", "threshold"] | None = Field(
         None, description="memory setting: the retrieval policy's relevance gate "
                           "(None: the model's `retrieval.gate`)")
+    gate_file: Path | None = Field(None, description="memory setting: a relevance gate artifact "
+                                                     "(`train_gate`) instead of the shipped one")
+    routing_only: bool = Field(False, description="memory setting: report only what reached the "
+                                                  "prompt (routing, gate precision/recall), "
+                                                  "scoring nothing with the model")
     oracle: bool = Field(True, description="memory setting: also score every record with its "
                                            "own edit given (the oracle row, oracle_* metrics)")
+
+    @model_validator(mode="after")
+    def _memory_options(self) -> EvalConfig:
+        if (self.routing_only or self.gate_file is not None) and not self.memory_size:
+            raise ValueError("routing_only and gate_file belong to the memory setting: "
+                             "give memory_size > 0")
+        if self.gate_file is not None and self.gate == "threshold":
+            raise ValueError("gate_file is a learned gate; it cannot go with gate='threshold'")
+        return self

@@ -62,8 +62,12 @@ def evaluate(lm: Any, config: EvalConfig | None = None, *, progress: Progress | 
     if cfg.mode is Mode.IKE and task.demo_file is not None:
         demos = (DemoStore.from_file(cfg.demos) if cfg.demos
                  else DemoStore.default(task.demo_file))
-    retrieval = (lm.retrieval if cfg.gate is None
-                 else lm.retrieval.model_copy(update={"gate": cfg.gate}))
+    update: dict[str, Any] = {}
+    if cfg.gate is not None:
+        update["gate"] = cfg.gate
+    if cfg.gate_file is not None:
+        update.update(gate="learned", gate_file=str(cfg.gate_file))
+    retrieval = lm.retrieval.model_copy(update=update)
     run = RunContext(lm=lm, cfg=cfg, pool=distractor_pool(usable),
                      scorer=Scorer.for_lm(lm, demos, self_copy=cfg.ike_self_copy),
                      retrieval=retrieval)

@@ -104,6 +104,10 @@ class ScoredTask(Task):
                 key = ((sel.fact, tuple(sel.distractor_texts)) if sel.edit is not None and edited
                        else (None, ()))
                 groups.setdefault(key, []).append(i)
+            if cfg.routing_only:  # what reached each prompt, and nothing scored
+                run.count(len(probes), 0)
+                return {"case_id": record.case_id, "fact": record.fact,
+                        **self.routing(record, probes, selections)}
         scores: list[Any] = [None] * len(probes)
         targets: list[Any] = [None] * len(probes)
         retrieved: list[str | None] = [None] * len(probes)
@@ -170,6 +174,8 @@ class ScoredTask(Task):
 
     def report_metrics(self, run: RunContext, rows: Sequence[dict[str, Any]]
                        ) -> dict[str, metrics.MetricValue]:
+        if run.cfg.routing_only:
+            return self.memory_metrics(rows)
         out = self.aggregate(rows)
         if run.memory is not None:
             out.update(self.memory_metrics(rows))
