@@ -16,13 +16,14 @@ sentence (the one that holds the question, free of noise prefixes):
 - the rarest question word that the fact lacks ("GT1": another entity), and the rarest shared one;
 - whether the fact's two rarest words (usually its subject) appear in the question.
 
-A logistic regression over them (17 weights) gives P(the edit is about the question). It is
-trained on the CounterFact train split (rewrite and paraphrase questions with their own edit = in
+A logistic regression over them (22 weights: the overlap features get separate slopes for
+questions and cloze prompts) gives P(the edit is about the question). It is trained on the
+CounterFact and zsRE train splits (rewrite and paraphrase questions with their own edit = in
 scope; neighbourhood questions and every other retrieved candidate = out of scope, with noise
-prefixes added to some questions, as CounterFact paraphrases have them), and its decision threshold
-is calibrated on the validation split. The artifact is one JSON file (weights, the document
-frequencies it was trained with, the threshold, provenance), shipped per embedder, like the
-P-Tokens.
+prefixes added to some questions, as CounterFact paraphrases have them), and its decision
+threshold is calibrated on the CounterFact validation split and a zsRE hold-out. The artifact is
+one JSON file (weights, the document frequencies it was trained with, the threshold, provenance),
+shipped per embedder, like the P-Tokens.
 """
 from __future__ import annotations
 
@@ -56,7 +57,14 @@ FEATURE_NAMES = (
     *(f"{view}_{name}" for view in ("full", "last") for name in (
         "fact_covered", "question_covered", "rarest_uncovered", "rarest_shared",
         "fact_top2_in_question")),
-    "cosine", "min_rarest_uncovered", "max_question_covered", "max_fact_covered", "bias",
+    "cosine", "min_rarest_uncovered", "max_question_covered", "max_fact_covered",
+    # Question form ("Which business did X release?", as in zsRE and chat) against a cloze prompt
+    # ("X is developed by", CounterFact): the same overlap means different things in the two (a
+    # question's fact carries a long answer the question lacks, and rewordings bring rare words),
+    # so each overlap feature gets its own slope for questions.
+    "is_question", "question_x_cosine", "question_x_min_rarest_uncovered",
+    "question_x_max_question_covered", "question_x_max_fact_covered",
+    "bias",
 )
 
 
@@ -144,8 +152,10 @@ class RelevanceGate:
         views = question_views(question)
         full = self._view(set(words(views[0])), fw, top2)
         last = self._view(set(words(views[-1])), fw, top2)
-        return [*full, *last, float(cosine), min(full[2], last[2]), max(full[1], last[1]),
-                max(full[0], last[0]), 1.0]
+        mixed = [float(cosine), min(full[2], last[2]), max(full[1], last[1]),
+                 max(full[0], last[0])]
+        q = float(views[-1].rstrip().endswith("?"))
+        return [*full, *last, *mixed, q, *(q * v for v in mixed), 1.0]
 
     def probabilities(self, question: str, candidates: Sequence[Candidate]) -> list[float]:
         """P(about the question) for each candidate."""
@@ -330,7 +340,7 @@ def _candidates(embedder: Any, questions: Sequence[_Question], fact_vecs: np.nda
 
 
 def _fit(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
-    """Class-balanced logistic regression by Newton steps (17 weights: exact and fast)."""
+    """Class-balanced logistic regression by Newton steps (22 weights: exact and fast)."""
     w = np.zeros(x.shape[1])
     sw = np.where(y == 1, 0.5 / max(y.mean(), 1e-9), 0.5 / max(1 - y.mean(), 1e-9))
     for _ in range(50):

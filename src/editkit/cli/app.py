@@ -175,6 +175,9 @@ def eval_(
     routing_only: bool = typer.Option(False, "--routing-only",
                                       help="memory setting: only what reached the prompt (no "
                                            "scoring; seconds instead of minutes)"),
+    oracle: bool = typer.Option(True, "--oracle/--no-oracle",
+                                help="memory setting: also score each record with its own edit "
+                                     "given (the oracle_* rows; doubles the scoring)"),
     task: str | None = typer.Option(None, help="evaluation task (default: the file format's); "
                                                "counterfact-probes: ROME ES/PS/NS/S on EasyEdit "
                                                "CounterFact"),
@@ -189,7 +192,7 @@ def eval_(
     cfg = EvalConfig(data=data, mode=mode, limit=limit, distractors=distractors,
                      memory_size=memory_size, demos=demos, seed=seed,
                      ike_self_copy=ike_self_copy, gate=gate, task=task,
-                     gate_file=gate_file, routing_only=routing_only)
+                     gate_file=gate_file, routing_only=routing_only, oracle=oracle)
     from editkit.eval import get_task
 
     fmt, _ = load_records(cfg.data)  # a bad data file or task fails here, before the model loads

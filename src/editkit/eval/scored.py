@@ -152,7 +152,8 @@ class ScoredTask(Task):
         edit can be about the same subject) and are counted apart.
         """
         by_kind: dict[str, list[str]] = {}
-        gate = {"tp": 0, "fn": 0, "fp": 0, "tn": 0, "not_retrieved": 0, "other_kept": 0}
+        gate = {"tp": 0, "fn": 0, "fp": 0, "tn": 0, "not_retrieved": 0, "other_kept": 0,
+                "top1": 0}
         for p, sel in zip(probes, selections, strict=True):
             route = ("nothing" if sel.edit is None else
                      "own" if sel.fact == record.fact else "other")
@@ -164,6 +165,8 @@ class ScoredTask(Task):
             if not own:
                 gate["not_retrieved"] += in_scope
                 continue
+            top = max(sel.judged, key=lambda j: j.hit.score)  # the nearest by cosine
+            gate["top1"] += in_scope and top.hit.edit.text == record.fact
             kept = own[0].kept
             gate[("tp" if kept else "fn") if in_scope else ("fp" if kept else "tn")] += 1
         out: dict[str, Any] = {"routing": by_kind, "gate": gate}
@@ -191,7 +194,9 @@ class ScoredTask(Task):
         found = g["tp"] + g["fn"] + g["not_retrieved"]
         for name, hits, n in (("gate_recall", g["tp"], g["tp"] + g["fn"]),
                               ("gate_precision", g["tp"], g["tp"] + g["fp"]),
-                              ("retrieval_recall", g["tp"] + g["fn"], found)):
+                              ("retrieval_recall", g["tp"] + g["fn"], found),
+                              ("retrieval_recall_at_1", g.get("top1", 0), found if "top1" in g
+                               else 0)):
             if n:
                 out[name] = metrics.proportion(name, hits, n, "memory routing")
         if all("oracle" in r for r in rows):
