@@ -5,9 +5,9 @@
     .venv/bin/python scripts/memory_tables.py --unique-in ../shared/data/zsre/zsre-test.json \\
         results/memory/grid-2026-11-30/zs*.json.gz
 
-One row per report: data set, mode, gate, memory size, records; ES/PS/NS/S through the memory,
-the oracle S (the record's edit given, same run), what reached the prompt per question kind,
-prompt tokens and milliseconds per question.
+One row per report: its file name, data set, mode, gate, memory size, records; ES/PS/NS/S through
+the memory, the oracle S (the record's edit given, same run), what reached the prompt per question
+kind, prompt tokens and milliseconds per question.
 
 `--unique-in DATA` re-aggregates the reports on DATA over the records whose fact (`edit_key`) no
 other record of DATA edits: for runs made before the memory setting kept one edit per fact, when
@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--unique-in", type=Path, help="data file: keep its records with a unique "
                                                    "fact only")
     args = ap.parse_args()
-    reports = [_read(p) for p in sorted(args.reports)]
+    reports = [{**_read(p), "_file": Path(p).name.split(".")[0]} for p in sorted(args.reports)]
     if args.unique_in:
         reports = [unique_subset(r, args.unique_in)
                    if Path(r["config"]["data"]).name == args.unique_in.name else r
@@ -72,16 +72,17 @@ def main() -> None:
 
     for name in sorted({task(r) for r in reports}):
         rows = [r for r in reports if task(r) == name]
-        cols = ROME if "S" in rows[0]["metrics"] else ZSRE
+        cols = ZSRE if rows[0]["format"] == "zsre" else ROME
         routes = [c for c in ROUTES if any(c[0] in r["metrics"] for r in rows)]
-        head = ["data", "mode", "gate", "memory", "records", *(n for _, n in cols),
+        head = ["report", "data", "mode", "gate", "memory", "records", *(n for _, n in cols),
                 *(n for _, n in routes), "tok/q", "ms/q"]
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
         for r in rows:
             m, cfg = r["metrics"], r["config"]
-            cells = [Path(cfg["data"]).stem, cfg["mode"], r["settings"]["retrieval"]["gate"],
-                     f"{cfg['memory_size']:,}", str(int(r["timing"]["records"]))]
+            cells = [r["_file"], Path(cfg["data"]).stem, cfg["mode"],
+                     r["settings"]["retrieval"]["gate"], f"{cfg['memory_size']:,}",
+                     str(int(r["timing"]["records"]))]
             cells += [f"{m[k]['value']:.1f}" if k in m else "" for k, _ in cols + routes]
             cells += [f"{r['timing']['prompt_tokens_per_question']:.0f}",
                       f"{r['timing']['ms_per_question']:.0f}"]
