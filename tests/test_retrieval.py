@@ -201,3 +201,22 @@ def test_from_pretrained_refuses_an_unknown_gate_before_loading_anything():
 
     with pytest.raises(InvalidInputError, match="gate"):
         EditableLM.from_pretrained(gate="maybe")
+
+
+def test_question_form_rephrases_reach_their_edit_and_nq_questions_get_none():
+    """zsRE's reworded questions ("Which business did Bioscience Horizons release?" for "What
+    company published Bioscience Horizons?") from the hold-out the gate was calibrated on (the
+    last 20% of zsRE train with distinct subjects), among CounterFact facts."""
+    from editkit.relevance import _load_zsre
+
+    zs = _load_zsre(str(ZSRE_TRAIN))
+    hold = zs[int(round(len(zs) * 0.8)):][:60]
+    mem = EditMemory(None)
+    mem.add([r.fact for r in hold] + [_fact(r) for r in json.loads(VAL.read_text())[:140]],
+            namespace="zs")
+    own = nq = 0
+    for r in hold:
+        own += select(mem, r.paraphrase, RetrievalSettings(), namespace="zs").fact == r.fact
+        nq += select(mem, r.neighbour, RetrievalSettings(), namespace="zs").fact is not None
+    assert own >= 55, own  # of 60
+    assert nq <= 1, nq
