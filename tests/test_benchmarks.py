@@ -40,6 +40,7 @@ def test_memory_scale_smoke_exact_and_faiss_on_real_embeddings(tmp_path, monkeyp
     assert json.loads(out.read_text())["machine"]["cores"] >= 1
 
 
+@pytest.mark.slow  # ~2 min on 2 cores: every mode's 8-token ask incl. IKE, and the sweep
 def test_latency_smoke_covers_every_mode_and_the_cached_prefix(tmp_path) -> None:
     res = latency.main(["--n", "2", "--dtypes", "float32", "--sweep",
                         "--json", str(tmp_path / "l.json")])
@@ -87,6 +88,7 @@ def test_flop_counter_counts_the_tokens_of_each_forward(default_model) -> None:
     assert 0.9e8 < counter.body < 1.2e8  # SmolLM2-135M without its (tied) embedding table
 
 
+@pytest.mark.slow  # ~80 s on 2 cores: an evaluation per mode and two training steps
 def test_throughput_smoke_evaluates_every_mode_and_times_a_training_step(default_model,
                                                                           tmp_path) -> None:
     from editkit import EditableLM, EditMemory
