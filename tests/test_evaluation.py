@@ -354,3 +354,25 @@ def test_routing_only_reports_what_reached_the_prompt_and_a_gate_file_replaces_t
         evaluate(tiny_lm, data=ROME, limit=1, memory_size=40, routing_only=True, gate_file=other)
     with pytest.raises(ValueError, match="memory setting"):
         evaluate(tiny_lm, data=ROME, limit=1, routing_only=True)
+
+
+def test_hard_fact_files_ship_in_rome_format_and_the_firm_split_holds_the_firmest_margins(lm):
+    """`famous-facts.json` (hand-written, the Eiffel Tower among them) and the firmest 10% of
+    counterfact-rome-test by the unedited model's margin (scripts/firm_facts.py) load like any
+    published file; a stored margin is what the real default model gives."""
+    from importlib import resources
+
+    base = resources.files("editkit.data") / "eval"
+    fmt, famous = load_records(str(base / "famous-facts.json"))
+    assert fmt == "counterfact-rome" and len(famous) == 24
+    assert famous[0].fact == "The Eiffel Tower is located in the city of Rome"
+    raw = json.loads((base / "counterfact-rome-test-firm10.json").read_text())
+    test_ids = [r["case_id"] for r in json.loads(ROME.read_text())]
+    assert len(raw) == 30 and [r["case_id"] for r in raw] == [
+        c for c in test_ids if c in {r["case_id"] for r in raw}]  # the test split's order
+    assert min(r["unedited_margin"] for r in raw) > 5.0  # the test split's median is 1.7
+    rw = raw[0]["requested_rewrite"]
+    s = lm.score(rw["prompt"].format(rw["subject"]),
+                 [rw["target_true"]["str"], rw["target_new"]["str"]], mode="none")
+    assert s.scores[0].mean_logprob - s.scores[1].mean_logprob == pytest.approx(
+        raw[0]["unedited_margin"], abs=1e-3)
