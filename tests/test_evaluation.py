@@ -312,7 +312,8 @@ def test_memory_setting_keeps_one_edit_per_fact_in_memory(tiny_lm):
     "What company/business published Bioscience Horizons?"). With both stored, the rephrase of
     record 0 reaches record 300's edit and the routing counts it as a miss: the memory setting
     keeps the first record of each fact and never stores a contradicting filler."""
-    from editkit.eval.scored import fill_memory, one_edit_per_fact
+    from editkit.datasets import one_edit_per_fact
+    from editkit.eval.scored import fill_memory
 
     _, recs = load_records(ZSRE)
     kept, dropped = one_edit_per_fact(recs)

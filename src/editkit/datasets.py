@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,6 +81,23 @@ def edit_key(subject: str, relation: str | None = None) -> tuple[str, ...]:
     if relation is None:
         return (subj,)
     return (subj, relation.replace(subject, "{}").strip().casefold())
+
+
+
+def one_edit_per_fact(usable: Sequence[Any]) -> tuple[list[Any], list[tuple[Any, str]]]:
+    """The first record of each `edit_key`, and the later ones with the reason they are left out
+    (stored together, they would be contradicting edits of one fact: the evaluation's memory
+    setting and the relevance gate's training both keep one)."""
+    first: dict[tuple[str, ...], int] = {}
+    kept, dropped = [], []
+    for r in usable:
+        if r.edit_key in first:
+            dropped.append((r, f"edits the same fact as record {first[r.edit_key]} (memory "
+                               "setting: one edit per fact in memory)"))
+        else:
+            first[r.edit_key] = r.case_id
+            kept.append(r)
+    return kept, dropped
 
 
 class _Target(_Record):

@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ArtifactError, InvalidInputError
+from .datasets import Format, load_records, one_edit_per_fact
+from .errors import ArtifactError, DatasetError, InvalidInputError
 from .fileio import atomic_write
 
 GATE_FORMAT = "editkit-relevance-gate/1"
@@ -242,48 +243,27 @@ class _Edit:
     neighbour: str
 
 
-def _fact(rec: dict[str, Any]) -> str:
-    return f"{rec['prompt']} {rec['target_new']}"
-
-
-def _read(path: str) -> list[dict[str, Any]]:
+def _records(path: str, fmt: Format, what: str) -> list[Any]:
+    """A training file read and validated by the data loaders (`editkit.datasets`)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(f"Cannot read {path}: {exc}") from None
-    if not isinstance(data, list) or not data or not all(isinstance(r, dict) for r in data):
-        raise InvalidInputError(f"{path} is not a list of records.")
-    return data
+        return load_records(path, fmt)[1]
+    except DatasetError as exc:
+        raise InvalidInputError(f"{path} is not {what}: {exc}") from None
 
 
 def _load(path: str) -> list[_Edit]:
     """CounterFact in the EasyEdit format."""
-    need = {"case_id", "prompt", "target_new", "rephrase_prompt", "locality_prompt"}
-    data = _read(path)
-    if not all(need <= r.keys() for r in data):
-        raise InvalidInputError(f"{path} is not a CounterFact file in the EasyEdit format "
-                                f"(a list of records with {sorted(need)}).")
-    return [_Edit(_fact(r), r["prompt"], r["rephrase_prompt"], r["locality_prompt"])
-            for r in data]
+    return [_Edit(r.fact, r.prompt, r.rephrase_prompt, r.locality_prompt)
+            for r in _records(path, "counterfact", "a CounterFact file in the EasyEdit format")]
 
 
 def _load_zsre(path: str) -> list[_Edit]:
-    """zsRE (MEND/EasyEdit format), one record per subject: zsRE edits a subject in several
-    records with different answers, and two contradicting edits would label each other's
-    paraphrases both in and out of scope. Its neighbour is the NQ locality question."""
-    need = {"subject", "src", "rephrase", "alt", "loc"}
-    data = _read(path)
-    if not all(need <= r.keys() for r in data):
-        raise InvalidInputError(f"{path} is not a zsRE file (records with {sorted(need)}).")
-    seen: set[str] = set()
-    out = []
-    for r in data:
-        key = r["subject"].strip().casefold()
-        if key in seen or not str(r["alt"]).strip():
-            continue
-        seen.add(key)
-        out.append(_Edit(f"{r['src']} {r['alt']}", r["src"], r["rephrase"], r["loc"]))
-    return out
+    """zsRE (MEND/EasyEdit format), one record per fact (`one_edit_per_fact`): zsRE edits a
+    subject in several records with different answers, and two contradicting edits would label
+    each other's paraphrases both in and out of scope. Its neighbour is the NQ locality
+    question. Records without a new answer are left out, as the evaluation skips them."""
+    recs = [r for r in _records(path, "zsre", "a zsRE file") if r.alt.strip()]
+    return [_Edit(r.fact, r.src, r.rephrase, r.loc) for r in one_edit_per_fact(recs)[0]]
 
 
 def doc_freq(records: Sequence[_Edit]) -> tuple[dict[str, int], int]:

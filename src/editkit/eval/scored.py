@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from .. import metrics
-from ..datasets import load_counterfact
+from ..datasets import load_counterfact, one_edit_per_fact
 from ..errors import InvalidInputError
 from ..ike import default_train_file
 from ..layouts import Mode
@@ -222,18 +222,3 @@ def fill_memory(memory: EditMemory, records: Sequence[Any], usable: Sequence[Any
         extra = load_counterfact(default_train_file())  # records only: no key embedding
         fillers += [r.fact for r in extra if r.fact not in seen and r.edit_key not in keys]
     memory.add(facts + fillers[: size - len(facts)], namespace=namespace)
-
-
-def one_edit_per_fact(usable: Sequence[Any]) -> tuple[list[Any], list[tuple[Any, str]]]:
-    """The memory setting's records: the first record of each `edit_key`, and the later ones
-    with the reason they are skipped (they would put a contradicting edit in memory)."""
-    first: dict[tuple[str, ...], int] = {}
-    kept, dropped = [], []
-    for r in usable:
-        if r.edit_key in first:
-            dropped.append((r, f"edits the same fact as record {first[r.edit_key]} (memory "
-                               "setting: one edit per fact in memory)"))
-        else:
-            first[r.edit_key] = r.case_id
-            kept.append(r)
-    return kept, dropped
