@@ -5,6 +5,7 @@ the tiny random model (`--model <dir>`).
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -119,6 +120,23 @@ def test_an_error_while_building_the_trainer_is_one_line_not_a_traceback(tmp_pat
                               "--n-val", "1", "--model", str(tiny_model_dir)])
     assert res.exception is None or isinstance(res.exception, SystemExit)
     assert _one_error_line(res) == "error: the trainer refused these settings"
+
+
+def test_train_mixes_data_files_given_by_repeating_data(tmp_path, monkeypatch, tiny_model_dir):
+    from editkit.ike import default_train_file
+
+    monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path / "cache"))
+    cf, zs = tmp_path / "cf.json", tmp_path / "zs.json"
+    cf.write_text(json.dumps(json.loads(default_train_file().read_text())[:3]))
+    zs.write_text((default_train_file().parent / "zsre-train.json").read_text())
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "pt"), "--data", str(cf),
+                              "--data", str(zs), "--n-train", "3", "--n-val", "1", "--m", "1",
+                              "--epochs", "1", "--model", str(tiny_model_dir)])
+    assert res.exit_code == 0, res.output
+    assert "records seen" in res.output
+    info = json.loads((tmp_path / "pt" / "ptokens_config.json").read_text())["training"]
+    assert info["config"]["data"] == [str(cf), str(zs)]
+    assert (info["train_records"], info["val_records"]) == (3, 1)
 
 
 @pytest.mark.parametrize("args, message", [

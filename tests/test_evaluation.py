@@ -351,8 +351,20 @@ def test_routing_only_reports_what_reached_the_prompt_and_a_gate_file_replaces_t
     other = tmp_path / "other.json"
     other.write_text(copy.read_text().replace(f'"embedder": "{DEFAULT_EMBEDDER}"',
                                               '"embedder": "bge-small"'))
-    with pytest.raises(ArtifactError, match="trained for the embedder 'bge-small'"):
-        evaluate(tiny_lm, data=ROME, limit=1, memory_size=40, routing_only=True, gate_file=other)
+    filled = []
+    real_add = type(tiny_lm.memory).add
+    tiny_lm.memory.add = lambda *a, **kw: filled.append(1) or real_add(tiny_lm.memory, *a, **kw)
+    try:
+        with pytest.raises(ArtifactError, match="trained for the embedder 'bge-small'"):
+            evaluate(tiny_lm, data=ROME, limit=1, memory_size=40, routing_only=True,
+                     gate_file=other)
+        assert not filled  # refused before the memory setting stored its 40 edits
+        with pytest.raises(ArtifactError, match="No relevance gate at"):
+            evaluate(tiny_lm, data=ROME, limit=1, memory_size=40, routing_only=True,
+                     gate_file=tmp_path / "missing.json")
+        assert not filled
+    finally:
+        del tiny_lm.memory.add
     with pytest.raises(ValueError, match="memory setting"):
         evaluate(tiny_lm, data=ROME, limit=1, routing_only=True)
 

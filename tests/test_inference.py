@@ -54,6 +54,39 @@ def test_packed_scoring_of_many_questions_matches_separate_full_forwards(tiny_mo
             assert score.argmax == logits[start:start + len(target)].argmax(-1).tolist()
 
 
+def test_several_packed_trees_in_one_forward_equal_one_forward_per_tree(tiny_model,
+                                                                       tiny_ptokens):
+    """Training packs a batch's trees side by side (block-diagonal mask, positions restarting
+    in each): each tree must get what it gets alone, P-Token rows and gradients included."""
+    tok, model, pt = tiny_model.tokenizer, tiny_model.model, tiny_ptokens
+    trees = []
+    for fact, questions in (("Toko Yasuda plays the piano.", ["Toko Yasuda is good at"]),
+                            ("Paris is in Italy.", ["Paris is located in", "The Seine is in"]),
+                            ("", ["Danielle Darrieux speaks"])):
+        prefix = pt.begin_ids + tok(fact).input_ids + pt.end_ids
+        trees.append((prefix, [scoring.ScoreItem(question=tok(q).input_ids,
+                                                 targets=[tok(" Italy").input_ids,
+                                                          tok(" the piano").input_ids])
+                               for q in questions]))
+    pt.layer.weight.requires_grad_(True)
+    try:
+        together = scoring.packed_logprobs_many(model, pt, trees)
+        grad_together = torch.autograd.grad(sum(d.sum() for t in together for it in t
+                                                for d in it), pt.layer.weight)[0]
+        alone = [scoring.packed_logprobs(model, pt, pre, items) for pre, items in trees]
+        grad_alone = torch.autograd.grad(sum(d.sum() for t in alone for it in t for d in it),
+                                         pt.layer.weight)[0]
+    finally:
+        pt.layer.weight.requires_grad_(False)
+    assert [len(t) for t in together] == [1, 2, 1]
+    for tree_a, tree_b in zip(together, alone, strict=True):
+        for item_a, item_b in zip(tree_a, tree_b, strict=True):
+            for a, b in zip(item_a, item_b, strict=True):
+                assert torch.allclose(a, b, atol=1e-4)
+    # float rounding only: sums over the whole vocabulary make the gradient entries large (~30)
+    assert (grad_together - grad_alone).abs().max() <= 2e-4 * grad_alone.abs().max()
+
+
 def test_hand_computed_nll_of_a_tiny_record_equals_the_scorer_on_the_real_model(default_model):
     tok, model = default_model.tokenizer, default_model.model
     prefix, target = tok("Paris is the capital of").input_ids, tok(" France").input_ids

@@ -220,3 +220,22 @@ def test_question_form_rephrases_reach_their_edit_and_nq_questions_get_none():
         nq += select(mem, r.neighbour, RetrievalSettings(), namespace="zs").fact is not None
     assert own >= 55, own  # of 60
     assert nq <= 1, nq
+
+
+def test_a_gate_file_rewritten_in_place_is_read_again(tmp_path):
+    import os
+
+    from editkit.embedder import DEFAULT_EMBEDDER
+    from editkit.relevance import load_gate, shipped_gate
+
+    gate = shipped_gate(DEFAULT_EMBEDDER)
+    path = tmp_path / "gate.json"
+    gate.save(path)
+    first = load_gate(str(path))
+    assert load_gate(str(path)) is first  # read once per version of the file
+    text = path.read_text()
+    threshold = f'"threshold": {first.artifact.threshold!r}'
+    assert threshold in text
+    path.write_text(text.replace(threshold, '"threshold": 0.99'))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert load_gate(str(path)).artifact.threshold == 0.99

@@ -45,7 +45,7 @@ def test_topk_kl_is_exact_when_k_covers_the_vocabulary_and_a_bound_otherwise():
 
 def test_five_pair_kinds_per_record_with_foreign_distractors():
     recs = load_counterfact(default_train_file())[:3]
-    pool = [r.fact for r in load_counterfact(default_train_file())[:50]]
+    pool = load_counterfact(default_train_file())[:50]
     pairs = build_pairs(recs, TrainConfig(max_distractors=5), pool, random.Random(0))
     assert [p.kind for p in pairs[:5]] == ["edit", "paraphrase", "neighbour", "distractor",
                                            "empty"]
@@ -253,7 +253,7 @@ def test_shipped_trained_ptokens_keep_neighbours_better_than_untrained_ones(defa
 
 def _pairs(cfg: TrainConfig) -> list:
     recs = load_counterfact(default_train_file())[:4]
-    return build_pairs(recs, cfg, [r.fact for r in recs], random.Random(0))
+    return build_pairs(recs, cfg, recs, random.Random(0))
 
 
 def test_every_train_config_field_says_how_it_reaches_the_teacher_cache():
@@ -304,8 +304,9 @@ def test_a_misspelt_pair_kind_in_the_weights_is_an_error_not_ignored():
 
 
 def test_more_records_than_the_data_file_holds_is_a_typed_error_that_says_what_to_do():
-    n = len(load_counterfact(default_train_file()))
-    with pytest.raises(InvalidInputError, match=f"holds {n} records.*--n-train"):
+    n = len(load_training_records(TrainConfig(n_train=1, n_val=1)))  # one record per fact
+    assert n <= len(load_counterfact(default_train_file()))
+    with pytest.raises(InvalidInputError, match=f"hold\\(s\\) {n} records.*--n-train"):
         load_training_records(TrainConfig(n_train=n, n_val=1))
     assert len(load_training_records(TrainConfig(n_train=n - 1, n_val=1))) == n
 
@@ -341,3 +342,181 @@ def test_val_scores_are_the_eval_rome_scores_of_the_same_records(tiny_model_dir,
         rows.append({**row, "em": 0.0, "pm": 0.0, "nm": 0.0})
     want = metrics.rome_scores(rows)
     assert got == pytest.approx({k: want[k].value for k in ("ES", "PS", "NS", "S")}, abs=1e-9)
+
+
+# ---- data mixes, extra pair kinds, margin term, mid-epoch validation ----------------------------
+
+@pytest.fixture
+def mixed_files(tmp_path):
+    """12 real CounterFact train records and 8 real zsRE train records, as two files; the zsRE
+    file repeats one subject (a second edit of the same fact)."""
+    from editkit.ike import default_train_file as cf_file
+
+    cf = json.loads(cf_file().read_text())[:12]
+    zs = json.loads((cf_file().parent / "zsre-train.json").read_text())[:7]
+    zs.append({**zs[0], "alt": "something else"})
+    (tmp_path / "cf.json").write_text(json.dumps(cf))
+    (tmp_path / "zs.json").write_text(json.dumps(zs))
+    return tmp_path / "cf.json", tmp_path / "zs.json"
+
+
+def test_training_files_take_turns_one_edit_per_fact_and_zsre_becomes_counterfact_shaped(
+        mixed_files):
+    cf, zs = mixed_files
+    cfg = TrainConfig(data=[cf, zs], n_train=10, n_val=4)
+    records = load_training_records(cfg)
+    zs_subjects = {r["subject"] for r in json.loads(zs.read_text())}
+    from_zsre = [r.subject in zs_subjects for r in records]
+    assert from_zsre[:14] == [False, True] * 7  # the files take turns ...
+    assert len(records) == 12 + 7  # ... and the second edit of one zsRE fact is left out
+    zsre = next(r for r in records if r.subject in zs_subjects)
+    raw = next(r for r in json.loads(zs.read_text()) if r["subject"] == zsre.subject)
+    assert (zsre.prompt, zsre.rephrase_prompt, zsre.target_new, zsre.ground_truth) == (
+        raw["src"], raw["rephrase"], raw["alt"], raw["answers"][0])
+    assert TrainConfig(data=cf).data == [cf]  # one file is a list of one
+
+
+def test_validation_records_do_not_change_with_the_number_of_training_records(tiny_model,
+                                                                              mixed_files):
+    args = (tiny_model.model, tiny_model.tokenizer, tiny_model.name)
+    small = Trainer(*args, TrainConfig(data=list(mixed_files), n_train=2, n_val=4, m=2))
+    large = Trainer(*args, TrainConfig(data=list(mixed_files), n_train=12, n_val=4, m=2))
+    assert small.val_pairs == large.val_pairs
+    assert large.train_records[:2] == small.train_records
+    assert not {r.edit_key for r in large.val_records} & {r.edit_key
+                                                          for r in large.train_records}
+
+
+def test_a_file_in_another_format_is_refused_for_training(tmp_path):
+    from conftest import shared_data
+
+    with pytest.raises(InvalidInputError, match="CounterFact or zsRE"):
+        load_training_records(TrainConfig(
+            data=shared_data() / "counterfact" / "counterfact-rome-test.json", n_train=1,
+            n_val=1))
+
+
+def test_hard_neighbours_share_a_subject_word_and_absent_pairs_hold_only_other_facts():
+    from editkit.training import _subject_words
+
+    pool = load_counterfact(default_train_file())[:400]
+    cfg = TrainConfig(hard_neighbours=True, absent_pairs=True, max_distractors=3)
+    pairs = build_pairs(pool[:40], cfg, pool, random.Random(0))
+    by_question = {r.prompt: r for r in pool}
+    hard = [p for p in pairs if p.kind == "neighbour" and p.question in by_question
+            and by_question[p.question].subject != pool[p.record].subject]
+    assert len(hard) >= 5  # real subjects do share words ("Toyota ...", "... of France")
+    for p in hard:
+        other, mine = by_question[p.question], pool[p.record]
+        assert _subject_words(other.subject) & _subject_words(mine.subject)
+        assert p.answer == other.ground_truth and p.keeps_old_answer
+    absent = [p for p in pairs if p.kind == "absent"]
+    assert len(absent) == 40
+    for p in absent:
+        r = pool[p.record]
+        assert r.fact not in [p.fact, *p.distractors] and 1 <= 1 + len(p.distractors) <= 3
+        assert (p.question, p.answer, p.contrast) == (r.prompt, r.ground_truth, r.target_new)
+    assert len(build_pairs(pool[:40], TrainConfig(), pool, random.Random(0))) == 5 * 40
+
+
+def test_margin_hinge_asks_edits_for_the_new_object_and_others_for_the_unedited_margin():
+    from editkit.training import margin_loss
+
+    m = torch.tensor
+    assert float(margin_loss(m(0.2), 1.0, m(float("nan")), keeps_old=False)) == pytest.approx(0.8)
+    assert float(margin_loss(m(1.5), 1.0, m(float("nan")), keeps_old=False)) == 0.0
+    # keep the unedited margin, capped at the margin ...
+    assert float(margin_loss(m(0.5), 1.0, m(3.0), keeps_old=True)) == pytest.approx(0.5)
+    # ... and where the unedited model preferred the edit's object, ask no more than it had
+    assert float(margin_loss(m(-0.5), 1.0, m(-1.0), keeps_old=True)) == 0.0
+    assert float(margin_loss(m(-1.5), 1.0, m(-1.0), keeps_old=True)) == pytest.approx(0.5)
+
+
+def test_margin_term_uses_the_cached_unedited_margin_and_only_its_kinds(tiny_model, small_cfg,
+                                                                        tmp_path, monkeypatch):
+    from editkit.layouts import Mode, PromptBuilder
+    from editkit.runtime.scoring import ScoreItem, score_packed
+    from editkit.training import margin_loss
+
+    monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path))
+    args = (tiny_model.model, tiny_model.tokenizer, tiny_model.name)
+    plain = Trainer(*args, small_cfg)
+    teacher = plain.teacher(plain.val_pairs)
+    for p, margin in zip(plain.val_pairs, teacher.margins):  # cached for keep-old pairs only
+        assert bool(torch.isfinite(margin)) == (p.keeps_old_answer and p.contrast is not None)
+    i = next(j for j, p in enumerate(plain.val_pairs) if p.kind == "neighbour")
+    p = plain.val_pairs[i]
+    lay = PromptBuilder(tiny_model.tokenizer)
+    q = lay.text_ids(lay.question_text(Mode.NONE, p.question, False))
+    [[a, c]] = score_packed(tiny_model.model, None, lay.bos, [ScoreItem(
+        question=q, targets=[lay.target_ids(p.answer), lay.target_ids(p.contrast)])])
+    assert float(teacher.margins[i]) == pytest.approx(a.mean_logprob - c.mean_logprob, abs=1e-4)
+
+    pt = PTokens.create(*args[:2], name=args[2], m=2)
+    hinge = Trainer(*args, small_cfg.model_copy(update={"margin_weight": 2.0,
+                                                         "margin_kinds": ("neighbour",)}))
+    edit = next(j for j, q in enumerate(plain.val_pairs) if q.kind == "edit")
+    with torch.no_grad():
+        base, _ = plain.student_loss(pt, plain.val_pairs, teacher, [i])
+        with_hinge, _ = hinge.student_loss(pt, plain.val_pairs, teacher, [i])
+        assert float(hinge.student_loss(pt, plain.val_pairs, teacher, [edit])[0]) == \
+            pytest.approx(float(plain.student_loss(pt, plain.val_pairs, teacher, [edit])[0]))
+        slay = PromptBuilder(tiny_model.tokenizer, pt)
+        ctx, _ = slay.context(Mode.PTOKENS, p.fact, [])
+        [[sa, sc]] = score_packed(tiny_model.model, pt, slay.bos + ctx, [ScoreItem(
+            question=slay.text_ids(slay.question_text(Mode.PTOKENS, p.question, True)),
+            targets=[slay.target_ids(p.answer), slay.target_ids(p.contrast)])])
+    want = margin_loss(torch.tensor(sa.mean_logprob - sc.mean_logprob), small_cfg.margin,
+                       teacher.margins[i], keeps_old=True)
+    assert float(with_hinge - base) == pytest.approx(2.0 * float(want), abs=1e-4)
+
+
+def test_validation_every_n_records_checkpoints_mid_epoch_and_resume_continues_there(
+        tiny_model, small_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path / "cache"))
+    args = (tiny_model.model, tiny_model.tokenizer, tiny_model.name)
+    cfg = small_cfg.model_copy(update={"n_train": 4, "batch_size": 1, "eval_every": 2,
+                                       "epochs": 1, "patience": 10})
+    rows = []
+    full = Trainer(*args, cfg, log=rows.append).run(tmp_path / "full")
+    assert [(r["epoch"], r["records_seen"]) for r in rows] == [(0, 0), (1, 2), (1, 4)]
+    Trainer(*args, cfg).run(tmp_path / "cut", stop_after_steps=3)  # dies after step 3
+    state = json.loads((tmp_path / "cut" / "checkpoint" / "trainer_state.json").read_text())
+    assert (state["epoch"], state["batch"], state["records_seen"]) == (0, 2, 2)
+    resumed = Trainer(*args, cfg).run(tmp_path / "cut", resume=True)
+    last = PTokens.from_pretrained(tmp_path / "cut" / "checkpoint", *args[:2], name=args[2])
+    full_last = PTokens.from_pretrained(tmp_path / "full" / "checkpoint", *args[:2],
+                                        name=args[2])
+    assert torch.allclose(last.layer.weight, full_last.layer.weight, atol=1e-5)
+    assert torch.allclose(resumed.layer.weight, full.layer.weight, atol=1e-5)
+
+
+@pytest.mark.parametrize("select_by, kept", [("val_s", 2), ("val_kl", 4)])
+def test_the_saved_tokens_are_the_best_validation_by_the_chosen_measure(
+        tiny_model, small_cfg, tmp_path, monkeypatch, select_by, kept):
+    """Scripted validations: S peaks after 2 records while the KL keeps falling."""
+    monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path / "cache"))
+    s_values, kl_values = iter([50.0, 80.0, 60.0]), iter([3.0, 2.0, 1.0])
+    monkeypatch.setattr(Trainer, "val_scores", lambda self, pt: {
+        "ES": 0.0, "PS": 0.0, "NS": 0.0, "S": next(s_values)})
+    monkeypatch.setattr(Trainer, "validate", lambda self, pt, t: (next(kl_values), {}))
+    cfg = small_cfg.model_copy(update={"n_train": 4, "batch_size": 1, "eval_every": 2,
+                                       "epochs": 1, "select_by": select_by, "patience": 10})
+    Trainer(tiny_model.model, tiny_model.tokenizer, tiny_model.name, cfg).run(tmp_path / "pt")
+    info = json.loads((tmp_path / "pt" / "ptokens_config.json").read_text())["training"]
+    assert (info["best_records_seen"], info["selected_by"]) == (kept, select_by)
+    assert info["best_val_scores"]["S"] == {2: 80.0, 4: 60.0}[kept]
+
+
+def test_a_checkpoint_of_an_older_editkit_is_refused_with_what_to_do(tiny_model, small_cfg,
+                                                                     tmp_path, monkeypatch):
+    monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path / "cache"))
+    args = (tiny_model.model, tiny_model.tokenizer, tiny_model.name)
+    cfg = small_cfg.model_copy(update={"n_train": 2, "epochs": 1})
+    Trainer(*args, cfg).run(tmp_path / "pt")
+    path = tmp_path / "pt" / "checkpoint" / "trainer_state.json"
+    old = json.loads(path.read_text())
+    old.pop("bad_evals")
+    path.write_text(json.dumps({**old, "best": 1.5, "bad_epochs": 0}))
+    with pytest.raises(InvalidInputError, match="older editkit.*without --resume"):
+        Trainer(*args, cfg).run(tmp_path / "pt", resume=True)

@@ -188,9 +188,18 @@ def shipped_gate_path(embedder: str) -> Path | None:
     return path if path.is_file() else None
 
 
-@functools.lru_cache(maxsize=8)
 def load_gate(path: str) -> RelevanceGate:
-    """A gate artifact from a file, loaded once per process and path (every retrieval asks)."""
+    """A gate artifact from a file, loaded once per process and file version (every retrieval
+    asks): a file rewritten in place (a retrained gate) is read again."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return RelevanceGate.load(path)  # raises the typed "no relevance gate at ..." error
+    return _load_gate(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_gate(path: str, mtime_ns: int, size: int) -> RelevanceGate:
     return RelevanceGate.load(path)
 
 

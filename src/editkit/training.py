@@ -22,20 +22,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .datasets import CounterFactRecord, load_counterfact
+from .datasets import CounterFactRecord, load_records, one_edit_per_fact
 from .embedder import DEFAULT_EMBEDDER
 from .errors import InvalidInputError
 from .fileio import atomic_write, cache_dir
 from .ike import DEMO_SCHEDULE_VERSION, DemoStore, default_train_file
 from .layouts import LAYOUT_VERSION, Mode, PromptBuilder
 from .ptokens import DEFAULT_INIT_TEXT, DEFAULT_M, PTokens, fingerprint
-from .runtime.scoring import ScoreItem, packed_logprobs
+from .runtime.scoring import ScoreItem, packed_logprobs_many
 
-Kind = Literal["edit", "paraphrase", "neighbour", "distractor", "empty"]
-KINDS: tuple[Kind, ...] = ("edit", "paraphrase", "neighbour", "distractor", "empty")
+Kind = Literal["edit", "paraphrase", "neighbour", "distractor", "empty", "absent"]
+KINDS: tuple[Kind, ...] = ("edit", "paraphrase", "neighbour", "distractor", "empty", "absent")
 QUESTION_KINDS = KINDS[:3]  # the questions a record asks; distractor pairs reuse one of them
+CACHE_FORMAT = 2  # 2: the teacher cache also holds the unedited model's answer margin per pair
 STATE_NAME = "trainer_state.json"
 OPTIM_NAME = "optimizer.safetensors"
 
@@ -46,10 +47,14 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     m: int = Field(DEFAULT_M, ge=1, le=64, description="begin (and end) tokens; the default is "
                    "editkit.ptokens.DEFAULT_M, the m that from_pretrained loads")
-    data: Path | None = Field(None, description="EasyEdit CounterFact file (default: vendored)")
+    data: list[Path] | None = Field(
+        None, description="training files, EasyEdit CounterFact or zsRE (default: the vendored "
+        "CounterFact train split); several files contribute in turn, one record each")
     demos: Path | None = Field(None, description="IKE demonstration file (default: vendored)")
-    n_train: int = Field(200, ge=1, description="records used for training (first N, shuffled)")
-    n_val: int = Field(40, ge=1, description="records held out for early stopping")
+    n_train: int = Field(200, ge=1, description="records used for training (after the "
+                         "validation records, shuffled)")
+    n_val: int = Field(40, ge=1, description="records held out for validation (drawn first, "
+                       "so they stay the same when n_train changes)")
     max_distractors: int = Field(10, ge=1, le=100)
     edit_teacher: Literal["ike", "prompt"] = Field(
         "ike", description="teacher layout for edit/paraphrase/distractor pairs: the IKE prompt "
@@ -75,19 +80,47 @@ class TrainConfig(BaseModel):
                              "the gold answer (0 = pure distillation)")
     ce_kinds: tuple[Kind, ...] = Field(("edit", "paraphrase", "distractor"),
                                        description="pair kinds that get the cross-entropy term")
+    margin_weight: float = Field(0.0, ge=0, description="weight of the answer-margin hinge "
+                                 "(0 = off); see `margin_loss`")
+    margin: float = Field(1.0, ge=0, description="the margin, in nats of mean token log-prob")
+    margin_kinds: tuple[Kind, ...] = Field(
+        ("edit", "paraphrase", "neighbour", "distractor", "empty", "absent"),
+        description="pair kinds that get the margin term")
+    hard_neighbours: bool = Field(False, description="add, per record, a neighbour question "
+                                  "about another record whose subject shares a word with this "
+                                  "one's (the case a relevance gate lets through)")
+    absent_pairs: bool = Field(False, description="add, per record, a pair whose context holds "
+                               "only other facts: the answer must stay the unedited one")
+    select_by: Literal["val_s", "val_kl"] = Field(
+        "val_s", description="what picks the saved P-Tokens among the validations: ROME S on "
+        "the validation records (ties: lower KL) or the validation KL")
+    eval_every: int | None = Field(None, ge=1, description="validate (and checkpoint) every "
+                                   "this many training records, besides each epoch's end")
+    forest_tokens: int = Field(1024, ge=64, description="most tokens in one packed forward "
+                               "(a batch's pairs go through in as few forwards as fit)")
     seed: int = 0
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _one_file_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str | os.PathLike) else value
 
 
 # How each TrainConfig field reaches the teacher cache (tests check that every field is listed):
 TEACHER_FIELDS = frozenset({"edit_teacher", "neighbour_teacher", "distractor_teacher", "topk"})
 """Fields that change the teacher's distributions for a given pair: hashed into the cache key."""
-PAIR_FIELDS = frozenset({"data", "n_train", "n_val", "max_distractors", "seed"})
+PAIR_FIELDS = frozenset({"data", "n_train", "n_val", "max_distractors", "seed",
+                         "hard_neighbours", "absent_pairs"})
 """Fields that choose the pairs: the key hashes the pairs themselves, so these reach it that way."""
 DEMO_FIELDS = frozenset({"demos"})
 """The IKE teacher's demonstration file: the key hashes its content, not its path."""
 STUDENT_FIELDS = frozenset({"m", "weights", "init", "init_text", "lr", "batch_size", "epochs",
-                            "patience", "weight_decay", "betas", "ce_weight", "ce_kinds"})
-"""Fields that only change the student (optimisation, P-Token shape): a teacher cache is reused."""
+                            "patience", "weight_decay", "betas", "ce_weight", "ce_kinds",
+                            "margin_weight", "margin", "margin_kinds", "select_by",
+                            "eval_every", "forest_tokens"})
+"""Fields that only change the student (optimisation, P-Token shape, selection): a teacher cache
+is reused. (`forest_tokens` also groups the teacher's forwards, which changes nothing but float
+rounding.)"""
 
 
 class Pair(BaseModel):
@@ -101,25 +134,73 @@ class Pair(BaseModel):
     distractors: list[str] = Field(default_factory=list)
     question: str
     answer: str
+    contrast: str | None = None  # the competing answer of the margin term (None: no margin)
+
+    @property
+    def keeps_old_answer(self) -> bool:
+        """True where the answer must stay the unedited one (neighbour questions, no fact)."""
+        return self.kind in ("neighbour", "empty", "absent") or self.asks == "neighbour"
+
+
+def _contrast(answer: str, other: str) -> str | None:
+    return None if other.strip().casefold() == answer.strip().casefold() else other
+
+
+def _subject_words(subject: str) -> set[str]:
+    """The words that make two subjects look alike to an embedder ("Toyota Camry" / "Toyota
+    Corolla"): three letters or more, not a function word."""
+    words = "".join(c if c.isalnum() else " " for c in subject.casefold()).split()
+    return {w for w in words if len(w) >= 3 and w not in _FUNCTION_WORDS}
+
+
+_FUNCTION_WORDS = frozenset({"the", "and", "for", "von", "van", "der", "des", "del", "della",
+                             "les", "los", "las", "una", "uno"})
 
 
 def build_pairs(records: Sequence[CounterFactRecord], cfg: TrainConfig,
-                pool: Sequence[str], rng: random.Random) -> list[Pair]:
-    """Five pairs per record. Distractor pairs carry 1..max_distractors other facts."""
+                pool: Sequence[CounterFactRecord], rng: random.Random) -> list[Pair]:
+    """Five pairs per record (seven with `hard_neighbours` and `absent_pairs`).
+
+    Distractor pairs carry 1..max_distractors facts of other `pool` records. A hard neighbour asks
+    about a `pool` record whose subject shares a word with this record's subject; an absent pair
+    puts only other records' facts in the context. Both keep the unedited answer.
+    """
+    by_word: dict[str, list[int]] = {}
+    if cfg.hard_neighbours:
+        for j, o in enumerate(pool):
+            for w in _subject_words(o.subject):
+                by_word.setdefault(w, []).append(j)
     pairs = []
     for i, r in enumerate(records):
-        qa = [(r.prompt, r.target_new), (r.rephrase_prompt, r.target_new),
-              (r.locality_prompt, r.locality_ground_truth)]
-        for kind, (q, a) in zip(QUESTION_KINDS, qa):
-            pairs.append(Pair(kind=kind, record=i, case_id=r.case_id, fact=r.fact, question=q,
-                              answer=a))
+        qa = [(r.prompt, r.target_new, r.ground_truth),
+              (r.rephrase_prompt, r.target_new, r.ground_truth),
+              (r.locality_prompt, r.locality_ground_truth, r.target_new)]
+        common = {"record": i, "case_id": r.case_id}
+        for kind, (q, a, c) in zip(QUESTION_KINDS, qa):
+            pairs.append(Pair(kind=kind, fact=r.fact, question=q, answer=a,
+                              contrast=_contrast(a, c), **common))
         k = rng.randint(1, cfg.max_distractors)
-        others = rng.sample([f for f in pool if f != r.fact], k)
-        asks, (q, a) = rng.choice(list(zip(QUESTION_KINDS, qa)))
-        pairs.append(Pair(kind="distractor", record=i, case_id=r.case_id, fact=r.fact,
-                          distractors=others, question=q, answer=a, asks=asks))
-        pairs.append(Pair(kind="empty", record=i, case_id=r.case_id, fact=None,
-                          question=r.prompt, answer=r.ground_truth))
+        others = rng.sample([o.fact for o in pool if o.fact != r.fact], k)
+        asks, (q, a, c) = rng.choice(list(zip(QUESTION_KINDS, qa)))
+        pairs.append(Pair(kind="distractor", fact=r.fact, distractors=others, question=q,
+                          answer=a, asks=asks, contrast=_contrast(a, c), **common))
+        pairs.append(Pair(kind="empty", fact=None, question=r.prompt, answer=r.ground_truth,
+                          contrast=_contrast(r.ground_truth, r.target_new), **common))
+        if cfg.hard_neighbours:
+            near = sorted({j for w in _subject_words(r.subject) for j in by_word.get(w, ())
+                           if pool[j].subject.casefold() != r.subject.casefold()})
+            if near:
+                o = pool[rng.choice(near)]
+                pairs.append(Pair(kind="neighbour", fact=r.fact, question=o.prompt,
+                                  answer=o.ground_truth,
+                                  contrast=_contrast(o.ground_truth, r.target_new), **common))
+        if cfg.absent_pairs:
+            k = rng.randint(1, cfg.max_distractors)
+            foreign = rng.sample([o.fact for o in pool
+                                  if o.subject.casefold() != r.subject.casefold()], k)
+            pairs.append(Pair(kind="absent", fact=foreign[0], distractors=foreign[1:],
+                              question=r.prompt, answer=r.ground_truth,
+                              contrast=_contrast(r.ground_truth, r.target_new), **common))
     return pairs
 
 
@@ -133,15 +214,38 @@ def _groups(pairs: Sequence[Pair], idx: Sequence[int]) -> dict[tuple[Any, ...], 
 
 
 def load_training_records(cfg: TrainConfig) -> list[CounterFactRecord]:
-    """The records of `cfg.data` (default: vendored), refusing sizes the file cannot supply."""
-    path = cfg.data or default_train_file()
-    records = load_counterfact(path)
+    """The records of `cfg.data` (default: vendored CounterFact train), one edit per fact, in the
+    order training draws them; sizes the files cannot supply are refused.
+
+    Each file is shuffled (seed `cfg.seed`) and the files contribute in turn, one record each
+    until one runs out, so a small zsRE file is not drowned by a large CounterFact one. zsRE
+    records become CounterFact-shaped ones (`ZsreRecord.as_counterfact`).
+    """
+    paths = cfg.data or [default_train_file()]
+    rng = random.Random(cfg.seed)
+    streams = []
+    for path in paths:
+        fmt, raw = load_records(path)
+        if fmt == "zsre":
+            raw = [r.as_counterfact() for r in raw if r.answers]  # no old answer: no pairs
+        elif fmt != "counterfact":
+            raise InvalidInputError(
+                f"{path} holds {fmt} records; training reads EasyEdit CounterFact or zsRE files.")
+        kept, _ = one_edit_per_fact(raw)
+        rng.shuffle(kept)
+        streams.append(kept)
+    records = [r for row in _round_robin(streams) for r in row]
     if cfg.n_train + cfg.n_val > len(records):
         raise InvalidInputError(
             f"n_train + n_val = {cfg.n_train} + {cfg.n_val} = {cfg.n_train + cfg.n_val}, but "
-            f"{path} holds {len(records)} records. Lower --n-train / --n-val, or pass a larger "
-            "--data file.")
+            f"{', '.join(map(str, paths))} hold(s) {len(records)} records (one per fact). Lower "
+            "--n-train / --n-val, or pass a larger --data file.")
     return records
+
+
+def _round_robin(streams: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows of one item per stream, while any stream has items left."""
+    return [[s[i] for s in streams if i < len(s)] for i in range(max(map(len, streams)))]
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
@@ -167,24 +271,27 @@ def teacher_cache_key(cfg: TrainConfig, pairs: Sequence[Pair], *, base_model: st
     parts = {"base_model": base_model, "pairs": [p.model_dump() for p in pairs],
              "teacher": cfg.model_dump(mode="json", include=set(TEACHER_FIELDS)),
              "demos": demos_digest, "embedder": embedder, "layout": layout_version,
-             "demo_schedule": DEMO_SCHEDULE_VERSION}
+             "demo_schedule": DEMO_SCHEDULE_VERSION, "format": CACHE_FORMAT}
     h.update(json.dumps(parts, sort_keys=True).encode())
     return h.hexdigest()[:20]
 
 
 class TeacherCache:
-    """Top-k teacher log-probs per pair and answer position, plus the log of the remaining mass."""
+    """Top-k teacher log-probs per pair and answer position, plus the log of the remaining mass,
+    and the unedited model's answer margin (NaN where the pair has none, see `margin_loss`)."""
 
     def __init__(self, values: list[torch.Tensor], indices: list[torch.Tensor],
-                 rest: list[torch.Tensor]) -> None:
-        self.values, self.indices, self.rest = values, indices, rest
+                 rest: list[torch.Tensor], margins: list[torch.Tensor]) -> None:
+        self.values, self.indices, self.rest, self.margins = values, indices, rest, margins
 
     def save(self, path: Path) -> None:
         from safetensors.torch import save_file
 
         tensors = {}
-        for i, (v, ix, r) in enumerate(zip(self.values, self.indices, self.rest)):
+        for i, (v, ix, r, m) in enumerate(zip(self.values, self.indices, self.rest,
+                                              self.margins)):
             tensors[f"{i}.v"], tensors[f"{i}.i"], tensors[f"{i}.r"] = v, ix.to(torch.int32), r
+            tensors[f"{i}.m"] = m.reshape(1)
         atomic_write(path, lambda p: save_file(tensors, str(p)))
 
     @classmethod
@@ -195,10 +302,10 @@ class TeacherCache:
             t = load_file(str(path))
         except Exception:  # noqa: BLE001 - a damaged cache is simply recomputed
             return None
-        if len(t) != 3 * n:
+        if len(t) != 4 * n:
             return None
         return cls([t[f"{i}.v"] for i in range(n)], [t[f"{i}.i"].long() for i in range(n)],
-                   [t[f"{i}.r"] for i in range(n)])
+                   [t[f"{i}.r"] for i in range(n)], [t[f"{i}.m"][0] for i in range(n)])
 
 
 def topk_with_rest(logp: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -221,6 +328,46 @@ def kl_topk(teacher_v: torch.Tensor, teacher_ix: torch.Tensor, teacher_rest: tor
     return (p_top * (teacher_v - s_top)).sum(-1) + p_rest * (teacher_rest - s_rest)
 
 
+def answer_margin(answer_logp: torch.Tensor, contrast_logp: torch.Tensor) -> torch.Tensor:
+    """Mean token log-prob of the answer minus that of the competing answer: the quantity whose
+    sign ROME's ES/PS/NS compare (the evaluation scores mean token NLLs)."""
+    return answer_logp.mean() - contrast_logp.mean()
+
+
+def margin_loss(student_margin: torch.Tensor, margin: float, unedited_margin: torch.Tensor,
+                keeps_old: bool) -> torch.Tensor:
+    """Hinge on the answer margin: the distillation matches distributions, this asks for the
+    ranking that ES/PS/NS count.
+
+    Edit questions: the new object must beat the old one by `margin`. Questions whose answer must
+    stay (neighbours, no fact, absent fact): the student must keep the unedited model's margin up
+    to `margin`. Where the unedited model itself ranked the edit's object first, only that smaller
+    margin is asked: the tokens should not fix the model, only leave it alone.
+    """
+    target = torch.clamp(unedited_margin, max=margin) if keeps_old else torch.tensor(margin)
+    return torch.relu(target - student_margin)
+
+
+def _tree_tokens(prefix: Sequence[int], items: Sequence[ScoreItem]) -> int:
+    return len(prefix) + sum(len(it.question) + sum(len(t) - 1 for t in it.targets)
+                             for it in items)
+
+
+def _forests(trees: Sequence[Any], budget: int) -> list[list[Any]]:
+    """Consecutive trees ((prefix, items, ...) tuples) in runs of at most `budget` tokens (a
+    larger tree goes alone): each run is one packed forward."""
+    runs: list[list[Any]] = []
+    size = budget + 1
+    for tree in trees:
+        n = _tree_tokens(tree[0], tree[1])
+        if size + n > budget:
+            runs.append([])
+            size = 0
+        runs[-1].append(tree)
+        size += n
+    return runs
+
+
 class Trainer:
     """Train P-Tokens for one loaded model. `run()` returns the best P-Tokens found."""
 
@@ -228,24 +375,24 @@ class Trainer:
                  log: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.model, self.tokenizer, self.name, self.cfg = model, tokenizer, name, cfg
         self.log = log or (lambda row: None)
-        rng = random.Random(cfg.seed)
-        records = load_training_records(cfg)
-        order = list(range(len(records)))
-        rng.shuffle(order)
-        self.train_records = [records[i] for i in order[: cfg.n_train]]
-        self.val_records = [records[i] for i in order[cfg.n_train: cfg.n_train + cfg.n_val]]
-        pool = [r.fact for r in records]
-        self.train_pairs = build_pairs(self.train_records, cfg, pool, rng)
-        self.val_pairs = build_pairs(self.val_records, cfg, pool, rng)
+        records = load_training_records(cfg)  # shuffled; validation records first
+        self.val_records = records[: cfg.n_val]
+        self.train_records = records[cfg.n_val: cfg.n_val + cfg.n_train]
+        # Separate streams: the validation pairs do not change with n_train (a learning curve
+        # compares runs on the same validation pairs).
+        self.val_pairs = build_pairs(self.val_records, cfg, records,
+                                     random.Random(f"{cfg.seed}-val"))
+        self.train_pairs = build_pairs(self.train_records, cfg, records,
+                                       random.Random(f"{cfg.seed}-train"))
         self.teacher_layouts = PromptBuilder(tokenizer)
         self._demos: DemoStore | None = None
         self._demos_digest: str | None = None
 
     # ---- teacher ----------------------------------------------------------------------------
     def _teacher_mode(self, p: Pair) -> Mode:
-        """Empty edits: the unedited model. Neighbour questions (also inside distractor pairs):
-        `neighbour_teacher`. Edit and paraphrase questions: `edit_teacher`."""
-        if p.kind == "empty":
+        """Empty edits and absent facts: the unedited model. Neighbour questions (also inside
+        distractor pairs): `neighbour_teacher`. Edit and paraphrase questions: `edit_teacher`."""
+        if p.kind in ("empty", "absent"):
             return Mode.NONE
         if "neighbour" in (p.kind, p.asks):
             return Mode.NONE if self.cfg.neighbour_teacher == "unedited" else Mode.IKE
@@ -280,6 +427,7 @@ class Trainer:
         lay = self.teacher_layouts
         clean = self.cfg.distractor_teacher == "clean"
         teacher_pairs = [p.model_copy(update={"distractors": []}) if clean else p for p in pairs]
+        trees = []
         for (_, fact, dis), idx in _groups(teacher_pairs, range(len(pairs))).items():
             by_mode: dict[Mode, list[int]] = {}
             for i in idx:
@@ -288,14 +436,37 @@ class Trainer:
                 demos = (self._demos.retrieve(fact, exclude=[pairs[ids[0]].case_id]).text
                          if mode is Mode.IKE else "")
                 ctx, _ = lay.context(mode, fact if mode is not Mode.NONE else None, dis, demos)
-                dists = packed_logprobs(self.model, None, lay.bos + ctx,
-                                        self._items(lay, mode, [pairs[i] for i in ids]))
+                trees.append((lay.bos + ctx, self._items(lay, mode, [pairs[i] for i in ids]),
+                              ids))
+        for run in _forests(trees, self.cfg.forest_tokens):
+            for (_, _, ids), dists in zip(run, packed_logprobs_many(
+                    self.model, None, [(pre, items) for pre, items, _ in run])):
                 for i, d in zip(ids, dists):
                     out[i] = topk_with_rest(d[0], self.cfg.topk)
+        margins = self._unedited_margins(pairs)
         cache = TeacherCache([o[0].half().float() for o in out], [o[1] for o in out],
-                             [o[2] for o in out])
+                             [o[2] for o in out], margins)
         cache.save(path)
         return cache
+
+    def _unedited_margins(self, pairs: Sequence[Pair]) -> list[torch.Tensor]:
+        """`answer_margin` under the unedited model (the question alone) for the pairs that must
+        keep their answer and have a competing one; NaN for the others."""
+        lay = self.teacher_layouts
+        margins = [torch.tensor(float("nan")) for _ in pairs]
+        wanted = [i for i, p in enumerate(pairs) if p.contrast is not None and p.keeps_old_answer]
+        step = max(1, self.cfg.forest_tokens // 32)  # questions are short: ~32 tokens a branch
+        for s in range(0, len(wanted), step):
+            ids = wanted[s: s + step]
+            items = [ScoreItem(question=lay.text_ids(lay.question_text(Mode.NONE,
+                                                                       pairs[i].question, False)),
+                               targets=[lay.target_ids(pairs[i].answer),
+                                        lay.target_ids(pairs[i].contrast or "")]) for i in ids]
+            [dists] = packed_logprobs_many(self.model, None, [(lay.bos, items)])
+            for i, item, (a, c) in zip(ids, items, dists):
+                margins[i] = answer_margin(_gather(a, item.targets[0]),
+                                           _gather(c, item.targets[1]))
+        return margins
 
     # ---- student ----------------------------------------------------------------------------
     def student_loss(self, pt: PTokens, pairs: Sequence[Pair], teacher: TeacherCache,
@@ -309,26 +480,46 @@ class Trainer:
 
     def _loss_sum(self, pt: PTokens, pairs: Sequence[Pair], teacher: TeacherCache,
                   idx: Sequence[int]) -> tuple[torch.Tensor, float, dict[str, list[float]]]:
-        """Weighted sum of the per-pair losses, the weight sum and the losses by kind."""
+        """Weighted sum of the per-pair losses, the weight sum and the losses by kind.
+
+        The pairs of one context are one packed tree; the trees go through in forests of at most
+        `forest_tokens` tokens (one forward each)."""
+        cfg = self.cfg
         lay = PromptBuilder(self.tokenizer, pt)
         total, weight_sum, per_kind = torch.zeros(()), 0.0, {}
+        trees = []
         for (_, fact, dis), chosen in _groups(pairs, idx).items():
             ctx, _ = lay.context(Mode.PTOKENS, "" if fact is None else fact, dis)
             items = self._items(lay, Mode.PTOKENS, [pairs[i] for i in chosen])
-            dists = packed_logprobs(self.model, pt, lay.bos + ctx, items)
-            for i, item, d in zip(chosen, items, dists):
-                kl = kl_topk(teacher.values[i], teacher.indices[i], teacher.rest[i], d[0]).mean()
-                w = self.cfg.weights.get(pairs[i].kind, 1.0)
-                if self.cfg.ce_weight and pairs[i].kind in self.cfg.ce_kinds:
-                    # The teacher (IKE on a 135M model) often fails to flip the answer; a small
-                    # gold-answer term lets the student beat it, as the paper's students did.
-                    gold = torch.tensor(item.targets[0], device=d[0].device)
-                    ce = -d[0].gather(-1, gold[:, None]).mean()
-                    kl = kl + self.cfg.ce_weight * ce
-                total = total + w * kl
-                weight_sum += w
-                per_kind.setdefault(pairs[i].kind, []).append(float(kl.detach()))
+            for i, item in zip(chosen, items):
+                if self._margin_applies(pairs[i]):
+                    item.targets.append(lay.target_ids(pairs[i].contrast or ""))
+            trees.append((lay.bos + ctx, items, chosen))
+        for run in _forests(trees, cfg.forest_tokens):
+            outs = packed_logprobs_many(self.model, pt, [(pre, items) for pre, items, _ in run])
+            for (_, items, chosen), dists in zip(run, outs):
+                for i, item, d in zip(chosen, items, dists):
+                    kl = kl_topk(teacher.values[i], teacher.indices[i], teacher.rest[i],
+                                 d[0]).mean()
+                    w = cfg.weights.get(pairs[i].kind, 1.0)
+                    if cfg.ce_weight and pairs[i].kind in cfg.ce_kinds:
+                        # The teacher (IKE on a 135M model) often fails to flip the answer; a
+                        # small gold-answer term lets the student beat it, as the paper's
+                        # students did.
+                        kl = kl - cfg.ce_weight * _gather(d[0], item.targets[0]).mean()
+                    if len(d) > 1:
+                        kl = kl + cfg.margin_weight * margin_loss(
+                            answer_margin(_gather(d[0], item.targets[0]),
+                                          _gather(d[1], item.targets[1])),
+                            cfg.margin, teacher.margins[i], pairs[i].keeps_old_answer)
+                    total = total + w * kl
+                    weight_sum += w
+                    per_kind.setdefault(pairs[i].kind, []).append(float(kl.detach()))
         return total, weight_sum, per_kind
+
+    def _margin_applies(self, p: Pair) -> bool:
+        return bool(self.cfg.margin_weight) and p.contrast is not None and \
+            p.kind in self.cfg.margin_kinds
 
     def _batches(self, epoch: int) -> list[list[int]]:
         by_record: dict[int, list[int]] = {}
@@ -366,10 +557,12 @@ class Trainer:
     # ---- loop -------------------------------------------------------------------------------
     def run(self, out: str | os.PathLike[str], *, resume: bool = False,
             stop_after_steps: int | None = None) -> PTokens:
-        """Train, checkpoint each epoch under out/checkpoint, keep the best (val KL) in out/.
+        """Train; validate at each epoch's end and every `eval_every` records; checkpoint at each
+        validation under out/checkpoint; keep the best validation (`select_by`) in out/.
 
-        `stop_after_steps` ends the call after that many optimiser steps without saving, as a
-        kill would (used to test `resume`).
+        A resumed run skips the batches its checkpoint had done, so it ends where an
+        uninterrupted run ends. `stop_after_steps` ends the call after that many optimiser steps
+        without saving, as a kill would (used to test `resume`).
         """
         from accelerate import Accelerator
 
@@ -389,10 +582,16 @@ class Trainer:
         teacher_s = time.perf_counter() - t0
         accel.wait_for_everyone()
         log = self.log if accel.is_main_process else (lambda row: None)
-        state = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "history": [], "steps": 0}
+        # epoch: epochs finished; batch: batches done in the next one; best: the selection key
+        state: dict[str, Any] = {"epoch": 0, "batch": 0, "records_seen": 0, "best": None,
+                                 "bad_evals": 0, "history": [], "steps": 0}
         if resume and (ckpt / STATE_NAME).is_file():
             pt = PTokens.from_pretrained(ckpt, self.model, self.tokenizer, name=self.name)
-            state = json.loads((ckpt / STATE_NAME).read_text())
+            state.update(json.loads((ckpt / STATE_NAME).read_text()))
+            if "bad_evals" not in state or not isinstance(state["best"], list | None):
+                raise InvalidInputError(
+                    f"{ckpt} was written by an older editkit (per-epoch checkpoints); it cannot "
+                    "be resumed by this one. Train again without --resume.")
         else:
             pt = PTokens.create(self.model, self.tokenizer, name=self.name, m=cfg.m,
                                 init=cfg.init, init_text=cfg.init_text, seed=cfg.seed)
@@ -402,18 +601,42 @@ class Trainer:
         if resume and (ckpt / OPTIM_NAME).is_file():
             _load_optimizer(opt, ckpt / OPTIM_NAME, state)
         opt = accel.prepare(opt)
-        if state["epoch"] == 0 and not state["history"]:
+
+        def validate_and_keep(losses: list[float]) -> None:
+            """One validation: log it, save the P-Tokens if they are the best so far, and write
+            the checkpoint (rows, optimiser, state) that `resume` continues from."""
             val, kinds = self.validate(pt, teacher_val)
             scores = self.val_scores(pt)
-            state["history"].append({"epoch": 0, "val_kl": val, "val_kinds": kinds,
-                                     "val_scores": scores})
-            log({"epoch": 0, "val_kl": val, **{f"val_{k}": v for k, v in kinds.items()},
-                      **{f"val_{k}": v for k, v in scores.items()}})
+            key = [scores["S"], -val] if cfg.select_by == "val_s" else [-val]
+            improved = state["best"] is None or key > state["best"]
+            row = {"epoch": state["epoch"] + (state["batch"] > 0), "step": state["steps"],
+                   "records_seen": state["records_seen"], "val_kl": val}
+            if losses:
+                row["train_kl"] = sum(losses) / len(losses)
+            state["history"].append({**row, "val_kinds": kinds, "val_scores": scores,
+                                     "seconds": round(time.perf_counter() - t0, 1)})
+            state.update(best=key if improved else state["best"],
+                         bad_evals=0 if improved else state["bad_evals"] + 1)
+            log({**row, **{f"val_{k}": v for k, v in kinds.items()},
+                 **{f"val_{k}": v for k, v in scores.items()}})
+            if accel.is_main_process:
+                if improved:
+                    self._save_final(pt, out, state, teacher_s, t0)
+                pt.save_pretrained(ckpt)
+                _save_optimizer(opt, ckpt / OPTIM_NAME)
+                atomic_write(ckpt / STATE_NAME,
+                             lambda p: p.write_text(json.dumps(state, indent=1)))
+            accel.wait_for_everyone()
+
+        if not state["history"]:
+            validate_and_keep([])  # the initial rows: the reference every step is measured from
+        every = math.ceil(cfg.eval_every / cfg.batch_size) if cfg.eval_every else None
         taken = 0
-        while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
-            epoch = state["epoch"] + 1
-            losses = []
-            for batch in self._batches(epoch):
+        while state["epoch"] < cfg.epochs and state["bad_evals"] < cfg.patience:
+            batches = self._batches(state["epoch"] + 1)
+            losses: list[float] = []
+            while state["batch"] < len(batches) and state["bad_evals"] < cfg.patience:
+                batch = batches[state["batch"]]
                 owned = [i for i in batch if self.train_pairs[i].record % world == rank]
                 total, _, _ = self._loss_sum(pt, self.train_pairs, teacher_train, owned)
                 if not owned:  # this rank got no record of the batch: contribute a zero gradient
@@ -429,62 +652,66 @@ class Trainer:
                 opt.step()
                 losses.append(float(loss.detach()))
                 state["steps"] += 1
+                state["batch"] += 1
+                state["records_seen"] += len({self.train_pairs[i].record for i in batch})
                 taken += 1
                 if stop_after_steps is not None and taken >= stop_after_steps:
-                    return pt  # simulated interruption (tests): no checkpoint for this epoch
-            val, kinds = self.validate(pt, teacher_val)
-            scores = self.val_scores(pt)
-            improved = val < state["best"]
-            state.update(epoch=epoch, best=min(val, state["best"]),
-                         bad_epochs=0 if improved else state["bad_epochs"] + 1)
-            state["history"].append({"epoch": epoch, "train_kl": sum(losses) / len(losses),
-                                     "val_kl": val, "val_kinds": kinds, "val_scores": scores,
-                                     "seconds": round(time.perf_counter() - t0, 1)})
-            log({"epoch": epoch, "train_kl": sum(losses) / len(losses), "val_kl": val,
-                      **{f"val_{k}": v for k, v in kinds.items()},
-                      **{f"val_{k}": v for k, v in scores.items()}})
-            if accel.is_main_process:
-                if improved:
-                    self._save_final(pt, out, state, teacher_s, t0)
-                pt.save_pretrained(ckpt)
-                _save_optimizer(opt, ckpt / OPTIM_NAME)
-                atomic_write(ckpt / STATE_NAME,
-                             lambda p: p.write_text(json.dumps(state, indent=1)))
-            accel.wait_for_everyone()
+                    return pt  # simulated interruption (tests): no checkpoint for these steps
+                if state["batch"] == len(batches):
+                    state.update(epoch=state["epoch"] + 1, batch=0)
+                    validate_and_keep(losses)
+                    break
+                if every and state["batch"] % every == 0:
+                    validate_and_keep(losses)
+                    losses = []
         return PTokens.from_pretrained(out, self.model, self.tokenizer, name=self.name)
 
     def _save_final(self, pt: PTokens, out: Path, state: dict[str, Any], teacher_s: float,
                     t0: float) -> None:
+        cfg, last = self.cfg, state["history"][-1]
+        objective = (f"KL(teacher || student) at answer positions, T=1, teacher top-k {cfg.topk}"
+                     " + tail")
+        if cfg.margin_weight:
+            objective += f" + {cfg.margin_weight} x answer-margin hinge ({cfg.margin} nats)"
         pt.config.trained = True
         pt.config.training = {
-            "objective": "KL(teacher || student) at answer positions, T=1, teacher top-k "
-                         f"{self.cfg.topk} + tail",
-            "config": json.loads(self.cfg.model_dump_json()),
+            "objective": objective,
+            "config": json.loads(cfg.model_dump_json()),
+            "train_records": len(self.train_records), "val_records": len(self.val_records),
             "train_pairs": len(self.train_pairs), "val_pairs": len(self.val_pairs),
-            "best_epoch": state["epoch"], "best_val_kl": state["best"],
-            "best_val_scores": state["history"][-1].get("val_scores"),
+            "best_epoch": round(last["records_seen"] / len(self.train_records), 3),
+            "best_step": last["step"], "best_records_seen": last["records_seen"],
+            "best_val_kl": last["val_kl"], "best_val_scores": last["val_scores"],
+            "selected_by": cfg.select_by,
             "teacher_seconds": round(teacher_s, 1),
-            "epoch_seconds": _mean_epoch_seconds(state["history"], teacher_s),
+            "epoch_seconds": _epoch_seconds(state["history"], len(self.train_records)),
             "seconds": round(time.perf_counter() - t0, 1),
         }
         pt.save_pretrained(out)
 
 
+def _gather(logp: torch.Tensor, target: Sequence[int]) -> torch.Tensor:
+    """The log-prob of each target token under a (T, vocab) teacher-forced log-distribution."""
+    return logp.gather(-1, torch.tensor(target, device=logp.device)[:, None])[:, 0]
+
+
 def _scatter(local: TeacherCache, positions: Sequence[int], n: int) -> TeacherCache:
     """A cache indexed like all n pairs, holding entries only at `positions` (this shard's)."""
-    full: list[list[Any]] = [[None] * n for _ in range(3)]
+    full: list[list[Any]] = [[None] * n for _ in range(4)]
     for j, i in enumerate(positions):
         full[0][i], full[1][i], full[2][i] = local.values[j], local.indices[j], local.rest[j]
+        full[3][i] = local.margins[j]
     return TeacherCache(*full)
 
 
-def _mean_epoch_seconds(history: list[dict[str, Any]], teacher_s: float) -> float | None:
-    """Mean wall time of one student epoch (training + validation), teacher excluded."""
-    stamps = [h["seconds"] for h in history if "seconds" in h]
-    if not stamps:
+def _epoch_seconds(history: list[dict[str, Any]], n_train: int) -> float | None:
+    """Wall time of one epoch (training and its validations), from the validations' time stamps
+    (the teacher and the first validation excluded); None before any training step."""
+    first, last = history[0], history[-1]
+    seen = last["records_seen"] - first["records_seen"]
+    if not seen:
         return None
-    return round((stamps[-1] - teacher_s) / len(stamps), 1) if len(stamps) == 1 else round(
-        (stamps[-1] - stamps[0]) / (len(stamps) - 1), 1)
+    return round((last["seconds"] - first["seconds"]) / seen * n_train, 1)
 
 
 def _save_optimizer(opt: Any, path: Path) -> None:

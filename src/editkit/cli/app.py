@@ -224,7 +224,8 @@ def train(
     out: Path = typer.Option(..., help="directory for the trained P-Tokens (+ checkpoint/)"),
     m: int | None = typer.Option(None, min=1, max=64, help="begin/end token pairs "
                                  f"(default: the config's, else {DEFAULT_M})"),
-    data: Path | None = typer.Option(None, help="EasyEdit CounterFact training file"),
+    data: list[Path] | None = typer.Option(None, help="training file, EasyEdit CounterFact or "
+                                           "zsRE; repeat it to mix files (they take turns)"),
     config: Path | None = typer.Option(None, help="JSON or YAML file of TrainConfig fields "
                                                   "(command-line options override it)"),
     n_train: int | None = typer.Option(None, min=1, help="training records"),
@@ -239,19 +240,20 @@ def train(
     from editkit.training import TrainConfig, Trainer, load_training_records
 
     fields = _read_config(config) if config is not None else {}
-    given = {"m": m, "data": data, "n_train": n_train, "n_val": n_val, "epochs": epochs,
+    given = {"m": m, "data": data or None, "n_train": n_train, "n_val": n_val, "epochs": epochs,
              "lr": lr}
     fields.update({k: v for k, v in given.items() if v is not None})
     cfg = TrainConfig.model_validate(fields)
     load_training_records(cfg)  # a bad data file or impossible sizes fail before the model loads
     loaded = load_model(model)
-    table = _table(f"training m={cfg.m} on {cfg.n_train} records", "epoch", "train loss",
-                   "val loss", "val ES", "val PS", "val NS", "val S")
+    table = _table(f"training m={cfg.m} on {cfg.n_train} records", "epoch", "records seen",
+                   "train loss", "val loss", "val ES", "val PS", "val NS", "val S")
 
     def log(row: dict[str, Any]) -> None:
         console.print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in row.items()))
-        table.add_row(str(row["epoch"]), f"{row.get('train_kl', float('nan')):.4f}",
+        table.add_row(str(row["epoch"]), str(row["records_seen"]),
+                      f"{row.get('train_kl', float('nan')):.4f}",
                       f"{row['val_kl']:.4f}",
                       *(f"{row.get('val_' + k, float('nan')):.1f}"
                         for k in ("ES", "PS", "NS", "S")))
@@ -260,8 +262,10 @@ def train(
     with console.status("computing the teacher (cached after the first run)..."):
         pt = trainer.run(out, resume=resume)
     console.print(table)
-    console.print(f"saved {out} (best epoch {pt.config.training['best_epoch']}, val KL "
-                  f"{pt.config.training['best_val_kl']:.4f}, {pt.config.training['seconds']} s)")
+    info = pt.config.training
+    console.print(f"saved {out} (best: epoch {info['best_epoch']}, {info['best_records_seen']} "
+                  f"records seen, val S {info['best_val_scores']['S']:.1f}, val KL "
+                  f"{info['best_val_kl']:.4f}; {info['seconds']} s)")
 
 
 @app.command()

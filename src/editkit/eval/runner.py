@@ -16,6 +16,7 @@ from ..datasets import load_records
 from ..errors import DatasetError
 from ..ike import DemoStore
 from ..layouts import Mode
+from ..retrieval import gate_for
 from . import tasks as _tasks  # noqa: F401  (registers the tasks)
 from .config import EvalConfig
 from .registry import RunContext, distractor_pool, get_task
@@ -68,6 +69,8 @@ def evaluate(lm: Any, config: EvalConfig | None = None, *, progress: Progress | 
     if cfg.gate_file is not None:
         update.update(gate="learned", gate_file=str(cfg.gate_file))
     retrieval = lm.retrieval.model_copy(update=update)
+    if retrieval.gate_file is not None:  # a wrong gate fails now, not after minutes of filling
+        gate_for(getattr(lm.memory, "embedder", None), retrieval)
     run = RunContext(lm=lm, cfg=cfg, pool=distractor_pool(usable),
                      scorer=Scorer.for_lm(lm, demos, self_copy=cfg.ike_self_copy),
                      retrieval=retrieval)

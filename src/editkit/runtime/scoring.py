@@ -105,6 +105,44 @@ def packed_logprobs(model: Any, ptokens: PTokens | None, prefix: Sequence[int],
     back). The first target position must not be cached: its logits are needed.
     """
     ids, pos, mask, where = _pack(prefix, items)
+    return _logprobs_at(model, ptokens, ids, pos, mask, where, cache=cache, cached=cached)
+
+
+def packed_logprobs_many(model: Any, ptokens: PTokens | None,
+                         groups: Sequence[tuple[Sequence[int], Sequence[ScoreItem]]]
+                         ) -> list[list[list[torch.Tensor]]]:
+    """`packed_logprobs` for several (prefix, items) trees in one forward pass.
+
+    The trees are laid side by side with a block-diagonal mask and positions that restart at 0 in
+    each, so every tree computes what it computes alone (up to float rounding). Training uses
+    it: a batch's dozen short trees (40-200 tokens each) as one forward runs about 1.8x faster on
+    CPU than a forward per tree, because small matmuls waste most of their time on overhead.
+    Callers bound the total length: the mask is quadratic in it.
+    """
+    ids: list[int] = []
+    pos: list[int] = []
+    masks, where = [], []
+    for prefix, items in groups:
+        g_ids, g_pos, g_mask, g_where = _pack(prefix, items)
+        off = len(ids)
+        ids += g_ids
+        pos += g_pos
+        masks.append(g_mask)
+        where.append([[(first + off, [i + off for i in own]) for first, own in entry]
+                      for entry in g_where])
+    flat = _logprobs_at(model, ptokens, ids, pos, torch.block_diag(*masks),
+                        [entry for g in where for entry in g])
+    out, start = [], 0
+    for g in where:
+        out.append(flat[start: start + len(g)])
+        start += len(g)
+    return out
+
+
+def _logprobs_at(model: Any, ptokens: PTokens | None, ids: list[int], pos: list[int],
+                 mask: torch.Tensor, where: list[list[tuple[int, list[int]]]], *,
+                 cache: Any = None, cached: int = 0) -> list[list[torch.Tensor]]:
+    """The forward pass of a packed sequence and the log-distributions at the `where` rows."""
     dev = model_device(model)
     # Only the positions that predict a target token need the vocabulary projection: on a
     # 1,000-token IKE prefix that skips almost all of the (576 x 49k) output matmul.
