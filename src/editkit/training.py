@@ -31,7 +31,7 @@ from .fileio import atomic_write, cache_dir
 from .ike import DEMO_SCHEDULE_VERSION, DemoStore, default_train_file
 from .layouts import LAYOUT_VERSION, Mode, PromptBuilder
 from .ptokens import DEFAULT_INIT_TEXT, DEFAULT_M, PTokens, fingerprint
-from .runtime.scoring import ScoreItem, packed_logprobs_many
+from .runtime.scoring import ScoreItem, packed_logprobs_many, target_logprobs
 
 Kind = Literal["edit", "paraphrase", "neighbour", "distractor", "empty", "absent"]
 KINDS: tuple[Kind, ...] = ("edit", "paraphrase", "neighbour", "distractor", "empty", "absent")
@@ -458,14 +458,13 @@ class Trainer:
         step = max(1, self.cfg.forest_tokens // 32)  # questions are short: ~32 tokens a branch
         for s in range(0, len(wanted), step):
             ids = wanted[s: s + step]
-            items = [ScoreItem(question=lay.text_ids(lay.question_text(Mode.NONE,
-                                                                       pairs[i].question, False)),
-                               targets=[lay.target_ids(pairs[i].answer),
-                                        lay.target_ids(pairs[i].contrast or "")]) for i in ids]
+            items = self._items(lay, Mode.NONE, [pairs[i] for i in ids])
+            for i, item in zip(ids, items):
+                item.targets.append(lay.target_ids(pairs[i].contrast or ""))
             [dists] = packed_logprobs_many(self.model, None, [(lay.bos, items)])
             for i, item, (a, c) in zip(ids, items, dists):
-                margins[i] = answer_margin(_gather(a, item.targets[0]),
-                                           _gather(c, item.targets[1]))
+                margins[i] = answer_margin(target_logprobs(a, item.targets[0]),
+                                           target_logprobs(c, item.targets[1]))
         return margins
 
     # ---- student ----------------------------------------------------------------------------
@@ -506,11 +505,11 @@ class Trainer:
                         # The teacher (IKE on a 135M model) often fails to flip the answer; a
                         # small gold-answer term lets the student beat it, as the paper's
                         # students did.
-                        kl = kl - cfg.ce_weight * _gather(d[0], item.targets[0]).mean()
+                        kl = kl - cfg.ce_weight * target_logprobs(d[0], item.targets[0]).mean()
                     if len(d) > 1:
                         kl = kl + cfg.margin_weight * margin_loss(
-                            answer_margin(_gather(d[0], item.targets[0]),
-                                          _gather(d[1], item.targets[1])),
+                            answer_margin(target_logprobs(d[0], item.targets[0]),
+                                          target_logprobs(d[1], item.targets[1])),
                             cfg.margin, teacher.margins[i], pairs[i].keeps_old_answer)
                     total = total + w * kl
                     weight_sum += w
@@ -688,11 +687,6 @@ class Trainer:
             "seconds": round(time.perf_counter() - t0, 1),
         }
         pt.save_pretrained(out)
-
-
-def _gather(logp: torch.Tensor, target: Sequence[int]) -> torch.Tensor:
-    """The log-prob of each target token under a (T, vocab) teacher-forced log-distribution."""
-    return logp.gather(-1, torch.tensor(target, device=logp.device)[:, None])[:, 0]
 
 
 def _scatter(local: TeacherCache, positions: Sequence[int], n: int) -> TeacherCache:

@@ -164,6 +164,11 @@ def _logprobs_at(model: Any, ptokens: PTokens | None, ids: list[int], pos: list[
     return result
 
 
+def target_logprobs(logp: torch.Tensor, target: Sequence[int]) -> torch.Tensor:
+    """The log-prob of each target token under its (T, vocab) teacher-forced log-distribution."""
+    return logp.gather(-1, torch.tensor(target, device=logp.device)[:, None])[:, 0]
+
+
 @torch.no_grad()
 def score_packed(model: Any, ptokens: PTokens | None, prefix: Sequence[int],
                  items: Sequence[ScoreItem], *, cache: Any = None,
@@ -175,8 +180,7 @@ def score_packed(model: Any, ptokens: PTokens | None, prefix: Sequence[int],
     for item, row_d in zip(items, dists, strict=True):
         row = []
         for target, logp in zip(item.targets, row_d, strict=True):
-            tgt = torch.tensor(target, device=logp.device)
-            row.append(TargetScore(logprobs=logp.gather(1, tgt[:, None])[:, 0].tolist(),
+            row.append(TargetScore(logprobs=target_logprobs(logp, target).tolist(),
                                    argmax=logp.argmax(-1).tolist()))
         results.append(row)
     return results
