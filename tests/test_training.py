@@ -74,6 +74,19 @@ def test_teacher_is_computed_once_and_read_back_from_disk(tiny_model, small_cfg,
     assert TeacherCache.load(path, len(tr.val_pairs) + 1) is None  # wrong size → recompute
 
 
+def test_a_teacher_read_back_from_disk_sits_on_the_models_device(tiny_model, small_cfg, tmp_path,
+                                                                 monkeypatch):
+    # On a GPU, a cache read from disk came back on the CPU and the loss's gather failed
+    # ("index is on cpu"); every run after the first crashed. `meta` stands in for the GPU here.
+    monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path))
+    tr = Trainer(tiny_model.model, tiny_model.tokenizer, tiny_model.name, small_cfg)
+    tr.teacher(tr.val_pairs)  # computed and written
+    tr.device = torch.device("meta")
+    again = tr.teacher(tr.val_pairs)  # read back
+    tensors = [*again.values, *again.indices, *again.rest, *again.margins]
+    assert tensors and all(t.device.type == "meta" for t in tensors)
+
+
 def test_small_run_lowers_val_kl_and_round_trips_the_artifact(default_model, small_cfg,
                                                               tmp_path):
     rows = []

@@ -307,6 +307,13 @@ class TeacherCache:
         return cls([t[f"{i}.v"] for i in range(n)], [t[f"{i}.i"].long() for i in range(n)],
                    [t[f"{i}.r"] for i in range(n)], [t[f"{i}.m"][0] for i in range(n)])
 
+    def to(self, device: torch.device | str) -> TeacherCache:
+        """The same cache on `device`. A cache read from disk is on the CPU, and the loss
+        gathers the student's log-probs with its indices, so it must sit where the model runs."""
+        return TeacherCache([v.to(device) for v in self.values],
+                            [ix.to(device) for ix in self.indices],
+                            [r.to(device) for r in self.rest], [m.to(device) for m in self.margins])
+
 
 def topk_with_rest(logp: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(values, indices, log remaining mass) of a (T, V) log-distribution."""
@@ -385,6 +392,7 @@ class Trainer:
         self.train_pairs = build_pairs(self.train_records, cfg, records,
                                        random.Random(f"{cfg.seed}-train"))
         self.teacher_layouts = PromptBuilder(tokenizer)
+        self.device = model.device  # where the teacher's distributions are kept for the loss
         self._demos: DemoStore | None = None
         self._demos_digest: str | None = None
 
@@ -419,7 +427,7 @@ class Trainer:
         path = self._cache_path(pairs)
         cached = TeacherCache.load(path, len(pairs))
         if cached is not None:
-            return cached
+            return cached.to(self.device)
         if self._demos is None:
             self._demos = (DemoStore.from_file(self.cfg.demos) if self.cfg.demos
                            else DemoStore.default())
@@ -447,7 +455,7 @@ class Trainer:
         cache = TeacherCache([o[0].half().float() for o in out], [o[1] for o in out],
                              [o[2] for o in out], margins)
         cache.save(path)
-        return cache
+        return cache.to(self.device)
 
     def _unedited_margins(self, pairs: Sequence[Pair]) -> list[torch.Tensor]:
         """`answer_margin` under the unedited model (the question alone) for the pairs that must
