@@ -87,7 +87,12 @@ def test_unknown_hub_id_offline_is_a_typed_error(monkeypatch):
         load_model("editkit-tests/no-such-model", device="cpu")
 
 
-def test_quantization_without_backend_is_a_clear_error(tiny_model_dir):
+def test_quantization_without_backend_is_a_clear_error(tiny_model_dir, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",  # as on a machine without bitsandbytes
+                        lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
     with pytest.raises(QuantizationUnavailableError, match="bitsandbytes"):
         load_model(tiny_model_dir, quantization="8bit", device="cpu")
     with pytest.raises(QuantizationUnavailableError, match="'3bit'"):

@@ -9,18 +9,73 @@ transformers release is adapted here, once:
   rows itself when a model silently ignores it (swallowed by `**kwargs`);
 - `cache_kw` / `new_cache` / `crop_cache` / `cast_cache`: KV caches across transformers versions
   (`cache` vs `past_key_values`; cache layers in transformers 5, key/value lists in 4.x);
-- `eos_ids`, `context_length`, `model_device`: what a model's configs call these.
+- `sliding_window`: sliding-window attention layers (Gemma 3) get full cache layers, and packed
+  masks get the window by position (`forward_logits`);
+- `eos_ids`, `context_length`, `model_device`: what a model's configs call these;
+- `embedding_scale`: the factor a family's input embedding multiplies looked-up rows by (Gemma:
+  sqrt(hidden size)), which P-Token rows must get too;
+- `quiet_repeated_logs`: a library warning that repeats on every call is shown once per process
+  (bitsandbytes' 8-bit matmul logs the same line for every layer of every forward).
 """
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 __all__ = ["cache_kw", "cast_cache", "context_length", "crop_cache", "eos_ids",
-           "forward_logits", "model_device", "new_cache"]
+           "embedding_scale", "forward_logits", "model_device", "new_cache",
+           "quiet_repeated_logs", "sliding_window"]
+
+
+class _OncePerProcess(logging.Filter):
+    """Lets each distinct message through once (the same text again is dropped)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+_ONCE = _OncePerProcess()
+REPEATING_LOGGERS = ("bitsandbytes",)
+"""Libraries whose warnings repeat per call (their loggers and every child logger get `_ONCE`)."""
+
+
+def quiet_repeated_logs(prefixes: Sequence[str] = REPEATING_LOGGERS) -> None:
+    """Show each message of these libraries' loggers once per process.
+
+    A logger's filters only see the records created on that logger, not its children's, so the
+    filter goes on every logger under each prefix that exists now: call this after the library
+    is imported (`load_model` does, for quantized models). Idempotent.
+    """
+    names = [n for n in logging.root.manager.loggerDict
+             if any(n == p or n.startswith(p + ".") for p in prefixes)]
+    for name in [*prefixes, *names]:
+        log = logging.getLogger(name)
+        if _ONCE not in log.filters:
+            log.addFilter(_ONCE)
+
+
+def embedding_scale(embedding: Any) -> float:
+    """What `embedding` multiplies the rows it looks up by: 1 for a plain `nn.Embedding`,
+    sqrt(hidden size) for Gemma's scaled embedding (it scales inside `forward`, so the model
+    itself never scales `inputs_embeds`). P-Token rows live in the table's space (the text init
+    copies table rows) and are multiplied by the same factor, so an untrained row acts exactly
+    as the token it was copied from."""
+    scale = getattr(embedding, "scalar_embed_scale", None)
+    if scale is None:
+        scale = getattr(embedding, "embed_scale", None)
+    return 1.0 if scale is None else float(scale)
 
 
 def model_device(model: Any) -> torch.device:
@@ -37,11 +92,45 @@ def cache_kw(model: Any) -> str:
     return "cache" if "cache" in _parameters(model) else "past_key_values"
 
 
+def sliding_window(model: Any) -> int | None:
+    """The window of a model whose layers include sliding-window attention (Gemma 3: 5 of
+    every 6), else None."""
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    window = getattr(cfg, "sliding_window", None)
+    types = getattr(cfg, "layer_types", None) or ()
+    return int(window) if window and "sliding_attention" in types else None
+
+
 def new_cache(model: Any) -> Any:
-    """An empty dynamic KV cache for `model`."""
+    """An empty dynamic KV cache for `model`.
+
+    Sliding-window layers get ordinary (full) cache layers here: editkit crops caches back to a
+    prefix and feeds packed trees with their own masks, and a windowed cache layer can do
+    neither (it keeps only the window and returns only the window's keys). The window is applied
+    by the mask instead: the model's own masks when none is given, `forward_logits` for packed
+    masks.
+    """
     from transformers import DynamicCache
 
-    return DynamicCache(config=model.config)
+    return DynamicCache() if sliding_window(model) else DynamicCache(config=model.config)
+
+
+def _with_sliding_window(model: Any, mask: torch.Tensor, position_ids: torch.Tensor | None
+                         ) -> torch.Tensor | dict[str, torch.Tensor]:
+    """A packed (1, 1, new, all) boolean mask as the per-layer-type masks of a sliding-window
+    model: full-attention layers take it as it is; sliding layers also drop keys whose position
+    is `window` or more before the query's (position, not index: packed trees restart their
+    positions). Cached keys are a prefix, at positions 0..cached-1."""
+    window = sliding_window(model)
+    if window is None or mask.dtype != torch.bool or mask.dim() != 4:
+        return mask
+    new, total = mask.shape[-2], mask.shape[-1]
+    q_pos = (position_ids[0] if position_ids is not None
+             else torch.arange(total - new, total, device=mask.device))
+    k_pos = torch.cat([torch.arange(total - new, device=mask.device), q_pos.to(mask.device)])
+    near = (q_pos.to(mask.device)[:, None] - k_pos[None, :]) < window
+    return {"full_attention": mask, "sliding_attention": mask & near[None, None]}
 
 
 def crop_cache(cache: Any, keep: int) -> None:
@@ -98,7 +187,7 @@ def forward_logits(model: Any, inputs_embeds: torch.Tensor, *,
     """
     kwargs: dict[str, Any] = {"inputs_embeds": inputs_embeds}
     if attention_mask is not None:
-        kwargs["attention_mask"] = attention_mask
+        kwargs["attention_mask"] = _with_sliding_window(model, attention_mask, position_ids)
     if position_ids is not None:
         kwargs["position_ids"] = position_ids
     if cache is not None:

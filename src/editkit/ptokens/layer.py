@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..compat import embedding_scale
+
 
 class PTokenEmbedding(nn.Module):
     """(2m, hidden) trainable rows appended, virtually, to a frozen embedding table."""
@@ -32,5 +34,8 @@ class PTokenEmbedding(nn.Module):
         if not bool(mask.any()):
             return embeds
         rows = self.weight.to(embeds.dtype)[(input_ids - self.first_id).clamp(min=0)]
+        scale = embedding_scale(base)  # Gemma scales looked-up rows; P-Token rows get the same
+        if scale != 1.0:
+            rows = rows * scale
         # torch.where keeps the graph to `weight` so gradients reach only the P-Token rows.
         return torch.where(mask.unsqueeze(-1), rows, embeds)

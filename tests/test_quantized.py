@@ -1,0 +1,83 @@
+"""The quantized path (bitsandbytes) on the real default model.
+
+bitsandbytes is in the dev extra, so CI runs these; they skip, saying why, only where it is not
+installed or has no backend for this machine.
+"""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from editkit import EditableLM
+from editkit.compat import quiet_repeated_logs
+
+
+def _bitsandbytes_or_skip() -> None:
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any import failure means no quantized path here
+        pytest.skip(f"bitsandbytes cannot run here ({exc}); `pip install 'editkit[quant]'`")
+
+
+def test_a_repeating_library_warning_is_logged_once_per_process(caplog):
+    child = logging.getLogger("editkit-tests-lib.autograd")
+    quiet_repeated_logs(("editkit-tests-lib",))
+    with caplog.at_level(logging.WARNING):
+        for _ in range(50):
+            child.warning("cast from %s to float16", "float32")
+        child.warning("another message")
+    texts = [r.getMessage() for r in caplog.records if r.name.startswith("editkit-tests-lib")]
+    assert texts == ["cast from float32 to float16", "another message"]
+
+
+@pytest.fixture(scope="module")
+def lm_8bit():
+    _bitsandbytes_or_skip()
+    return EditableLM.from_pretrained(quantization="8bit", memory=":memory:", device="cpu")
+
+
+def test_8bit_default_model_scores_an_edit_and_warns_once(lm_8bit, caplog):
+    lm_8bit.clear()
+    lm_8bit.edit("Danielle Darrieux's mother tongue is English.")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):  # one forward per call, 30 layers × 7 matmuls each
+            res = lm_8bit.score("The mother tongue of Danielle Darrieux is", ["English", "French"])
+    repeated = [r for r in caplog.records if "MatMul8bitLt" in r.getMessage()]
+    assert len(repeated) <= 1
+    assert res.edit is not None and len(res.scores) == 2
+    assert all(s.mean_logprob < 0 for s in res.scores)
+
+
+def _artifact(pt, path):
+    pt.save_pretrained(path)
+    return path
+
+
+def test_tokens_trained_for_a_precision_are_picked_for_it_else_the_full_precision_ones(
+        tiny_model, tiny_ptokens, tmp_path, monkeypatch):
+    import dataclasses
+
+    import editkit.editable as editable
+    from editkit.editable import EditableLM, shipped_ptokens_dir
+
+    base = tmp_path / "ptokens"
+    full = _artifact(tiny_ptokens, base / tiny_model.name / "m3")
+    assert shipped_ptokens_dir(tiny_model.name, 3, root=base) == full
+    assert shipped_ptokens_dir(tiny_model.name, 3, "8bit", root=base) == full  # none for 8bit
+    eight = _artifact(tiny_ptokens, base / tiny_model.name / "m3-8bit")
+    assert shipped_ptokens_dir(tiny_model.name, 3, "8bit", root=base) == eight
+    assert shipped_ptokens_dir(tiny_model.name, 3, "4bit", root=base) == full
+    assert shipped_ptokens_dir(tiny_model.name, 3, root=base) == full
+
+    # what from_pretrained reports: which artifact, and that it was not made for this precision
+    def lookup(name, m, quantization=None):
+        return shipped_ptokens_dir(name, m, quantization, root=base)
+
+    monkeypatch.setattr(editable, "shipped_ptokens_dir", lookup)
+    as_4bit = dataclasses.replace(tiny_model, quantization="4bit")
+    _, source = EditableLM._resolve_ptokens(as_4bit, None, 3)
+    assert str(full) in source and "none trained for 4bit" in source
+    _, source = EditableLM._resolve_ptokens(dataclasses.replace(tiny_model, quantization="8bit"),
+                                            None, 3)
+    assert source == f"shipped ({eight})"
