@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import ValidationError
 
 from .compat import context_length
@@ -53,6 +54,7 @@ from .runtime.generation import (
 )
 from .runtime.mixed_decode import decode_copy
 from .runtime.prefix_cache import CachedScorer, PrefixCache
+from .runtime.scoring import ScoreItem, forests, packed_logprobs_many, target_logprobs
 from .safety import FactPolicy, tokenizer_special_strings
 
 log = logging.getLogger(__name__)
@@ -477,18 +479,70 @@ class EditableLM:
         Candidates are scored with a leading space, as in ROME's CounterFact scoring
         (`tok(" " + target)`), except inside a chat template, where they start the reply.
         """
+        req = self._score_request(question, candidates, mode=mode, namespace=namespace,
+                                  fact=fact, distractors=distractors, chat=chat)
+        p = req[0]
+        logps = self.scorer.continuations(p.ids, self._ptokens_for(p), req[4],
+                                          prefix_len=p.prefix_len, head_len=p.head_len)
+        return self._score_result(req, logps)
+
+    @torch.no_grad()
+    def score_many(self, questions: Sequence[str], candidates: Sequence[Sequence[str]], *,
+                   mode: Mode | str | Sequence[Mode | str] | None = None,
+                   namespace: str | None = None, chat: bool | None = None,
+                   forest_tokens: int = 4096) -> list[ScoreResult]:
+        """`score` for many questions at once: the same results, in few forward passes.
+
+        Each question gets its own retrieval (its own edit and distractors) and may have its own
+        mode (`mode` a list, one per question). Their prompts go side by side, each a packed tree
+        of its candidates, with a block-diagonal mask and positions restarting in each
+        (`runtime.scoring.packed_logprobs_many`), in runs of at most `forest_tokens` tokens.
+        Every question is validated before any forward runs.
+        """
+        if isinstance(questions, str) or isinstance(candidates, str):
+            raise InvalidInputError("questions and candidates must be lists (one candidate list "
+                                    "per question).")
+        if len(questions) != len(candidates):
+            raise InvalidInputError(f"{len(questions)} questions but {len(candidates)} candidate "
+                                    "lists: give one candidate list per question.")
+        modes = (list(mode) if isinstance(mode, Sequence) and not isinstance(mode, str)
+                 else [mode] * len(questions))
+        if len(modes) != len(questions):
+            raise InvalidInputError(f"{len(questions)} questions but {len(modes)} modes.")
+        reqs = [self._score_request(q, c, mode=m, namespace=namespace, chat=chat)
+                for q, c, m in zip(questions, candidates, modes, strict=True)]
+        # Trees of every mode share one forward: the P-Token rows only replace P-Token ids, so
+        # the prompts without any are embedded as they would be alone.
+        trees = [(r[0].ids, [ScoreItem(question=[], targets=[list(c) for c in r[4]])], i)
+                 for i, r in enumerate(reqs)]
+        logps: list[list[list[float]]] = [[] for _ in reqs]
+        for run in forests(trees, forest_tokens):
+            dists = packed_logprobs_many(self.model, self.ptokens,
+                                         [(ids, items) for ids, items, _ in run])
+            for (_, items, i), tree in zip(run, dists, strict=True):
+                logps[i] = [target_logprobs(d, t).tolist()
+                            for d, t in zip(tree[0], items[0].targets, strict=True)]
+        return [self._score_result(r, lp) for r, lp in zip(reqs, logps, strict=True)]
+
+    def _score_request(self, question: str, candidates: Sequence[str], **prompt_kw: Any
+                       ) -> tuple[Prompt, RetrievedEdit | None, list[RetrievedEdit], list[str],
+                                  list[list[int]]]:
+        """The prompt, placed edits, cleaned candidates and their token ids, checked."""
         if isinstance(candidates, str) or not isinstance(candidates, Sequence) or not candidates:
             raise InvalidInputError("candidates must be a non-empty list of strings.")
         cands = [clean_text(c, "candidate", MAX_FACT_CHARS) for c in candidates]
-        p, edit, others = self.prompt(question, mode=mode, namespace=namespace, fact=fact,
-                                      distractors=distractors, chat=chat)
+        p, edit, others = self.prompt(question, **prompt_kw)
         # Inline, the answer continues the question's sentence (" Paris"); in a chat template it
         # opens the assistant's reply ("Paris").
         cont = [self.layouts.target_ids(c, chat=p.chat) for c in cands]
         self.check_context(len(p), max(len(c) for c in cont) - 1)
-        logps = self.scorer.continuations(p.ids, self._ptokens_for(p), cont,
-                                          prefix_len=p.prefix_len, head_len=p.head_len)
-        scores = [CandidateScore(candidate=c, mean_logprob=sum(lp) / len(lp), token_logprobs=lp)
+        return p, edit, others, cands, cont
+
+    @staticmethod
+    def _score_result(req: tuple[Any, ...], logps: Sequence[Sequence[float]]) -> ScoreResult:
+        p, edit, others, cands, _ = req
+        scores = [CandidateScore(candidate=c, mean_logprob=sum(lp) / len(lp),
+                                 token_logprobs=list(lp))
                   for c, lp in zip(cands, logps, strict=True)]
         return ScoreResult(mode=p.mode.value, scores=scores, edit=edit, distractors=others,
                            prompt_tokens=len(p))

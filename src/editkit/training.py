@@ -31,7 +31,7 @@ from .fileio import atomic_write, cache_dir
 from .ike import DEMO_SCHEDULE_VERSION, DemoStore, default_train_file
 from .layouts import LAYOUT_VERSION, Mode, PromptBuilder
 from .ptokens import DEFAULT_INIT_TEXT, DEFAULT_M, PTokens, fingerprint
-from .runtime.scoring import ScoreItem, packed_logprobs_many, target_logprobs
+from .runtime.scoring import ScoreItem, forests, packed_logprobs_many, target_logprobs
 
 Kind = Literal["edit", "paraphrase", "neighbour", "distractor", "empty", "absent"]
 KINDS: tuple[Kind, ...] = ("edit", "paraphrase", "neighbour", "distractor", "empty", "absent")
@@ -355,26 +355,6 @@ def margin_loss(student_margin: torch.Tensor, margin: float, unedited_margin: to
     return torch.relu(target - student_margin)
 
 
-def _tree_tokens(prefix: Sequence[int], items: Sequence[ScoreItem]) -> int:
-    return len(prefix) + sum(len(it.question) + sum(len(t) - 1 for t in it.targets)
-                             for it in items)
-
-
-def _forests(trees: Sequence[Any], budget: int) -> list[list[Any]]:
-    """Consecutive trees ((prefix, items, ...) tuples) in runs of at most `budget` tokens (a
-    larger tree goes alone): each run is one packed forward."""
-    runs: list[list[Any]] = []
-    size = budget + 1
-    for tree in trees:
-        n = _tree_tokens(tree[0], tree[1])
-        if size + n > budget:
-            runs.append([])
-            size = 0
-        runs[-1].append(tree)
-        size += n
-    return runs
-
-
 class Trainer:
     """Train P-Tokens for one loaded model. `run()` returns the best P-Tokens found."""
 
@@ -446,7 +426,7 @@ class Trainer:
                 ctx, _ = lay.context(mode, fact if mode is not Mode.NONE else None, dis, demos)
                 trees.append((lay.bos + ctx, self._items(lay, mode, [pairs[i] for i in ids]),
                               ids))
-        for run in _forests(trees, self.cfg.forest_tokens):
+        for run in forests(trees, self.cfg.forest_tokens):
             for (_, _, ids), dists in zip(run, packed_logprobs_many(
                     self.model, None, [(pre, items) for pre, items, _ in run])):
                 for i, d in zip(ids, dists):
@@ -502,7 +482,7 @@ class Trainer:
                 if self._margin_applies(pairs[i]):
                     item.targets.append(lay.target_ids(pairs[i].contrast or ""))
             trees.append((lay.bos + ctx, items, chosen))
-        for run in _forests(trees, cfg.forest_tokens):
+        for run in forests(trees, cfg.forest_tokens):
             outs = packed_logprobs_many(self.model, pt, [(pre, items) for pre, items, _ in run])
             for (_, items, chosen), dists in zip(run, outs):
                 for i, item, d in zip(chosen, items, dists):

@@ -139,6 +139,28 @@ def packed_logprobs_many(model: Any, ptokens: PTokens | None,
     return out
 
 
+def tree_tokens(prefix: Sequence[int], items: Sequence[ScoreItem]) -> int:
+    """How many tokens a packed tree feeds (the last token of each target is never fed)."""
+    return len(prefix) + sum(len(it.question) + sum(len(t) - 1 for t in it.targets)
+                             for it in items)
+
+
+def forests(trees: Sequence[Any], budget: int) -> list[list[Any]]:
+    """Consecutive trees ((prefix, items, ...) tuples) in runs of at most `budget` tokens (a
+    larger tree goes alone): each run is one `packed_logprobs_many` forward. Training batches
+    and `EditableLM.score_many` group their trees this way."""
+    runs: list[list[Any]] = []
+    size = budget + 1
+    for tree in trees:
+        n = tree_tokens(tree[0], tree[1])
+        if size + n > budget:
+            runs.append([])
+            size = 0
+        runs[-1].append(tree)
+        size += n
+    return runs
+
+
 def _logprobs_at(model: Any, ptokens: PTokens | None, ids: list[int], pos: list[int],
                  mask: torch.Tensor, where: list[list[tuple[int, list[int]]]], *,
                  cache: Any = None, cached: int = 0) -> list[list[torch.Tensor]]:
