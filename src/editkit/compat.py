@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 __all__ = ["cache_kw", "cast_cache", "context_length", "crop_cache", "eos_ids",
-           "embedding_scale", "forward_logits", "model_device", "new_cache",
+           "embedding_scale", "forward_last_logits", "forward_logits", "model_device",
+           "new_cache",
            "quiet_repeated_logs", "sliding_window"]
 
 
@@ -167,6 +168,23 @@ def context_length(model: Any) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def forward_last_logits(model: Any, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                        position_ids: torch.Tensor, cache: Any) -> torch.Tensor:
+    """Logits (batch, vocab) at the last position of every row of a left-padded batch, reading
+    and extending `cache`. `attention_mask` is the 2D padding mask over everything the cache
+    holds plus what is fed; the model builds its causal (and sliding-window) masks from it."""
+    kwargs: dict[str, Any] = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask,
+                              "position_ids": position_ids, cache_kw(model): cache,
+                              "use_cache": True}
+    try:
+        logits = model(**kwargs, logits_to_keep=1).logits
+    except TypeError as exc:  # an architecture without logits_to_keep refuses it at the call
+        if "logits_to_keep" not in str(exc):
+            raise
+        logits = model(**kwargs).logits
+    return logits[:, -1]
 
 
 def forward_logits(model: Any, inputs_embeds: torch.Tensor, *,

@@ -460,6 +460,37 @@ class EditableLM:
                                  temperature=temperature if do_sample else None)
         return AnswerStream(gen, p, edit, others)
 
+    def ask_many(self, questions: Sequence[str], *, max_new_tokens: int = 32,
+                 stop: Sequence[str] = (), mode: Mode | str | Sequence[Mode | str] | None = None,
+                 namespace: str | None = None, chat: bool | None = None,
+                 batch_size: int = 16) -> list[Answer]:
+        """Greedy answers to many questions, decoded together: what `ask` gives for each.
+
+        Each question gets its own retrieval and may have its own mode (`mode` a list). The
+        prompts are left-padded into batches of at most `batch_size` and decoded token by token
+        together (`runtime.generation.greedy_batch`); a finished answer leaves its batch. Every
+        question is validated before anything is decoded. Greedy only: sample with `ask`.
+        """
+        if isinstance(questions, str):
+            raise InvalidInputError("questions must be a list of strings.")
+        check_generation_args(max_new_tokens)
+        modes = (list(mode) if isinstance(mode, Sequence) and not isinstance(mode, str)
+                 else [mode] * len(questions))
+        if len(modes) != len(questions):
+            raise InvalidInputError(f"{len(questions)} questions but {len(modes)} modes.")
+        placed = [self.prompt(q, mode=m, namespace=namespace, chat=chat,
+                              max_new_tokens=max_new_tokens)
+                  for q, m in zip(questions, modes, strict=True)]
+        # One P-Token set serves every row: it only replaces P-Token ids, which the prompts of
+        # the other modes do not hold.
+        gens = self.generator.generate_many([p.ids for p, _, _ in placed], ptokens=self.ptokens,
+                                            max_new_tokens=max_new_tokens, stop=stop,
+                                            batch_size=batch_size)
+        return [Answer(text=g.text, mode=p.mode.value, edit=edit, distractors=others,
+                       prompt_tokens=len(p), completion_tokens=g.completion_tokens,
+                       finish_reason=g.finish_reason or "stop")
+                for (p, edit, others), g in zip(placed, gens, strict=True)]
+
     def generate_from(self, prompt: Prompt, *, max_new_tokens: int = 32,
                       stop: Sequence[str] | None = (),
                       temperature: float | None = None) -> GenerationStream:

@@ -33,7 +33,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..compat import eos_ids as model_eos_ids
-from ..compat import model_device
+from ..compat import forward_last_logits, model_device, new_cache
 from ..errors import InvalidInputError
 from ..ptokens import PTokens
 from .mixed_decode import greedy_mixed
@@ -42,7 +42,7 @@ from .scoring import input_embeds
 
 __all__ = ["Decoder", "DecodeRequest", "Emit", "FinishReason", "Generation", "GenerationStream",
            "HFDecoder", "MixedPrecisionDecoder", "PrefixCacheDecoder", "TextAssembler",
-           "TextGenerator", "check_generation_args", "decoder_for"]
+           "TextGenerator", "check_generation_args", "decoder_for", "greedy_batch"]
 
 FinishReason = Literal["stop", "length"]
 MAX_NEW_TOKENS = 4096
@@ -283,19 +283,24 @@ class _Run:
     def work(self, decoder: Decoder) -> None:
         try:
             decoder.decode(self.request, self.emit)
-            if not self.cancel.is_set():
-                tail = self.assembler.feed(self.detok.flush()) + self.assembler.finish()
-                if tail:
-                    self.out.put(tail)
-                r = self.result
-                r.text, r.completion_tokens = self.assembler.text, len(r.token_ids)
-                r.finish_reason = ("stop" if self.assembler.stopped or self.hit_eos else
-                                   "length" if r.completion_tokens >= self.request.max_new_tokens
-                                   else "stop")
+            self.finish()
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
             self.failure = exc
         finally:
             self.out.put(_END)
+
+    def finish(self) -> None:
+        """After the last token: the text's tail, the counts and the finish reason."""
+        if self.cancel.is_set():
+            return
+        tail = self.assembler.feed(self.detok.flush()) + self.assembler.finish()
+        if tail:
+            self.out.put(tail)
+        r = self.result
+        r.text, r.completion_tokens = self.assembler.text, len(r.token_ids)
+        r.finish_reason = ("stop" if self.assembler.stopped or self.hit_eos else
+                           "length" if r.completion_tokens >= self.request.max_new_tokens
+                           else "stop")
 
 
 class GenerationStream:
@@ -414,3 +419,62 @@ class TextGenerator:
         for _ in s:
             pass
         return s.result
+
+    def generate_many(self, prompts: Sequence[Sequence[int]], *,
+                      ptokens: PTokens | None = None, max_new_tokens: int = 32,
+                      stop: Sequence[str] | None = (), batch_size: int = 16) -> list[Generation]:
+        """Greedy answers to several prompts decoded together (`greedy_batch`), in batches of
+        at most `batch_size`: what `generate` returns for each prompt alone (same text, counts
+        and finish reason; argmax ties aside, float rounding differs with the batch shape)."""
+        check_generation_args(max_new_tokens)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError("batch_size must be an int ≥ 1.")
+        if any(not p for p in prompts):
+            raise InvalidInputError("generation needs at least one prompt token.")
+        stops = _check_stop(stop)
+        eos = model_eos_ids(self.model, self.tokenizer)
+        runs = [_Run(self.tokenizer, DecodeRequest(ids=tuple(int(i) for i in p), ptokens=ptokens,
+                                                   max_new_tokens=max_new_tokens), stops, eos)
+                for p in prompts]
+        pad = self.tokenizer.pad_token_id
+        pad = int(pad if pad is not None else (eos[0] if eos else 0))
+        for start in range(0, len(runs), batch_size):
+            chunk = runs[start: start + batch_size]
+            greedy_batch(self.model, ptokens, [r.request.ids for r in chunk],
+                         [r.emit for r in chunk], max_new_tokens=max_new_tokens, pad_id=pad)
+            for r in chunk:
+                r.finish()
+        return [r.result for r in runs]
+
+
+@torch.no_grad()
+def greedy_batch(model: Any, ptokens: PTokens | None, prompts: Sequence[Sequence[int]],
+                 emits: Sequence[Emit], *, max_new_tokens: int, pad_id: int) -> None:
+    """Greedy decoding of several prompts in one batch: each new token of row i goes to
+    `emits[i]`; a row leaves the batch (its KV cache rows dropped) when its `emit` returns False.
+
+    Prompts are left-padded, so every row's next token sits in the last column. The 2D
+    attention mask hides the padding, and positions count from each row's first real token,
+    so a row computes what it computes alone (up to float rounding). On a CPU decoding one
+    sequence is memory-bound: reading the weights once for the whole batch is the saving.
+    """
+    dev = model_device(model)
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=dev)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=dev)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = new_cache(model)
+    rows = list(range(len(prompts)))  # batch row -> prompt index
+    embeds = input_embeds(model, ptokens, ids)
+    for _ in range(max_new_tokens):
+        nxt = forward_last_logits(model, embeds, mask, pos, cache).argmax(-1)
+        keep = [b for b, i in enumerate(rows) if emits[i](int(nxt[b]))]
+        if not keep:
+            return
+        if len(keep) < len(rows):
+            idx = torch.tensor(keep, device=dev)
+            cache.batch_select_indices(idx)
+            rows, nxt, mask, pos = [rows[b] for b in keep], nxt[idx], mask[idx], pos[idx]
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+        pos = pos[:, -1:] + 1
+        embeds = input_embeds(model, ptokens, nxt[:, None])
