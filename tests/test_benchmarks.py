@@ -124,3 +124,14 @@ def test_bench_command_refuses_an_unknown_benchmark_and_forwards_options() -> No
     assert bad.exit_code == 2 and "unknown benchmark" in bad.output
     helped = CliRunner().invoke(app, ["bench", "memory_scale", "--help"])
     assert helped.exit_code == 0 and "--sizes" in helped.output
+
+
+def test_batched_smoke_compares_ask_many_and_score_many_with_single_calls(tmp_path) -> None:
+    from editkit.benchmarks import batched
+
+    res = batched.main(["--n", "3", "--max-new-tokens", "4", "--batch-sizes", "2",
+                        "--json", str(tmp_path / "b.json")])
+    calls = {r["call"]: r for r in res["batched"]}
+    assert set(calls) == {"ask_many", "score_many"}
+    assert calls["ask_many"]["answers_equal"] == 3 and calls["score_many"]["scores_equal"] == 3
+    assert json.loads((tmp_path / "b.json").read_text())["n"] == 3

@@ -296,7 +296,8 @@ def export(
                   f"{path / 'PROMPT_TEMPLATE.md'}")
 
 
-BENCHMARKS = ("latency", "throughput", "memory_scale", "cold_start", "injection", "retrieval")
+BENCHMARKS = ("latency", "throughput", "memory_scale", "cold_start", "injection", "retrieval",
+              "batched")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
