@@ -387,3 +387,23 @@ def test_example_runs_as_written(chat_lm: EditableLM, capsys: pytest.CaptureFixt
     assert out["stuffed"]["answer"].response_metadata["mode"] == "none"
     for line in ("chat:", "retriever:", "P-Token RAG:", "streamed:", "plain-context RAG:"):
         assert line in printed
+
+
+def test_batch_decodes_concurrent_greedy_calls_together_with_invokes_answers(
+        chat_lm: EditableLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a wide window, so that the four threads' retrievals (tens of ms each) surely overlap it
+    monkeypatch.setattr(chat_lm.batcher, "window_s", 0.5)
+    chat_lm.edit(DARRIEUX)
+    chat = EditableChatModel(lm=chat_lm, chat=False, max_tokens=N)
+    questions = [Q, "The Eiffel Tower is located in the city of", "Name three colours.",
+                 "What language did Danielle Darrieux speak?"]
+    one_by_one = [chat.invoke(q) for q in questions]
+    before = (chat_lm.batcher.requests, chat_lm.batcher.batches)
+    together = chat.batch(questions, config={"max_concurrency": 4})
+    requests = chat_lm.batcher.requests - before[0]
+    batches = chat_lm.batcher.batches - before[1]
+    assert [m.content for m in together] == [m.content for m in one_by_one]
+    assert [m.usage_metadata for m in together] == [m.usage_metadata for m in one_by_one]
+    assert [m.response_metadata["edit"] for m in together] == \
+        [m.response_metadata["edit"] for m in one_by_one]
+    assert requests == 4 and batches < 4  # some calls shared a batch

@@ -45,8 +45,10 @@ from .retrieval import (
     Selection,
     select,
 )
+from .runtime.batching import MicroBatcher
 from .runtime.generation import (
     FinishReason,
+    Generation,
     GenerationStream,
     TextGenerator,
     check_generation_args,
@@ -167,6 +169,8 @@ class EditableLM:
             self.model, self.tokenizer, prefix_cache=self.prefix_cache,
             decode_model=self.decode_model))
         self.scorer = CachedScorer(self.model, self.prefix_cache)
+        # Concurrent greedy requests (LangChain's batch, a server's requests) decoded together.
+        self.batcher = MicroBatcher(self.generator)
         self.mode = Mode.parse(mode)
         self.retrieval = retrieval or RetrievalSettings()
         self._demos = demos
@@ -490,6 +494,22 @@ class EditableLM:
                        prompt_tokens=len(p), completion_tokens=g.completion_tokens,
                        finish_reason=g.finish_reason or "stop")
                 for (p, edit, others), g in zip(placed, gens, strict=True)]
+
+    def generate_batched(self, prompt: Prompt, *, max_new_tokens: int = 32,
+                         stop: Sequence[str] | None = ()) -> Generation:
+        """The greedy generation after `prompt`, decoded in one batch with the requests other
+        threads make at the same moment (`runtime.batching.MicroBatcher`): the same result as
+        `generate_from` run to its end. With a prefix cache or a bf16 decode copy, whose
+        decoders are per sequence, it runs alone through `generate_from`."""
+        if self.prefix_cache is not None or self.decode_model is not None:
+            gen = self.generate_from(prompt, max_new_tokens=max_new_tokens, stop=stop)
+            for _ in gen:
+                pass
+            return gen.result
+        # Every prompt shares this model's P-Token set: it only replaces P-Token ids, so the
+        # prompts of all modes can share a batch.
+        return self.batcher.generate(prompt.ids, ptokens=self.ptokens,
+                                     max_new_tokens=max_new_tokens, stop=stop)
 
     def generate_from(self, prompt: Prompt, *, max_new_tokens: int = 32,
                       stop: Sequence[str] | None = (),
