@@ -74,3 +74,35 @@ def test_ask_many_validates_every_question_before_decoding(lm):
         lm.ask_many(["a question?"], mode=["prompt", "none"])
     with pytest.raises(InvalidInputError, match="max_new_tokens"):
         lm.ask_many(["a question?"], max_new_tokens=0)
+
+
+def test_micro_batcher_groups_concurrent_requests_by_budget_and_returns_each_its_own(
+        tiny_model):
+    import threading
+
+    from editkit.runtime.batching import MicroBatcher
+    from editkit.runtime.generation import TextGenerator
+
+    gen = TextGenerator(tiny_model.model, tiny_model.tokenizer)
+    batcher = MicroBatcher(gen, window_s=0.3)
+    prompts = [[1, 502, 1203], [1, 77], [1, 9000, 12, 13, 14], [1, 300]]
+    budgets = [5, 5, 3, 5]  # the 3-token request cannot share the 5-token batch
+    alone = [gen.generate(p, max_new_tokens=k) for p, k in zip(prompts, budgets)]
+    out: list = [None] * len(prompts)
+
+    def call(i: int) -> None:
+        out[i] = batcher.generate(prompts[i], max_new_tokens=budgets[i])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert [g.token_ids for g in out] == [g.token_ids for g in alone]
+    assert [g.text for g in out] == [g.text for g in alone]
+    assert batcher.requests == 4 and batcher.batches == 2
+
+    with pytest.raises(InvalidInputError, match="stop"):
+        batcher.generate([1, 2], stop=".")
+    with pytest.raises(InvalidInputError, match="max_new_tokens"):  # raised in every caller
+        batcher.generate([1, 2], max_new_tokens=0)
