@@ -296,6 +296,39 @@ def export(
                   f"{path / 'PROMPT_TEMPLATE.md'}")
 
 
+@app.command()
+@_cli_errors()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8000, min=1, max=65535),
+    model: str | None = typer.Option(None, help="HF id, local path, .gguf or short name"),
+    memory: Path | None = typer.Option(None, help="SQLite edit memory (default: in RAM)"),
+    keys: Path | None = typer.Option(None, help="JSON file {api key: namespace}; without it "
+                                                "the server is open (default namespace)"),
+) -> None:
+    """Serve the OpenAI API (/v1/chat/completions, /v1/completions) plus /v1/edits."""
+    import json
+
+    import uvicorn
+
+    from editkit import EditableLM
+    from editkit.serve import create_app
+
+    key_map = None
+    if keys is not None:
+        try:
+            key_map = json.loads(keys.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"--keys {keys}: not a readable JSON file ({exc}).") from exc
+        if not isinstance(key_map, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in key_map.items()):
+            raise InvalidInputError(f"--keys {keys}: expected {{\"api key\": \"namespace\"}}.")
+    lm = EditableLM.from_pretrained(model, memory=memory)
+    console.print(f"editkit serve: {lm.name} on http://{host}:{port}/v1 "
+                  f"({'keys: ' + str(len(key_map)) if key_map else 'open, no keys'})")
+    uvicorn.run(create_app(lm, key_map), host=host, port=port, log_level="warning")
+
+
 BENCHMARKS = ("latency", "throughput", "memory_scale", "cold_start", "injection", "retrieval",
               "batched")
 

@@ -1,0 +1,222 @@
+"""`editkit serve`: the OpenAI HTTP API over an `EditableLM`, plus endpoints for its edits.
+
+- `POST /v1/chat/completions` and `POST /v1/completions`: OpenAI's request and response shapes,
+  `stream: true` as server-sent events ending in `data: [DONE]`, `usage` counts. The answer comes
+  from the same path as `EditableLM.ask`: the retrieval policy places the tenant's edits, greedy
+  requests go through the micro-batcher (concurrent requests decode together), sampled ones
+  (`temperature > 0`) run alone.
+- `POST /v1/edits` (`{"facts": [...]}`), `GET /v1/edits`, `DELETE /v1/edits/{id}`,
+  `DELETE /v1/edits`: the tenant's edits, in the same memory file the SDK uses.
+- Tenancy: `keys` maps API keys (`Authorization: Bearer <key>`) to namespaces; a key only ever
+  reads and writes its own namespace. Without keys the server is open and uses the default
+  namespace.
+- Errors are 4xx JSON in OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`).
+
+Needs `editkit[serve]` (FastAPI, uvicorn). FastAPI reads the endpoints' annotations, so its
+names are imported at module level (this module is only imported to serve).
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from .editable import EditableLM
+from .errors import EditkitError, EditNotFoundError
+from .records import DEFAULT_NAMESPACE
+from .runtime.generation import Generation
+
+__all__ = ["create_app"]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str
+
+
+class _Sampling(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields editkit does not use
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1, le=4096)
+    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
+    temperature: float | None = Field(None, ge=0, le=2)
+    stop: str | list[str] | None = None
+    stream: bool = False
+
+    def budget(self) -> int:
+        return self.max_completion_tokens or self.max_tokens or 64
+
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+class ChatRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+class CompletionRequest(_Sampling):
+    prompt: str
+
+
+class EditsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    facts: list[str] = Field(min_length=1)
+
+
+class HTTPError(Exception):
+    """An error answered as OpenAI does: status code and `{"error": {...}}`."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
+                 code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.code = status, message, type_, code
+
+
+def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
+    """The ASGI app. `keys`: API key -> namespace (None: no authentication, default
+    namespace)."""
+    app = FastAPI(title="editkit", version="1")
+
+    def error(status: int, message: str, type_: str = "invalid_request_error",
+              code: str | None = None) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"error": {
+            "message": message, "type": type_, "param": None, "code": code}})
+
+    @app.exception_handler(HTTPError)
+    async def _http_error(_: Request, exc: HTTPError) -> JSONResponse:
+        return error(exc.status, exc.message, exc.type, exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_body(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:])
+        return error(400, f"Invalid request: {where}: {first.get('msg', 'bad value')}")
+
+    @app.exception_handler(EditkitError)
+    async def _editkit_error(_: Request, exc: EditkitError) -> JSONResponse:
+        status = 404 if isinstance(exc, EditNotFoundError) else 400
+        return error(status, str(exc))
+
+    def namespace(request: Request) -> str:
+        if keys is None:
+            return DEFAULT_NAMESPACE
+        auth = request.headers.get("authorization", "")
+        key = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        if key not in keys:
+            raise HTTPError(401, "Incorrect API key provided.", "invalid_request_error",
+                            "invalid_api_key")
+        return keys[key]
+
+    def prompt_for(ns: str, question: str, history: Sequence[tuple[str, str]],
+                   req: _Sampling) -> Any:
+        p, _, _ = lm.prompt(question, namespace=ns, history=history,
+                            max_new_tokens=req.budget())
+        return p
+
+    def run(p: Any, req: _Sampling) -> Generation:
+        """Greedy: batched with concurrent requests. Sampled: alone, in full precision."""
+        if req.temperature:
+            s = lm.generate_from(p, max_new_tokens=req.budget(), stop=req.stops(),
+                                 temperature=req.temperature)
+            for _ in s:
+                pass
+            return s.result
+        return lm.generate_batched(p, max_new_tokens=req.budget(), stop=req.stops())
+
+    def usage(p: Any, completion_tokens: int) -> dict[str, int]:
+        return {"prompt_tokens": len(p), "completion_tokens": completion_tokens,
+                "total_tokens": len(p) + completion_tokens}
+
+    def sse(chunks: Iterator[dict[str, Any]]) -> StreamingResponse:
+        def body() -> Iterator[str]:
+            for c in chunks:
+                yield f"data: {json.dumps(c)}\n\n"
+            yield "data: [DONE]\n\n"
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    @app.post("/v1/chat/completions")
+    def chat_completions(req: ChatRequest, request: Request) -> Any:
+        ns = namespace(request)
+        turns = [(m.role if m.role != "developer" else "system", m.content) for m in req.messages]
+        if turns[-1][0] != "user":
+            raise HTTPError(400, "The last message must be from the user.")
+        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        model = req.model or lm.name
+        p = prompt_for(ns, turns[-1][1], turns[:-1], req)
+        if req.stream:
+            gen = lm.generate_from(p, max_new_tokens=req.budget(), stop=req.stops(),
+                                   temperature=req.temperature or None)
+
+            def chunks() -> Iterator[dict[str, Any]]:
+                base = {"id": rid, "object": "chat.completion.chunk", "created": created,
+                        "model": model}
+                yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"},
+                                            "finish_reason": None}]}
+                with gen:
+                    for piece in gen:
+                        yield {**base, "choices": [{"index": 0, "delta": {"content": piece},
+                                                    "finish_reason": None}]}
+                yield {**base, "choices": [{"index": 0, "delta": {},
+                                            "finish_reason": gen.finish_reason}],
+                       "usage": usage(p, gen.completion_tokens)}
+            return sse(chunks())
+        g = run(p, req)
+        return {"id": rid, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
+                             "finish_reason": g.finish_reason}],
+                "usage": usage(p, g.completion_tokens)}
+
+    @app.post("/v1/completions")
+    def completions(req: CompletionRequest, request: Request) -> Any:
+        ns = namespace(request)
+        if req.stream:
+            raise HTTPError(400, "stream is supported on /v1/chat/completions only.")
+        p = prompt_for(ns, req.prompt, (), req)
+        g = run(p, req)
+        return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
+                "created": int(time.time()), "model": req.model or lm.name,
+                "choices": [{"index": 0, "text": g.text, "finish_reason": g.finish_reason,
+                             "logprobs": None}],
+                "usage": usage(p, g.completion_tokens)}
+
+    def edit_json(e: Any) -> dict[str, Any]:
+        return {"id": e.id, "text": e.text, "created_at": e.created_at}
+
+    @app.post("/v1/edits")
+    def add_edits(req: EditsRequest, request: Request) -> Any:
+        ns = namespace(request)
+        before = {e.id for e in lm.edits(ns)}
+        lm.edit(req.facts, namespace=ns)  # validated whole, written in one transaction
+        added = [e for e in lm.edits(ns) if e.id not in before]
+        return {"object": "list", "data": [edit_json(e) for e in added]}
+
+    @app.get("/v1/edits")
+    def list_edits(request: Request) -> Any:
+        return {"object": "list", "data": [edit_json(e) for e in lm.edits(namespace(request))]}
+
+    @app.delete("/v1/edits/{edit_id}")
+    def forget(edit_id: str, request: Request) -> Any:
+        ns = namespace(request)
+        if edit_id not in {e.id for e in lm.edits(ns)}:  # another tenant's id is not found
+            raise EditNotFoundError(f"No edit {edit_id!r} in this key's namespace.")
+        lm.forget(edit_id)
+        return {"id": edit_id, "deleted": True}
+
+    @app.delete("/v1/edits")
+    def clear(request: Request) -> Any:
+        return {"deleted": lm.clear(namespace(request))}
+
+    @app.get("/v1/models")
+    def models() -> Any:
+        return {"object": "list", "data": [{"id": lm.name, "object": "model",
+                                            "owned_by": "editkit"}]}
+
+    return app
