@@ -135,3 +135,13 @@ def test_batched_smoke_compares_ask_many_and_score_many_with_single_calls(tmp_pa
     assert set(calls) == {"ask_many", "score_many"}
     assert calls["ask_many"]["answers_equal"] == 3 and calls["score_many"]["scores_equal"] == 3
     assert json.loads((tmp_path / "b.json").read_text())["n"] == 3
+
+
+def test_serve_load_smoke_counts_errors_and_checks_tenants(tmp_path) -> None:
+    pytest.importorskip("uvicorn")
+    from editkit.benchmarks import serve_load
+
+    res = serve_load.main(["--clients", "2", "--requests", "2", "--max-tokens", "3",
+                           "--json", str(tmp_path / "s.json")])
+    assert res["errors"] == 0 and res["tenants_isolated"] is True
+    assert res["batched_requests"] >= 6 and res["load_rps"] > 0

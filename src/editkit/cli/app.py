@@ -330,7 +330,7 @@ def serve(
 
 
 BENCHMARKS = ("latency", "throughput", "memory_scale", "cold_start", "injection", "retrieval",
-              "batched")
+              "batched", "serve_load")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
