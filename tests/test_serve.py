@@ -3,7 +3,6 @@ client (unchanged) and plain HTTP for the edit endpoints."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
@@ -12,7 +11,7 @@ openai = pytest.importorskip("openai", reason="needs the dev extra (openai)")
 uvicorn = pytest.importorskip("uvicorn", reason="needs editkit[serve]")
 import httpx  # noqa: E402  (an openai dependency)
 
-from editkit.serve import create_app  # noqa: E402
+from editkit.serve import serve_in_thread  # noqa: E402
 
 KEYS = {"key-alice": "alice", "key-bob": "bob"}
 Q = "The mother tongue of Danielle Darrieux is"
@@ -22,20 +21,10 @@ Q = "The mother tongue of Danielle Darrieux is"
 def server(lm):
     lm.clear("alice")
     lm.clear("bob")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(lm, KEYS), host="127.0.0.1", port=port,
-                                        log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
+    srv, url = serve_in_thread(lm, KEYS)
+    assert srv.started
+    yield url
     srv.should_exit = True
-    thread.join(timeout=10)
 
 
 def client(url: str, key: str) -> openai.OpenAI:

@@ -81,6 +81,15 @@ def shipped_ptokens_dir(model_name: str, m: int, quantization: str | None = None
     return None
 
 
+def _per_question_modes(mode: Any, n: int) -> list[Any]:
+    """`mode` of `ask_many` / `score_many`: one for every question, or a list of one each."""
+    modes = (list(mode) if isinstance(mode, Sequence) and not isinstance(mode, str)
+             else [mode] * n)
+    if len(modes) != n:
+        raise InvalidInputError(f"{n} questions but {len(modes)} modes.")
+    return modes
+
+
 class AnswerStream:
     """What `EditableLM.stream()` returns: iterate it for the answer's text pieces as they are
     generated.
@@ -315,6 +324,11 @@ class EditableLM:
         Returns self so calls chain: `lm.edit(fact).ask(question)`. A fact the fact policy
         refuses raises `UnsafeFactError`, and nothing of the call is stored.
         """
+        self.add_edits(facts, namespace)
+        return self
+
+    def add_edits(self, facts: Any, namespace: str | None = None) -> list[Edit]:
+        """`edit`, returning the stored `Edit`s (ids included) instead of self."""
         items = facts if isinstance(facts, (list, tuple)) else [facts]
         for f in items:
             if isinstance(f, (str, dict, FactInput)):
@@ -323,8 +337,7 @@ class EditableLM:
                     value = getattr(parsed, field)
                     if value is not None:
                         self.check_fact(value, "fact" if field == "text" else f"fact {field}")
-        self.memory.add(facts, namespace=namespace or self.retrieval.namespace)
-        return self
+        return self.memory.add(facts, namespace=namespace or self.retrieval.namespace)
 
     def forget(self, edit_id: str) -> Edit:
         return self.memory.forget(edit_id)
@@ -478,10 +491,7 @@ class EditableLM:
         if isinstance(questions, str):
             raise InvalidInputError("questions must be a list of strings.")
         check_generation_args(max_new_tokens)
-        modes = (list(mode) if isinstance(mode, Sequence) and not isinstance(mode, str)
-                 else [mode] * len(questions))
-        if len(modes) != len(questions):
-            raise InvalidInputError(f"{len(questions)} questions but {len(modes)} modes.")
+        modes = _per_question_modes(mode, len(questions))
         placed = [self.prompt(q, mode=m, namespace=namespace, chat=chat,
                               max_new_tokens=max_new_tokens)
                   for q, m in zip(questions, modes, strict=True)]
@@ -496,16 +506,20 @@ class EditableLM:
                 for (p, edit, others), g in zip(placed, gens, strict=True)]
 
     def generate_batched(self, prompt: Prompt, *, max_new_tokens: int = 32,
-                         stop: Sequence[str] | None = ()) -> Generation:
-        """The greedy generation after `prompt`, decoded in one batch with the requests other
-        threads make at the same moment (`runtime.batching.MicroBatcher`): the same result as
-        `generate_from` run to its end. With a prefix cache or a bf16 decode copy, whose
-        decoders are per sequence, it runs alone through `generate_from`."""
-        if self.prefix_cache is not None or self.decode_model is not None:
-            gen = self.generate_from(prompt, max_new_tokens=max_new_tokens, stop=stop)
-            for _ in gen:
-                pass
-            return gen.result
+                         stop: Sequence[str] | None = (),
+                         temperature: float | None = None) -> Generation:
+        """The whole generation after `prompt`, the result `generate_from` gives run to its end.
+
+        Greedy requests are decoded in one batch with the requests other threads make at the
+        same moment (`runtime.batching.MicroBatcher`; LangChain's `batch`, the server). Sampled
+        requests, and models with a prefix cache or a bf16 decode copy (per-sequence decoders),
+        run alone through this model's decoder.
+        """
+        if temperature or self.prefix_cache is not None or self.decode_model is not None:
+            return self.generator.generate(prompt.ids, ptokens=self._ptokens_for(prompt),
+                                           max_new_tokens=max_new_tokens,
+                                           temperature=temperature, stop=stop,
+                                           prefix_len=prompt.prefix_len)
         # Every prompt shares this model's P-Token set: it only replaces P-Token ids, so the
         # prompts of all modes can share a batch.
         return self.batcher.generate(prompt.ids, ptokens=self.ptokens,
@@ -556,10 +570,7 @@ class EditableLM:
         if len(questions) != len(candidates):
             raise InvalidInputError(f"{len(questions)} questions but {len(candidates)} candidate "
                                     "lists: give one candidate list per question.")
-        modes = (list(mode) if isinstance(mode, Sequence) and not isinstance(mode, str)
-                 else [mode] * len(questions))
-        if len(modes) != len(questions):
-            raise InvalidInputError(f"{len(questions)} questions but {len(modes)} modes.")
+        modes = _per_question_modes(mode, len(questions))
         reqs = [self._score_request(q, c, mode=m, namespace=namespace, chat=chat)
                 for q, c, m in zip(questions, candidates, modes, strict=True)]
         # Trees of every mode share one forward: the P-Token rows only replace P-Token ids, so

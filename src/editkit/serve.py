@@ -2,9 +2,8 @@
 
 - `POST /v1/chat/completions` and `POST /v1/completions`: OpenAI's request and response shapes,
   `stream: true` as server-sent events ending in `data: [DONE]`, `usage` counts. The answer comes
-  from the same path as `EditableLM.ask`: the retrieval policy places the tenant's edits, greedy
-  requests go through the micro-batcher (concurrent requests decode together), sampled ones
-  (`temperature > 0`) run alone.
+  from the same path as `EditableLM.ask`: the retrieval policy places the tenant's edits, and
+  `EditableLM.generate_batched` decodes (greedy requests that arrive together as one batch).
 - `POST /v1/edits` (`{"facts": [...]}`), `GET /v1/edits`, `DELETE /v1/edits/{id}`,
   `DELETE /v1/edits`: the tenant's edits, in the same memory file the SDK uses.
 - Tenancy: `keys` maps API keys (`Authorization: Bearer <key>`) to namespaces; a key only ever
@@ -31,9 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from .editable import EditableLM
 from .errors import EditkitError, EditNotFoundError
 from .records import DEFAULT_NAMESPACE
-from .runtime.generation import Generation
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "serve_in_thread"]
 
 
 class ChatMessage(BaseModel):
@@ -121,16 +119,6 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
                             max_new_tokens=req.budget())
         return p
 
-    def run(p: Any, req: _Sampling) -> Generation:
-        """Greedy: batched with concurrent requests. Sampled: alone, in full precision."""
-        if req.temperature:
-            s = lm.generate_from(p, max_new_tokens=req.budget(), stop=req.stops(),
-                                 temperature=req.temperature)
-            for _ in s:
-                pass
-            return s.result
-        return lm.generate_batched(p, max_new_tokens=req.budget(), stop=req.stops())
-
     def usage(p: Any, completion_tokens: int) -> dict[str, int]:
         return {"prompt_tokens": len(p), "completion_tokens": completion_tokens,
                 "total_tokens": len(p) + completion_tokens}
@@ -168,7 +156,8 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
                                             "finish_reason": gen.finish_reason}],
                        "usage": usage(p, gen.completion_tokens)}
             return sse(chunks())
-        g = run(p, req)
+        g = lm.generate_batched(p, max_new_tokens=req.budget(), stop=req.stops(),
+                                 temperature=req.temperature)
         return {"id": rid, "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
                              "finish_reason": g.finish_reason}],
@@ -180,7 +169,8 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
         if req.stream:
             raise HTTPError(400, "stream is supported on /v1/chat/completions only.")
         p = prompt_for(ns, req.prompt, (), req)
-        g = run(p, req)
+        g = lm.generate_batched(p, max_new_tokens=req.budget(), stop=req.stops(),
+                                 temperature=req.temperature)
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
                 "created": int(time.time()), "model": req.model or lm.name,
                 "choices": [{"index": 0, "text": g.text, "finish_reason": g.finish_reason,
@@ -192,10 +182,7 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
 
     @app.post("/v1/edits")
     def add_edits(req: EditsRequest, request: Request) -> Any:
-        ns = namespace(request)
-        before = {e.id for e in lm.edits(ns)}
-        lm.edit(req.facts, namespace=ns)  # validated whole, written in one transaction
-        added = [e for e in lm.edits(ns) if e.id not in before]
+        added = lm.add_edits(req.facts, namespace=namespace(request))  # all or none, one tx
         return {"object": "list", "data": [edit_json(e) for e in added]}
 
     @app.get("/v1/edits")
@@ -220,3 +207,26 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
                                             "owned_by": "editkit"}]}
 
     return app
+
+
+def serve_in_thread(lm: EditableLM, keys: dict[str, str] | None = None,
+                    host: str = "127.0.0.1") -> tuple[Any, str]:
+    """Start the app with uvicorn in a daemon thread on a free port; returns the server (set
+    `should_exit = True` to stop it) and its base URL. Tests and `editkit bench serve_load`
+    use it."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(lm, keys), host=host, port=port,
+                                           log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    for _ in range(400):  # up to 20 s
+        if server.started:
+            break
+        time.sleep(0.05)
+    return server, f"http://{host}:{port}"

@@ -12,31 +12,12 @@ its own edit (tenants isolated). Bounded: it stops after clients × requests req
 from __future__ import annotations
 
 import argparse
-import socket
 import threading
 import time
 from typing import Any
 
 from .common import pct, save, table
 from .latency import questions
-
-
-def _serve(lm: Any, keys: dict[str, str]) -> tuple[Any, str]:
-    import uvicorn
-
-    from editkit.serve import create_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(lm, keys), host="127.0.0.1", port=port,
-                                        log_level="warning"))
-    threading.Thread(target=srv.run, daemon=True).start()
-    for _ in range(400):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    return srv, f"http://127.0.0.1:{port}"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -49,13 +30,14 @@ def main(argv: list[str] | None = None) -> dict:
     import httpx
 
     from editkit import EditableLM
+    from editkit.serve import serve_in_thread
 
     lm = EditableLM.from_pretrained()
     qs = questions(args.clients)
     keys = {f"key-{i}": f"tenant-{i}" for i in range(args.clients)}
     for i, q in enumerate(qs):
         lm.edit(q["fact"], namespace=f"tenant-{i}")
-    srv, url = _serve(lm, keys)
+    srv, url = serve_in_thread(lm, keys)
 
     def request(i: int) -> tuple[float, dict[str, Any] | None]:
         body = {"model": "editkit", "max_tokens": args.max_tokens,

@@ -294,14 +294,10 @@ class EditableChatModel(BaseChatModel):
                   **kwargs: Any) -> ChatResult:
         opts = self._options(kwargs)
         ids, p, edit, others = self._build(messages, opts)
-        if opts["temperature"]:  # sampled: one sequence at a time
-            gen: Any = self._start(p, opts, stop)
-            for _ in gen:
-                pass
-        else:  # greedy: decoded together with concurrent calls (`batch` runs one per thread)
-            gen = self.editable_lm.generate_batched(
-                p, max_new_tokens=opts["max_tokens"],
-                stop=stop if stop is not None else (self.stop or []))
+        # Greedy calls decode together with concurrent ones (`batch` runs one per thread).
+        gen = self.editable_lm.generate_batched(
+            p, max_new_tokens=opts["max_tokens"], temperature=opts["temperature"],
+            stop=stop if stop is not None else (self.stop or []))
         meta = self._metadata(p, edit, others, gen.finish_reason)
         msg = AIMessage(content=gen.text, response_metadata=meta,
                         usage_metadata=self._usage(len(ids), gen.completion_tokens))
