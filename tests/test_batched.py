@@ -76,8 +76,77 @@ def test_ask_many_validates_every_question_before_decoding(lm):
         lm.ask_many(["a question?"], max_new_tokens=0)
 
 
-def test_micro_batcher_groups_concurrent_requests_by_budget_and_returns_each_its_own(
-        tiny_model):
+def test_a_sequence_that_joins_a_running_batch_gets_what_it_gets_alone(lm):
+    """Continuous batching on the real model: two rows decode, then two more (one with a longer
+    prompt, so the running rows' caches get padded in front) join mid-way; one row leaves early."""
+    lm.clear()
+    lm.edit(["The mother tongue of Danielle Darrieux is English.",
+             "The Eiffel Tower is located in Rome."])
+    prompts = [lm.prompt(q, mode=m)[0] for q, m in ASKS[:4]]
+    gen = lm.generator
+    alone = [gen.generate(p.ids, ptokens=lm.ptokens, max_new_tokens=k, stop=s)
+             for p, k, s in zip(prompts, [10, 3, 10, 10], [(), (), (), (".",)], strict=True)]
+    rows = [gen.batch_row(p.ids, ptokens=lm.ptokens, max_new_tokens=k, stop=s)
+            for p, k, s in zip(prompts, [10, 3, 10, 10], [(), (), (), (".",)], strict=True)]
+    batch = gen.new_batch(lm.ptokens)
+    batch.add(rows[:2])
+    batch.step()
+    batch.step()  # the 3-token row leaves here
+    assert len(batch) == 1
+    batch.add(rows[2:])
+    assert len(batch) == 3
+    while len(batch):
+        batch.step()
+    assert max(len(p.ids) for p in prompts[2:]) > len(prompts[0].ids)
+    for r, a in zip(rows, alone, strict=True):
+        assert r.left.is_set() and r.failure is None
+        assert (r.result.token_ids, r.result.text, r.result.finish_reason) == \
+            (a.token_ids, a.text, a.finish_reason)
+
+
+def test_sampled_answers_follow_their_seed_alone_or_in_a_batch(lm):
+    lm.clear()
+    qs = ["Name a colour.", "The capital of France is", "My favourite food is"]
+    kw = {"do_sample": True, "temperature": 1.3, "max_new_tokens": 8, "mode": "none"}
+    alone = [lm.ask(q, seed=s, **kw).text for q, s in zip(qs, [1, 2, 3], strict=True)]
+    assert lm.ask(qs[0], seed=1, **kw).text == alone[0]
+    many = lm.ask_many(qs, seeds=[1, 2, 3], **kw)
+    assert [a.text for a in many] == alone
+    assert len({lm.ask(qs[0], seed=s, **kw).text for s in range(4)}) > 1  # seeds matter
+    with pytest.raises(InvalidInputError, match="seed"):
+        lm.ask(qs[0], seed="1", **kw)
+    with pytest.raises(InvalidInputError, match="seeds"):
+        lm.ask_many(qs, seeds=[1], **kw)
+
+
+def test_sampler_keeps_only_the_top_k_or_top_p_tokens():
+    import torch
+
+    from editkit.runtime.generation import Sampler
+
+    logits = torch.tensor([0.0, 3.0, 2.9, -1.0])
+    gen = torch.Generator().manual_seed(0)
+    assert {Sampler(1.0, 1, None, gen).choose(logits) for _ in range(20)} == {1}
+    assert {Sampler(1.0, None, 0.3, gen).choose(logits) for _ in range(20)} == {1}
+    assert {Sampler(1.0, 2, None, gen).choose(logits) for _ in range(50)} == {1, 2}
+    assert {Sampler(50.0, None, None, gen).choose(logits) for _ in range(200)} == {0, 1, 2, 3}
+
+
+def test_ask_many_takes_a_given_fact_and_distractors_per_question(lm):
+    lm.clear()
+    qs = ["The mother tongue of Danielle Darrieux is", "Toyota is owned by"]
+    facts = ["The mother tongue of Danielle Darrieux is English.", None]
+    dis = [["Toyota is owned by BMW."], None]
+    alone = [lm.ask(q, fact=f, distractors=d, max_new_tokens=6, mode=m)
+             for q, f, d, m in zip(qs, facts, dis, ["prompt", "none"], strict=True)]
+    many = lm.ask_many(qs, facts=facts, distractors=dis, mode=["prompt", "none"],
+                       max_new_tokens=6)
+    assert [(a.text, a.prompt_tokens) for a in many] == [(a.text, a.prompt_tokens) for a in alone]
+    with pytest.raises(InvalidInputError, match="facts"):
+        lm.ask_many(qs, facts=facts[:1])
+
+
+def test_micro_batcher_decodes_concurrent_requests_together_whatever_their_budgets(tiny_model):
     import threading
 
     from editkit.runtime.batching import MicroBatcher
@@ -86,12 +155,15 @@ def test_micro_batcher_groups_concurrent_requests_by_budget_and_returns_each_its
     gen = TextGenerator(tiny_model.model, tiny_model.tokenizer)
     batcher = MicroBatcher(gen, window_s=0.3)
     prompts = [[1, 502, 1203], [1, 77], [1, 9000, 12, 13, 14], [1, 300]]
-    budgets = [5, 5, 3, 5]  # the 3-token request cannot share the 5-token batch
-    alone = [gen.generate(p, max_new_tokens=k) for p, k in zip(prompts, budgets)]
+    budgets = [5, 5, 3, 5]
+    temps = [None, 0.8, None, None]  # a sampled request shares the batch too
+    alone = [gen.generate(p, max_new_tokens=k, temperature=t, seed=7)
+             for p, k, t in zip(prompts, budgets, temps, strict=True)]
     out: list = [None] * len(prompts)
 
     def call(i: int) -> None:
-        out[i] = batcher.generate(prompts[i], max_new_tokens=budgets[i])
+        out[i] = batcher.generate(prompts[i], max_new_tokens=budgets[i], temperature=temps[i],
+                                  seed=7)
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(len(prompts))]
     for t in threads:
@@ -100,9 +172,50 @@ def test_micro_batcher_groups_concurrent_requests_by_budget_and_returns_each_its
         t.join(timeout=60)
     assert [g.token_ids for g in out] == [g.token_ids for g in alone]
     assert [g.text for g in out] == [g.text for g in alone]
-    assert batcher.requests == 4 and batcher.batches == 2
+    assert (batcher.requests, batcher.batches, batcher.steps) == (4, 1, 4)
 
     with pytest.raises(InvalidInputError, match="stop"):
         batcher.generate([1, 2], stop=".")
-    with pytest.raises(InvalidInputError, match="max_new_tokens"):  # raised in every caller
+    with pytest.raises(InvalidInputError, match="max_new_tokens"):
         batcher.generate([1, 2], max_new_tokens=0)
+
+
+def test_a_request_that_arrives_while_the_batcher_decodes_joins_the_running_batch(
+        tiny_model, monkeypatch):
+    import threading
+    import time
+
+    from editkit.runtime.batching import MicroBatcher
+    from editkit.runtime.generation import TextGenerator
+
+    gen = TextGenerator(tiny_model.model, tiny_model.tokenizer)
+    batcher = MicroBatcher(gen, window_s=0.0)
+    a_ids, b_ids = [1, 502, 1203], [1, 9000, 12, 13, 14, 15, 16]
+    alone_a = gen.generate(a_ids, max_new_tokens=12)
+    alone_b = gen.generate(b_ids, max_new_tokens=5)
+    out: dict = {}
+    late: list[threading.Thread] = []
+    new_batch = gen.new_batch
+
+    def batch_that_lets_b_arrive(ptokens):  # B's request comes in after the batch's 2nd step
+        batch = new_batch(ptokens)
+        step = batch.step
+
+        def step_then_b_arrives() -> None:
+            step()
+            if batcher.steps == 1 and not late:
+                late.append(threading.Thread(target=lambda: out.__setitem__(
+                    "b", batcher.generate(b_ids, max_new_tokens=5))))
+                late[0].start()
+                while batcher.requests < 2:
+                    time.sleep(0.001)
+        batch.step = step_then_b_arrives
+        return batch
+
+    monkeypatch.setattr(gen, "new_batch", batch_that_lets_b_arrive)
+    out["a"] = batcher.generate(a_ids, max_new_tokens=12)
+    late[0].join(timeout=60)
+    assert out["a"].token_ids == alone_a.token_ids
+    assert out["b"].token_ids == alone_b.token_ids
+    assert (batcher.batches, batcher.joined) == (1, 1)
+    assert batcher.steps == 11  # B's steps ran inside A's: one batch, no second one

@@ -142,6 +142,7 @@ def test_serve_load_smoke_counts_errors_and_checks_tenants(tmp_path) -> None:
     from editkit.benchmarks import serve_load
 
     res = serve_load.main(["--clients", "2", "--requests", "2", "--max-tokens", "3",
-                           "--json", str(tmp_path / "s.json")])
+                           "--edit-every", "1", "--json", str(tmp_path / "s.json")])
     assert res["errors"] == 0 and res["tenants_isolated"] is True
+    assert res["edits_acknowledged"] == 2 + 2 * 2 and res["edits_lost"] == 0
     assert res["batched_requests"] >= 6 and res["load_rps"] > 0

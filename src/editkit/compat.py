@@ -7,8 +7,9 @@ transformers release is adapted here, once:
 - `forward_logits`: a forward pass that asks for the logits of some positions only
   (`logits_to_keep`), falls back when the architecture refuses the argument, and picks the kept
   rows itself when a model silently ignores it (swallowed by `**kwargs`);
-- `cache_kw` / `new_cache` / `crop_cache` / `cast_cache`: KV caches across transformers versions
-  (`cache` vs `past_key_values`; cache layers in transformers 5, key/value lists in 4.x);
+- `cache_kw` / `new_cache` / `crop_cache` / `cast_cache` / `join_caches` / `drop_cache_front`:
+  KV caches across transformers versions (`cache` vs `past_key_values`; cache layers in
+  transformers 5, key/value lists in 4.x);
 - `sliding_window`: sliding-window attention layers (Gemma 3) get full cache layers, and packed
   masks get the window by position (`forward_logits`);
 - `eos_ids`, `context_length`, `model_device`: what a model's configs call these;
@@ -26,9 +27,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["cache_kw", "cast_cache", "context_length", "crop_cache", "eos_ids",
-           "embedding_scale", "forward_last_logits", "forward_logits", "model_device",
-           "new_cache",
+__all__ = ["cache_kw", "cast_cache", "context_length", "crop_cache", "drop_cache_front",
+           "eos_ids", "embedding_scale", "forward_last_logits", "forward_logits", "join_caches",
+           "model_device", "new_cache",
            "quiet_repeated_logs", "sliding_window"]
 
 
@@ -149,6 +150,44 @@ def cast_cache(cache: Any, dtype: torch.dtype) -> None:
     else:
         cache.key_cache = [k.to(dtype) for k in cache.key_cache]
         cache.value_cache = [v.to(dtype) for v in cache.value_cache]
+
+
+def _kv_lists(cache: Any) -> tuple[list[torch.Tensor], list[torch.Tensor], Any]:
+    """Every layer's keys and values, and a setter for them (transformers 5 layers, 4.x lists)."""
+    if hasattr(cache, "layers"):
+        def put(keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+            for layer, k, v in zip(cache.layers, keys, values, strict=True):
+                layer.keys, layer.values = k, v
+        return ([layer.keys for layer in cache.layers], [layer.values for layer in cache.layers],
+                put)
+
+    def put_lists(keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        cache.key_cache, cache.value_cache = keys, values
+    return list(cache.key_cache), list(cache.value_cache), put_lists
+
+
+def join_caches(cache: Any, other: Any) -> None:
+    """Append `other`'s rows to `cache` (in place), both left-padded to the longer of the two.
+
+    The new leading columns are padding: the caller's 2D attention mask must hide them (the
+    rows' positions are explicit, so padding in front changes nothing else). This is how a
+    sequence joins a batch that is already decoding (`runtime.generation.DecodeBatch`)."""
+    keys, values, put = _kv_lists(cache)
+    okeys, ovalues, _ = _kv_lists(other)
+    width = max(keys[0].shape[-2], okeys[0].shape[-2])
+
+    def grow(t: torch.Tensor) -> torch.Tensor:  # (batch, heads, time, dim): pad time in front
+        return torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0))
+
+    put([torch.cat([grow(a), grow(b)]) for a, b in zip(keys, okeys, strict=True)],
+        [torch.cat([grow(a), grow(b)]) for a, b in zip(values, ovalues, strict=True)])
+
+
+def drop_cache_front(cache: Any, n: int) -> None:
+    """Drop the first `n` columns of every layer (columns that are padding for every row)."""
+    if n > 0:
+        keys, values, put = _kv_lists(cache)
+        put([k[..., n:, :] for k in keys], [v[..., n:, :] for v in values])
 
 
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:

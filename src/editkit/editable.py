@@ -90,6 +90,15 @@ def _per_question_modes(mode: Any, n: int) -> list[Any]:
     return modes
 
 
+def _per_question(values: Any, name: str, n: int) -> list[Any]:
+    """`facts` / `distractors` of `ask_many`: None for all, or one entry (maybe None) each."""
+    if values is None:
+        return [None] * n
+    if isinstance(values, str) or not isinstance(values, Sequence) or len(values) != n:
+        raise InvalidInputError(f"{name} must be a list with one entry per question ({n}).")
+    return list(values)
+
+
 class AnswerStream:
     """What `EditableLM.stream()` returns: iterate it for the answer's text pieces as they are
     generated.
@@ -339,8 +348,9 @@ class EditableLM:
                         self.check_fact(value, "fact" if field == "text" else f"fact {field}")
         return self.memory.add(facts, namespace=namespace or self.retrieval.namespace)
 
-    def forget(self, edit_id: str) -> Edit:
-        return self.memory.forget(edit_id)
+    def forget(self, edit_id: str, namespace: str | None = None) -> Edit:
+        """Delete one stored edit by id (only from `namespace`, when given) and return it."""
+        return self.memory.forget(edit_id, namespace)
 
     def edits(self, namespace: str | None = None) -> list[Edit]:
         return self.memory.edits(namespace)
@@ -438,7 +448,7 @@ class EditableLM:
             mode: Mode | str | None = None, namespace: str | None = None,
             fact: str | None = None, distractors: Sequence[str] | None = None,
             chat: bool | None = None, do_sample: bool = False,
-            temperature: float = 1.0) -> Answer:
+            temperature: float = 1.0, seed: int | None = None) -> Answer:
         """Answer a question with the relevant edits in context (greedy by default).
 
         Args:
@@ -449,19 +459,20 @@ class EditableLM:
                 (`finish_reason` "stop", as for EOS; "length" when `max_new_tokens` ran out).
             mode / namespace / chat: override the instance's for this call.
             fact / distractors: place these instead of retrieving from memory.
-            do_sample / temperature: sample at this temperature instead of greedy decoding
-                (the prefix-cache and bf16 decoders are greedy; sampling runs `model.generate`
-                in full precision).
+            do_sample / temperature / seed: sample at this temperature instead of greedy
+                decoding, from a generator seeded with `seed` (None: drawn from torch's global
+                generator); the same seed gives the same answer, alone or in a batch (the
+                prefix-cache and bf16 decoders are greedy; sampling runs in full precision).
         """
         return self.stream(question, max_new_tokens=max_new_tokens, stop=stop, mode=mode,
                            namespace=namespace, fact=fact, distractors=distractors, chat=chat,
-                           do_sample=do_sample, temperature=temperature).answer()
+                           do_sample=do_sample, temperature=temperature, seed=seed).answer()
 
     def stream(self, question: str, *, max_new_tokens: int = 32, stop: Sequence[str] = (),
                mode: Mode | str | None = None, namespace: str | None = None,
                fact: str | None = None, distractors: Sequence[str] | None = None,
                chat: bool | None = None, do_sample: bool = False,
-               temperature: float = 1.0) -> AnswerStream:
+               temperature: float = 1.0, seed: int | None = None) -> AnswerStream:
         """`ask`, streamed: an `AnswerStream` of text pieces (same arguments, same text).
 
         Generation starts on the first piece requested. Closing the stream (or leaving a `for`
@@ -474,66 +485,80 @@ class EditableLM:
                                       distractors=distractors, chat=chat,
                                       max_new_tokens=max_new_tokens)
         gen = self.generate_from(p, max_new_tokens=max_new_tokens, stop=stop,
-                                 temperature=temperature if do_sample else None)
+                                 temperature=temperature if do_sample else None, seed=seed)
         return AnswerStream(gen, p, edit, others)
 
     def ask_many(self, questions: Sequence[str], *, max_new_tokens: int = 32,
                  stop: Sequence[str] = (), mode: Mode | str | Sequence[Mode | str] | None = None,
                  namespace: str | None = None, chat: bool | None = None,
+                 facts: Sequence[str | None] | None = None,
+                 distractors: Sequence[Sequence[str] | None] | None = None,
+                 do_sample: bool = False, temperature: float = 1.0,
+                 seeds: Sequence[int | None] | None = None,
                  batch_size: int = 16) -> list[Answer]:
-        """Greedy answers to many questions, decoded together: what `ask` gives for each.
+        """Answers to many questions, decoded together: what `ask` gives for each.
 
-        Each question gets its own retrieval and may have its own mode (`mode` a list). The
-        prompts are left-padded into batches of at most `batch_size` and decoded token by token
-        together (`runtime.generation.greedy_batch`); a finished answer leaves its batch. Every
-        question is validated before anything is decoded. Greedy only: sample with `ask`.
+        Each question gets its own retrieval and may have its own mode (`mode` a list), or its
+        own given fact and distractors (`facts` / `distractors`: one entry per question, None
+        to retrieve). Up to `batch_size` prompts are decoded token by token together
+        (`runtime.generation.DecodeBatch`); a finished answer leaves the batch and the next
+        question takes its row. Sampled with `do_sample`, each question from its own seed
+        (`seeds`), as `ask(..., seed=)` samples it alone. Every question is validated before
+        anything is decoded.
         """
         if isinstance(questions, str):
             raise InvalidInputError("questions must be a list of strings.")
         check_generation_args(max_new_tokens)
+        if do_sample and not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise InvalidInputError("temperature must be a number > 0 when do_sample=True.")
         modes = _per_question_modes(mode, len(questions))
-        placed = [self.prompt(q, mode=m, namespace=namespace, chat=chat,
+        given = _per_question(facts, "facts", len(questions))
+        others = _per_question(distractors, "distractors", len(questions))
+        placed = [self.prompt(q, mode=m, namespace=namespace, chat=chat, fact=f, distractors=d,
                               max_new_tokens=max_new_tokens)
-                  for q, m in zip(questions, modes, strict=True)]
+                  for q, m, f, d in zip(questions, modes, given, others, strict=True)]
         # One P-Token set serves every row: it only replaces P-Token ids, which the prompts of
         # the other modes do not hold.
         gens = self.generator.generate_many([p.ids for p, _, _ in placed], ptokens=self.ptokens,
                                             max_new_tokens=max_new_tokens, stop=stop,
-                                            batch_size=batch_size)
-        return [Answer(text=g.text, mode=p.mode.value, edit=edit, distractors=others,
+                                            temperature=temperature if do_sample else None,
+                                            seeds=seeds, batch_size=batch_size)
+        return [Answer(text=g.text, mode=p.mode.value, edit=edit, distractors=ds,
                        prompt_tokens=len(p), completion_tokens=g.completion_tokens,
                        finish_reason=g.finish_reason or "stop")
-                for (p, edit, others), g in zip(placed, gens, strict=True)]
+                for (p, edit, ds), g in zip(placed, gens, strict=True)]
 
     def generate_batched(self, prompt: Prompt, *, max_new_tokens: int = 32,
-                         stop: Sequence[str] | None = (),
-                         temperature: float | None = None) -> Generation:
+                         stop: Sequence[str] | None = (), temperature: float | None = None,
+                         seed: int | None = None) -> Generation:
         """The whole generation after `prompt`, the result `generate_from` gives run to its end.
 
-        Greedy requests are decoded in one batch with the requests other threads make at the
-        same moment (`runtime.batching.MicroBatcher`; LangChain's `batch`, the server). Sampled
-        requests, and models with a prefix cache or a bf16 decode copy (per-sequence decoders),
-        run alone through this model's decoder.
+        Requests from other threads join the same running batch as they arrive
+        (`runtime.batching.MicroBatcher`: LangChain's `batch`, the server), greedy or sampled
+        (each sampled request with its own `seed`). Models with a prefix cache or a bf16
+        decode copy (per-sequence decoders) run each request alone through their decoder.
         """
-        if temperature or self.prefix_cache is not None or self.decode_model is not None:
+        if self.prefix_cache is not None or self.decode_model is not None:
             return self.generator.generate(prompt.ids, ptokens=self._ptokens_for(prompt),
                                            max_new_tokens=max_new_tokens,
                                            temperature=temperature, stop=stop,
-                                           prefix_len=prompt.prefix_len)
+                                           prefix_len=prompt.prefix_len, seed=seed)
         # Every prompt shares this model's P-Token set: it only replaces P-Token ids, so the
         # prompts of all modes can share a batch.
         return self.batcher.generate(prompt.ids, ptokens=self.ptokens,
-                                     max_new_tokens=max_new_tokens, stop=stop)
+                                     max_new_tokens=max_new_tokens, stop=stop,
+                                     temperature=temperature, seed=seed)
 
     def generate_from(self, prompt: Prompt, *, max_new_tokens: int = 32,
                       stop: Sequence[str] | None = (),
-                      temperature: float | None = None) -> GenerationStream:
+                      temperature: float | None = None,
+                      seed: int | None = None) -> GenerationStream:
         """A generation stream after a prompt built by `prompt()` (greedy unless
-        `temperature > 0`), through this model's decoder (prefix cache, bf16 decoding). The
-        LangChain chat model generates through this."""
+        `temperature > 0`, then sampled with `seed`), through this model's decoder (prefix
+        cache, bf16 decoding). The LangChain chat model generates through this."""
         return self.generator.stream(prompt.ids, ptokens=self._ptokens_for(prompt),
                                      max_new_tokens=max_new_tokens, temperature=temperature,
-                                     stop=stop, prefix_len=prompt.prefix_len)
+                                     stop=stop, prefix_len=prompt.prefix_len, seed=seed)
 
     def score(self, question: str, candidates: Sequence[str], *,
               mode: Mode | str | None = None, namespace: str | None = None,

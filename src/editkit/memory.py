@@ -75,7 +75,7 @@ class EditStore(Protocol):
     @property
     def embedder(self) -> Embedder: ...
     def add(self, facts: Any, namespace: str = DEFAULT_NAMESPACE) -> list[Edit]: ...
-    def forget(self, edit_id: str) -> Edit: ...
+    def forget(self, edit_id: str, namespace: str | None = None) -> Edit: ...
     def edits(self, namespace: str | None = None) -> list[Edit]: ...
     def clear(self, namespace: str | None = None) -> int: ...
     def retrieve(self, question: str, *, k: int = DEFAULT_TOP_K,
@@ -229,15 +229,19 @@ class EditMemory:
                   v.astype(np.float32).tobytes()) for e, v in zip(edits, vecs)])
         return edits
 
-    def forget(self, edit_id: str) -> Edit:
-        """Delete one edit by id and return it."""
+    def forget(self, edit_id: str, namespace: str | None = None) -> Edit:
+        """Delete one edit by id and return it; with `namespace`, only an edit of that
+        namespace (another namespace's id is not found: a server tenant cannot delete
+        another's edit, in one transaction)."""
         if not isinstance(edit_id, str) or not edit_id:
             raise InvalidInputError("forget() needs an edit id (a non-empty string).")
         edit_id = clean_text(edit_id, "edit id", 200)  # also refuses lone surrogates
+        ns = None if namespace is None else check_namespace(namespace)
         with self._tx() as c:
             row = c.execute(f"SELECT {_COLS} FROM edits WHERE id = ?", (edit_id,)).fetchone()
-            if row is None:
-                raise EditNotFoundError(f"No edit with id {edit_id!r} in {self.path}.")
+            if row is None or (ns is not None and _edit(row).namespace != ns):
+                where = self.path if ns is None else f"namespace {ns!r} of {self.path}"
+                raise EditNotFoundError(f"No edit with id {edit_id!r} in {where}.")
             c.execute("DELETE FROM edits WHERE id = ?", (edit_id,))
         return _edit(row)
 

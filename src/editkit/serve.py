@@ -3,7 +3,8 @@
 - `POST /v1/chat/completions` and `POST /v1/completions`: OpenAI's request and response shapes,
   `stream: true` as server-sent events ending in `data: [DONE]`, `usage` counts. The answer comes
   from the same path as `EditableLM.ask`: the retrieval policy places the tenant's edits, and
-  `EditableLM.generate_batched` decodes (greedy requests that arrive together as one batch).
+  `EditableLM.generate_batched` decodes: every request joins the one running batch as it
+  arrives (continuous batching), greedy or sampled (`temperature`, with `seed`).
 - `POST /v1/edits` (`{"facts": [...]}`), `GET /v1/edits`, `DELETE /v1/edits/{id}`,
   `DELETE /v1/edits`: the tenant's edits, in the same memory file the SDK uses.
 - Tenancy: `keys` maps API keys (`Authorization: Bearer <key>`) to namespaces; a key only ever
@@ -46,6 +47,7 @@ class _Sampling(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=4096)
     max_completion_tokens: int | None = Field(None, ge=1, le=4096)
     temperature: float | None = Field(None, ge=0, le=2)
+    seed: int | None = None  # sampled requests: the same seed gives the same answer
     stop: str | list[str] | None = None
     stream: bool = False
 
@@ -141,7 +143,7 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
         p = prompt_for(ns, turns[-1][1], turns[:-1], req)
         if req.stream:
             gen = lm.generate_from(p, max_new_tokens=req.budget(), stop=req.stops(),
-                                   temperature=req.temperature or None)
+                                   temperature=req.temperature or None, seed=req.seed)
 
             def chunks() -> Iterator[dict[str, Any]]:
                 base = {"id": rid, "object": "chat.completion.chunk", "created": created,
@@ -157,7 +159,7 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
                        "usage": usage(p, gen.completion_tokens)}
             return sse(chunks())
         g = lm.generate_batched(p, max_new_tokens=req.budget(), stop=req.stops(),
-                                 temperature=req.temperature)
+                                 temperature=req.temperature or None, seed=req.seed)
         return {"id": rid, "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
                              "finish_reason": g.finish_reason}],
@@ -170,7 +172,7 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
             raise HTTPError(400, "stream is supported on /v1/chat/completions only.")
         p = prompt_for(ns, req.prompt, (), req)
         g = lm.generate_batched(p, max_new_tokens=req.budget(), stop=req.stops(),
-                                 temperature=req.temperature)
+                                 temperature=req.temperature or None, seed=req.seed)
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
                 "created": int(time.time()), "model": req.model or lm.name,
                 "choices": [{"index": 0, "text": g.text, "finish_reason": g.finish_reason,
@@ -191,10 +193,7 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
 
     @app.delete("/v1/edits/{edit_id}")
     def forget(edit_id: str, request: Request) -> Any:
-        ns = namespace(request)
-        if edit_id not in {e.id for e in lm.edits(ns)}:  # another tenant's id is not found
-            raise EditNotFoundError(f"No edit {edit_id!r} in this key's namespace.")
-        lm.forget(edit_id)
+        lm.forget(edit_id, namespace(request))  # another tenant's id is not found (404)
         return {"id": edit_id, "deleted": True}
 
     @app.delete("/v1/edits")

@@ -1,13 +1,16 @@
 """Load on `editkit serve` over loopback: concurrent clients against sequential requests, same run.
 
     editkit bench serve_load --clients 16 --requests 4 --max-tokens 16
+    editkit bench serve_load --clients 16 --requests 100 --edit-every 10 --skip-baselines
 
 The server runs in this process (uvicorn on 127.0.0.1, a free port) with the default model and
 an in-RAM memory. Each client has its own API key, hence its own namespace, holding one edit;
 it asks about its edit `--requests` times (greedy chat completions). Baselines measured in the
 same run: the same questions sent one at a time over HTTP, and in-process `ask` (the latency a
-single client should stay near). Errors are counted, and afterwards every key must list exactly
-its own edit (tenants isolated). Bounded: it stops after clients × requests requests.
+single client should stay near). With `--edit-every N` each client also adds an edit over HTTP
+before every N-th request. Errors are counted, and afterwards every key must list exactly its
+own edits, each one acknowledged (tenants isolated, no acknowledged edit lost). Bounded: it stops
+after clients × requests requests.
 """
 from __future__ import annotations
 
@@ -25,6 +28,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--requests", type=int, default=4, help="per client")
     ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--edit-every", type=int, default=0,
+                    help="each client adds an edit before every N-th request (0: never)")
+    ap.add_argument("--skip-baselines", action="store_true",
+                    help="only the concurrent load (for long runs); no speed-up is computed")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     import httpx
@@ -51,23 +58,47 @@ def main(argv: list[str] | None = None) -> dict:
             out = None
         return time.perf_counter() - t, out
 
+    acked: dict[int, list[str]] = {i: [qs[i]["fact"]] for i in range(args.clients)}
+    edit_errors = 0
+
+    def add_edit(i: int, r: int) -> None:
+        nonlocal edit_errors
+        fact = f"The code word of tenant {i} for round {r} is w{r}x{i}."
+        try:
+            resp = httpx.post(f"{url}/v1/edits", json={"facts": [fact]}, timeout=600,
+                              headers={"Authorization": f"Bearer key-{i}"})
+            ok = resp.status_code == 200 and resp.json()["data"][0]["text"] == fact
+        except httpx.HTTPError:
+            ok = False
+        with lock:
+            if ok:
+                acked[i].append(fact)
+            else:
+                edit_errors += 1
+
+    lock = threading.Lock()
     try:
         request(0)  # warm
-        # in-process ask, one at a time: the floor a single client is compared with
-        inproc = []
-        for i in range(args.clients):
-            t = time.perf_counter()
-            lm.ask(qs[i]["question"], namespace=f"tenant-{i}", max_new_tokens=args.max_tokens)
-            inproc.append(time.perf_counter() - t)
-        t0 = time.perf_counter()
-        seq = [request(i) for i in range(args.clients)]
-        seq_s = time.perf_counter() - t0
+        inproc: list[float] = []
+        seq: list[tuple[float, Any]] = []
+        seq_s = 0.0
+        if not args.skip_baselines:
+            # in-process ask, one at a time: the floor a single client is compared with
+            for i in range(args.clients):
+                t = time.perf_counter()
+                lm.ask(qs[i]["question"], namespace=f"tenant-{i}",
+                       max_new_tokens=args.max_tokens)
+                inproc.append(time.perf_counter() - t)
+            t0 = time.perf_counter()
+            seq = [request(i) for i in range(args.clients)]
+            seq_s = time.perf_counter() - t0
         lat: list[float] = []
         results: list[dict[str, Any] | None] = []
-        lock = threading.Lock()
 
         def client(i: int) -> None:
-            for _ in range(args.requests):
+            for r in range(args.requests):
+                if args.edit_every and r % args.edit_every == 0:
+                    add_edit(i, r)
                 s, out = request(i)
                 with lock:
                     lat.append(s)
@@ -80,31 +111,41 @@ def main(argv: list[str] | None = None) -> dict:
         for th in threads:
             th.join()
         load_s = time.perf_counter() - t0
-        isolated = all(
-            [e["text"] for e in httpx.get(f"{url}/v1/edits", timeout=60,
-                                          headers={"Authorization": f"Bearer key-{i}"})
-             .json()["data"]] == [qs[i]["fact"]] for i in range(args.clients))
+        # each key lists exactly its own edits: every acknowledged one, nobody else's
+        listed = {i: [e["text"] for e in httpx.get(
+            f"{url}/v1/edits", timeout=60, headers={"Authorization": f"Bearer key-{i}"})
+            .json()["data"]] for i in range(args.clients)}
     finally:
         srv.should_exit = True
+    isolated = all(set(listed[i]) <= set(acked[i]) for i in range(args.clients))
+    lost = sum(len(set(acked[i]) - set(listed[i])) for i in range(args.clients))
     n = args.clients * args.requests
-    errors = sum(r is None for r in results) + sum(o is None for _, o in seq)
+    errors = sum(r is None for r in results) + sum(o is None for _, o in seq) + edit_errors
     seq_lat = [s for s, _ in seq]
-    rows = [["in-process ask, one at a time", pct(inproc, 0.5), pct(inproc, 0.95),
-             args.clients / sum(inproc), 1.0],
-            ["HTTP, one request at a time", pct(seq_lat, 0.5), pct(seq_lat, 0.95),
-             args.clients / seq_s, (args.clients / seq_s) / (args.clients / sum(inproc))],
-            [f"HTTP, {args.clients} clients × {args.requests}", pct(lat, 0.5), pct(lat, 0.95),
-             n / load_s, (n / load_s) / (args.clients / sum(inproc))]]
+    rows = [[f"HTTP, {args.clients} clients × {args.requests}", pct(lat, 0.5), pct(lat, 0.95),
+             n / load_s, (n / load_s) / (args.clients / sum(inproc)) if inproc else "-"]]
+    if inproc:
+        rows[:0] = [["in-process ask, one at a time", pct(inproc, 0.5), pct(inproc, 0.95),
+                     args.clients / sum(inproc), 1.0],
+                    ["HTTP, one request at a time", pct(seq_lat, 0.5), pct(seq_lat, 0.95),
+                     args.clients / seq_s, (args.clients / seq_s) / (args.clients / sum(inproc))]]
     print(table(["", "p50 s", "p95 s", "requests/s", "× in-process one at a time"], rows))
-    print(f"errors: {errors}; tenants isolated: {isolated}; micro-batches: "
-          f"{lm.batcher.batches} for {lm.batcher.requests} requests")
+    b = lm.batcher
+    print(f"errors: {errors}; edits acknowledged: {sum(map(len, acked.values()))}, lost: {lost}; "
+          f"tenants isolated: {isolated}; batches started: {b.batches}, requests that joined "
+          f"a running batch: {b.joined} of {b.requests}, decode steps: {b.steps}")
     result = {"clients": args.clients, "requests_per_client": args.requests,
-              "max_tokens": args.max_tokens, "errors": errors, "tenants_isolated": isolated,
-              "inprocess_p50_s": pct(inproc, 0.5), "http_sequential_p50_s": pct(seq_lat, 0.5),
-              "http_sequential_rps": args.clients / seq_s, "load_p50_s": pct(lat, 0.5),
-              "load_p95_s": pct(lat, 0.95), "load_rps": n / load_s,
-              "speedup_over_sequential_http": (n / load_s) / (args.clients / seq_s),
-              "batches": lm.batcher.batches, "batched_requests": lm.batcher.requests}
+              "max_tokens": args.max_tokens, "edit_every": args.edit_every, "errors": errors,
+              "edits_acknowledged": sum(map(len, acked.values())), "edits_lost": lost,
+              "tenants_isolated": isolated, "load_p50_s": pct(lat, 0.5),
+              "load_p95_s": pct(lat, 0.95), "load_rps": n / load_s, "load_seconds": load_s,
+              "batches": b.batches, "joined": b.joined, "batched_requests": b.requests,
+              "decode_steps": b.steps}
+    if inproc:
+        result.update({"inprocess_p50_s": pct(inproc, 0.5),
+                       "http_sequential_p50_s": pct(seq_lat, 0.5),
+                       "http_sequential_rps": args.clients / seq_s,
+                       "speedup_over_sequential_http": (n / load_s) / (args.clients / seq_s)})
     print(f"wrote {save('serve_load', result, args.json)}")
     return result
 

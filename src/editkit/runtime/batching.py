@@ -1,48 +1,42 @@
-"""Greedy generations requested from several threads at about the same time, decoded together.
+"""Generations requested from several threads, decoded together as they come (continuous batching).
 
 LangChain's `batch` runs one `invoke` per input in a thread pool, and a server answers each
-request in its own task: each caller asks for one answer. `MicroBatcher.generate` lets them keep
-that call path. A request waits up to `window_s` for others to arrive, then the requests that
-share a budget and stop sequences are decoded as one batch (`TextGenerator.generate_many`); each
-caller gets its own `Generation`, the same one it would get alone.
+request in its own thread: each caller asks for one answer. `MicroBatcher.generate` lets them keep
+that call path. All requests share one running `DecodeBatch`: a request that arrives while it is
+decoding joins it before the next step (prefilled, then decoded alongside the others), and a
+finished one leaves it at once, so nobody waits for a batch they missed to end. Each caller gets
+its own `Generation`, the one it would get alone (greedy, or sampled with its own seed).
 
-There is no background thread: the first caller that finds nobody decoding becomes the decoder
-for one batch, then everyone whose request is done returns and the others try again.
+There is no background thread: the caller that finds nobody decoding becomes the driver and
+runs steps until its own answer is done; then the next waiting caller takes over the same batch.
 """
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidInputError
 from ..ptokens import PTokens
-from .generation import Generation, TextGenerator
+from .generation import DecodeBatch, Generation, TextGenerator
 
 __all__ = ["MicroBatcher"]
 
 
 @dataclass(eq=False)
 class _Pending:
-    ids: tuple[int, ...]
+    run: Any  # the generator's `batch_row`: a DecodeBatch row with `left`, `result`, `failure`
     ptokens: PTokens | None
-    max_new_tokens: int
-    stop: tuple[str, ...]
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Generation | None = None
-    error: BaseException | None = None
-
-    @property
-    def key(self) -> tuple[Any, ...]:
-        """Requests with equal keys can share a batch (one budget, one stop list, one P-Token
-        set: rows without P-Token ids are unaffected by it, but two different sets cannot mix)."""
-        return (self.max_new_tokens, self.stop, None if self.ptokens is None else id(self.ptokens))
 
 
 class MicroBatcher:
-    """Collects concurrent greedy requests for one `TextGenerator` into batches."""
+    """One running batch for one `TextGenerator`, fed by concurrent callers.
+
+    window_s: how long the first request of an idle batcher waits for others, so that requests
+    that arrive together are prefilled together (one forward for all their prompts).
+    max_batch: rows decoded at once; later requests wait for a row to free up.
+    """
 
     def __init__(self, generator: TextGenerator, *, window_s: float = 0.02,
                  max_batch: int = 16) -> None:
@@ -50,58 +44,74 @@ class MicroBatcher:
         self._cond = threading.Condition()
         self._pending: list[_Pending] = []
         self._busy = False
-        self.requests = 0  # requests seen and batches decoded (benchmarks and tests read them)
-        self.batches = 0
+        self._batch: DecodeBatch | None = None
+        self._ptokens: PTokens | None = None  # the running batch's P-Token set
+        # what benchmarks and tests read: requests seen, batches started from idle, requests
+        # that joined a batch already decoding, decode steps
+        self.requests = self.batches = self.joined = self.steps = 0
 
     def generate(self, ids: Sequence[int], *, ptokens: PTokens | None = None,
-                 max_new_tokens: int = 32, stop: Sequence[str] | None = ()) -> Generation:
-        """The greedy `Generation` for `ids`, decoded in a batch with whatever arrives within
-        the window (blocks until it is done)."""
-        if isinstance(stop, str):
-            raise InvalidInputError("stop must be a list of strings.")
-        item = _Pending(ids=tuple(int(i) for i in ids), ptokens=ptokens,
-                        max_new_tokens=max_new_tokens, stop=tuple(stop or ()))
+                 max_new_tokens: int = 32, stop: Sequence[str] | None = (),
+                 temperature: float | None = None, seed: int | None = None) -> Generation:
+        """The `Generation` for `ids` (greedy unless `temperature > 0`), decoded in the running
+        batch with every other caller's (blocks until it is done)."""
+        run = self.generator.batch_row(ids, ptokens=ptokens, max_new_tokens=max_new_tokens,
+                                       stop=stop, temperature=temperature, seed=seed)
+        item = _Pending(run, ptokens)
         with self._cond:
             self._pending.append(item)
             self.requests += 1
             self._cond.notify_all()
-        while not item.done.is_set():
+        while not run.left.is_set():
             with self._cond:
-                if self._busy:  # someone is decoding: wait for that batch to end
+                if self._busy:  # another caller is driving: it decodes our row too
                     self._cond.wait(timeout=0.05)
                     continue
                 self._busy = True
             try:
-                self._decode_one_batch()
+                self._drive(until=item)
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
-        if item.error is not None:
-            raise item.error
-        assert item.result is not None
-        return item.result
+        if run.failure is not None:
+            raise run.failure
+        return run.result
 
-    def _decode_one_batch(self) -> None:
-        time.sleep(self.window_s)  # let the requests that arrive together join
+    def _drive(self, until: _Pending) -> None:
+        """Decode steps, admitting waiting requests before each, until `until` is done."""
+        if self._batch is None or not len(self._batch):
+            time.sleep(self.window_s)  # idle: let the requests that arrive together start together
+        while not until.run.left.is_set():
+            self._admit()
+            if self._batch is None or not len(self._batch):
+                continue  # everything admitted finished at its first token
+            try:
+                self._batch.step()
+            except Exception:  # noqa: BLE001 - every row of the batch got the error (leave)
+                self._batch = None
+            self.steps += 1
+
+    def _admit(self) -> None:
+        """Move waiting requests into the batch: up to `max_batch` rows, and only requests with
+        the batch's P-Token set (another set waits until the batch is empty)."""
         with self._cond:
-            if not self._pending:
-                return
-            key = self._pending[0].key
-            batch = [p for p in self._pending if p.key == key][: self.max_batch]
-            for p in batch:
+            if self._batch is None or not len(self._batch):
+                if not self._pending:
+                    return
+                self._ptokens = self._pending[0].ptokens
+                self._batch = self.generator.new_batch(self._ptokens)
+                self.batches += 1
+                starting = True
+            else:
+                starting = False
+            room = self.max_batch - len(self._batch)
+            new = [p for p in self._pending if p.ptokens is self._ptokens][:max(room, 0)]
+            for p in new:
                 self._pending.remove(p)
-            self.batches += 1
+            if not starting:
+                self.joined += len(new)
         try:
-            gens = self.generator.generate_many([p.ids for p in batch], ptokens=batch[0].ptokens,
-                                                max_new_tokens=batch[0].max_new_tokens,
-                                                stop=list(batch[0].stop),
-                                                batch_size=len(batch))
-            for p, g in zip(batch, gens, strict=True):
-                p.result = g
-        except BaseException as exc:  # noqa: BLE001 - every caller of the batch re-raises it
-            for p in batch:
-                p.error = exc
-        finally:
-            for p in batch:
-                p.done.set()
+            self._batch.add([p.run for p in new])
+        except Exception:  # noqa: BLE001 - the new rows left with the error; the batch runs on
+            pass

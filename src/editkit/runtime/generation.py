@@ -4,15 +4,17 @@
 through `TextGenerator`. How tokens are computed is a `Decoder`, chosen once per model by
 `decoder_for`, not by the callers:
 
-- `HFDecoder`: `model.generate` over `inputs_embeds` (P-Token rows looked up by
-  `scoring.input_embeds`), greedy or sampled; always available, and the fallback of the others;
+- `BatchDecoder`: a batch of one through `DecodeBatch`, the decode loop that `generate_many`
+  and the server's `MicroBatcher` run for many sequences at once (P-Token rows looked up by
+  `scoring.input_embeds`), greedy or sampled (`Sampler`, seeded per request); always available,
+  and the fallback of the others, so a request gets the same tokens alone or in a batch;
 - `PrefixCacheDecoder`: greedy, with the KV cache of the prompt's prefix (demonstrations + fact)
   reused across questions (`EditableLM(prefix_cache=N)`);
 - `MixedPrecisionDecoder`: greedy, fp32 prefill then a bf16/fp16 copy of the weights
   (`EditableLM(decode_dtype="bfloat16")`).
 
 The two greedy variants cannot sample: a sampled request (`temperature > 0`) falls back to
-`HFDecoder` on the full-precision model, without the prefix cache. A prompt without a cacheable
+`BatchDecoder` on the full-precision model, without the prefix cache. A prompt without a cacheable
 prefix falls through the prefix-cache variant the same way.
 
 Every decoder runs in a worker thread and hands each new token to one `emit` callback, which
@@ -30,19 +32,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
 
+from ..compat import drop_cache_front, forward_last_logits, join_caches, model_device, new_cache
 from ..compat import eos_ids as model_eos_ids
-from ..compat import forward_last_logits, model_device, new_cache
 from ..errors import InvalidInputError
 from ..ptokens import PTokens
 from .mixed_decode import greedy_mixed
 from .prefix_cache import Emit, PrefixCache
 from .scoring import input_embeds
 
-__all__ = ["Decoder", "DecodeRequest", "Emit", "FinishReason", "Generation", "GenerationStream",
-           "HFDecoder", "MixedPrecisionDecoder", "PrefixCacheDecoder", "TextAssembler",
-           "TextGenerator", "check_generation_args", "decoder_for", "greedy_batch"]
+__all__ = ["BatchDecoder", "DecodeBatch", "DecodeRequest", "Decoder", "Emit", "FinishReason",
+           "Generation", "GenerationStream", "MixedPrecisionDecoder", "PrefixCacheDecoder",
+           "Sampler", "TextAssembler", "TextGenerator", "check_generation_args", "decoder_for"]
 
 FinishReason = Literal["stop", "length"]
 MAX_NEW_TOKENS = 4096
@@ -79,6 +80,7 @@ class DecodeRequest:
     max_new_tokens: int
     temperature: float | None = None  # None or 0: greedy
     prefix_len: int = 0  # leading tokens a prefix cache may reuse (0: none)
+    seed: int | None = None  # sampled requests: the seed of their own generator (None: drawn)
 
     @property
     def greedy(self) -> bool:
@@ -92,38 +94,218 @@ class Decoder(Protocol):
     def decode(self, request: DecodeRequest, emit: Emit) -> None: ...
 
 
-class _EmitCriteria(StoppingCriteria):
-    """Hands every token `model.generate` produces to `emit`; stops when it says so."""
+@dataclass
+class Sampler:
+    """Picks a sampled token from one row's logits: temperature, then top-k, then top-p (the
+    order and defaults of `model.generate`'s sampling: the model's generation config, else
+    top-k 50, top-p 1), from its own seeded generator. A request's tokens therefore depend on
+    its seed, not on which other requests share its batch."""
 
-    def __init__(self, emit: Emit) -> None:
-        super().__init__()
-        self.emit = emit
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    generator: torch.Generator
 
-    def __call__(self, input_ids: torch.Tensor, scores: Any, **_: Any) -> torch.Tensor:
-        stop = not self.emit(int(input_ids[0, -1]))
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+    @classmethod
+    def for_request(cls, model: Any, request: DecodeRequest) -> Sampler | None:
+        """None for a greedy request; a seed of None draws one from torch's global generator
+        (so `torch.manual_seed` still makes a run repeatable)."""
+        if request.greedy:
+            return None
+        cfg = getattr(model, "generation_config", None)
+        top_k = getattr(cfg, "top_k", 50)
+        top_p = getattr(cfg, "top_p", 1.0)
+        seed = request.seed if request.seed is not None else int(torch.randint(2**62, ()))
+        gen = torch.Generator(device=model_device(model))
+        gen.manual_seed(int(seed))
+        return cls(float(request.temperature or 1.0), int(top_k) if top_k else None,
+                   float(top_p) if top_p is not None and top_p < 1.0 else None, gen)
+
+    def choose(self, logits: torch.Tensor) -> int:
+        scores = logits.float() / self.temperature
+        if self.top_k is not None and self.top_k < scores.shape[-1]:
+            kth = torch.topk(scores, self.top_k).values[-1]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        if self.top_p is not None:  # keep the smallest set of tokens whose mass reaches top_p
+            sorted_scores, order = torch.sort(scores, descending=False)
+            tail = sorted_scores.softmax(-1).cumsum(-1) <= 1 - self.top_p
+            tail[-1:] = False  # always keep the most likely token
+            scores = scores.masked_fill(tail.scatter(0, order, tail), float("-inf"))
+        probs = scores.softmax(-1)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
 
 
-class HFDecoder:
-    """`model.generate` over `inputs_embeds`: greedy, or sampled with the model's generation
-    config (top-k/top-p) at the given temperature."""
+class _Row(Protocol):
+    """What `DecodeBatch` needs from one sequence."""
+
+    ids: tuple[int, ...]
+    sampler: Sampler | None
+
+    def emit(self, token: int) -> bool: ...  # False: the sequence is done
+
+    def leave(self, error: BaseException | None = None) -> None: ...  # it left the batch
+
+
+class DecodeBatch:
+    """Sequences decoded together, one token per step for every row (continuous batching).
+
+    `add` prefills new sequences (left-padded, in one forward), hands each its first token and
+    puts the ones that go on into the running batch, which may be decoding already: both KV
+    caches are left-padded to the longer one and stacked (`compat.join_caches`). `step` feeds
+    every row its last token. A row whose `emit` returns False leaves at once (its cache rows
+    dropped, and columns that are padding for every remaining row trimmed), so the batch only
+    ever computes for sequences still running.
+
+    The 2D attention mask hides the padding and positions count from each row's first real
+    token, so a row computes what it computes alone, up to float rounding. On a CPU decoding
+    is memory-bound (every weight is read once per step): that read is shared by all rows.
+    """
+
+    def __init__(self, model: Any, ptokens: PTokens | None, *, pad_id: int) -> None:
+        self.model, self.ptokens, self.pad_id = model, ptokens, pad_id
+        self.dev = model_device(model)
+        self.rows: list[_Row] = []
+        self.cache: Any = None
+        self.mask = self.pos = self.last = torch.empty(0)  # (rows, columns), (rows, 1), (rows,)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @torch.no_grad()
+    def add(self, rows: Sequence[_Row]) -> None:
+        """Prefill `rows` and hand each its first token; the ones that go on join the batch."""
+        if not rows:
+            return
+        width = max(len(r.ids) for r in rows)
+        ids = torch.tensor([[self.pad_id] * (width - len(r.ids)) + list(r.ids) for r in rows],
+                           device=self.dev)
+        mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in rows],
+                            device=self.dev)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = new_cache(self.model)
+        try:
+            logits = forward_last_logits(self.model, input_embeds(self.model, self.ptokens, ids),
+                                         mask, pos, cache)
+            tokens = self._choose(list(rows), logits)
+        except BaseException as exc:
+            for r in rows:
+                r.leave(exc)
+            raise
+        keep = self._emit(list(rows), tokens)
+        if not keep:
+            return
+        if len(keep) < len(rows):
+            cache.batch_select_indices(torch.tensor(keep, device=self.dev))
+        rows, mask, pos, tokens = _select(list(rows), keep, mask, pos[:, -1:], tokens)
+        mask = _trim_front(mask, cache)
+        if not self.rows:
+            self.rows, self.cache, self.mask, self.pos, self.last = rows, cache, mask, pos, tokens
+            return
+        join_caches(self.cache, cache)
+        width = max(self.mask.shape[1], mask.shape[1])
+        self.mask = torch.cat([_pad_front(self.mask, width), _pad_front(mask, width)])
+        self.pos = torch.cat([self.pos, pos])
+        self.last = torch.cat([self.last, tokens])
+        self.rows = self.rows + rows
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One new token for every row."""
+        if not self.rows:
+            return
+        mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
+        pos = self.pos + 1
+        try:
+            logits = forward_last_logits(
+                self.model, input_embeds(self.model, self.ptokens, self.last[:, None]), mask,
+                pos, self.cache)
+            tokens = self._choose(self.rows, logits)
+        except BaseException as exc:
+            self.fail(exc)
+            raise
+        self.mask, self.pos, self.last = mask, pos, tokens
+        keep = self._emit(self.rows, tokens)
+        if len(keep) < len(self.rows):
+            self._keep(keep)
+
+    def fail(self, exc: BaseException) -> None:
+        """Every row leaves with `exc`; the batch is empty afterwards."""
+        rows, self.rows, self.cache = self.rows, [], None
+        for r in rows:
+            r.leave(exc)
+
+    def _choose(self, rows: Sequence[_Row], logits: torch.Tensor) -> torch.Tensor:
+        tokens = logits.argmax(-1)
+        for b, r in enumerate(rows):
+            if r.sampler is not None:
+                tokens[b] = r.sampler.choose(logits[b])
+        return tokens
+
+    def _emit(self, rows: Sequence[_Row], tokens: torch.Tensor) -> list[int]:
+        """Hand each row its token; the indices of the rows that go on (the others left)."""
+        keep = []
+        for b, (r, t) in enumerate(zip(rows, tokens.tolist(), strict=True)):
+            if r.emit(int(t)):
+                keep.append(b)
+            else:
+                r.leave()
+        return keep
+
+    def _keep(self, keep: list[int]) -> None:
+        if not keep:
+            self.rows, self.cache = [], None
+            return
+        self.rows, self.mask, self.pos, self.last = _select(self.rows, keep, self.mask, self.pos,
+                                                            self.last)
+        self.cache.batch_select_indices(torch.tensor(keep, device=self.dev))
+        self.mask = _trim_front(self.mask, self.cache)
+
+
+def _select(rows: list[_Row], keep: list[int], *tensors: torch.Tensor) -> tuple[Any, ...]:
+    idx = torch.tensor(keep, device=tensors[0].device)
+    return ([rows[b] for b in keep], *(t[idx] for t in tensors))
+
+
+def _trim_front(mask: torch.Tensor, cache: Any) -> torch.Tensor:
+    """Drop the leading columns that are padding for every row (a long prompt left the batch),
+    from the mask and the cache alike."""
+    drop = int(mask.any(0).int().argmax())
+    if drop:
+        drop_cache_front(cache, drop)
+    return mask[:, drop:]
+
+
+def _pad_front(mask: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.nn.functional.pad(mask, (width - mask.shape[1], 0))
+
+
+@dataclass(eq=False)
+class _OneRow:
+    """A lone request as a `DecodeBatch` row (its stream's `_Run` finishes it)."""
+
+    ids: tuple[int, ...]
+    sampler: Sampler | None
+    emit: Emit
+
+    def leave(self, error: BaseException | None = None) -> None:
+        pass
+
+
+class BatchDecoder:
+    """One request decoded as a batch of one through `DecodeBatch`: the same steps, sampler and
+    numbers as the batched paths (`generate_many`, `MicroBatcher`), greedy or sampled."""
 
     def __init__(self, model: Any, tokenizer: Any) -> None:
         self.model, self.tokenizer = model, tokenizer
+        pad = tokenizer.pad_token_id
+        eos = model_eos_ids(model, tokenizer)
+        self.pad_id = int(pad if pad is not None else (eos[0] if eos else 0))
 
     def decode(self, request: DecodeRequest, emit: Emit) -> None:
-        ids = torch.tensor([list(request.ids)], device=model_device(self.model))
-        kw: dict[str, Any] = {"inputs_embeds": input_embeds(self.model, request.ptokens, ids),
-                              "attention_mask": torch.ones_like(ids),
-                              "max_new_tokens": request.max_new_tokens,
-                              "pad_token_id": self.tokenizer.pad_token_id,
-                              "stopping_criteria": StoppingCriteriaList([_EmitCriteria(emit)])}
-        if request.greedy:  # drop sampling knobs a model's generation_config may carry
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            kw.update(do_sample=True, temperature=float(request.temperature or 0))
-        with torch.no_grad():
-            self.model.generate(**kw)
+        batch = DecodeBatch(self.model, request.ptokens, pad_id=self.pad_id)
+        batch.add([_OneRow(request.ids, Sampler.for_request(self.model, request), emit)])
+        while len(batch):
+            batch.step()
 
 
 class PrefixCacheDecoder:
@@ -157,8 +339,8 @@ class MixedPrecisionDecoder:
 def decoder_for(model: Any, tokenizer: Any, *, prefix_cache: PrefixCache | None = None,
                 decode_model: Any = None) -> Decoder:
     """The decoder for a model's settings: the prefix cache first (when on and the prompt has a
-    cacheable prefix), else bf16/fp16 decoding (when on), else `model.generate`."""
-    decoder: Decoder = HFDecoder(model, tokenizer)
+    cacheable prefix), else bf16/fp16 decoding (when on), else `BatchDecoder`."""
+    decoder: Decoder = BatchDecoder(model, tokenizer)
     if decode_model is not None:
         decoder = MixedPrecisionDecoder(model, decode_model, decoder)
     if prefix_cache is not None:
@@ -268,6 +450,20 @@ class _Run:
         self.cancel = threading.Event()
         self.failure: BaseException | None = None
         self.hit_eos = False
+        self.sampler: Sampler | None = None  # set by whoever decodes it in a `DecodeBatch`
+        self.left = threading.Event()  # set once it left a `DecodeBatch` (done or failed)
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return self.request.ids
+
+    def leave(self, error: BaseException | None = None) -> None:
+        """It left a `DecodeBatch`: finished, or failed with `error`."""
+        if error is not None:
+            self.failure = error
+        else:
+            self.finish()
+        self.left.set()
 
     def emit(self, token: int) -> bool:
         if self.cancel.is_set():
@@ -396,20 +592,30 @@ class TextGenerator:
 
     def __init__(self, model: Any, tokenizer: Any, decoder: Decoder | None = None) -> None:
         self.model, self.tokenizer = model, tokenizer
-        self.decoder = decoder if decoder is not None else HFDecoder(model, tokenizer)
+        self.decoder = decoder if decoder is not None else BatchDecoder(model, tokenizer)
 
-    def stream(self, ids: Sequence[int], *, ptokens: PTokens | None = None,
-               max_new_tokens: int = 32, temperature: float | None = None,
-               stop: Sequence[str] | None = (), prefix_len: int = 0) -> GenerationStream:
-        """A cancellable stream of text pieces after `ids` (greedy unless `temperature > 0`);
-        the text ends before the first of the `stop` strings."""
+    def request(self, ids: Sequence[int], *, ptokens: PTokens | None = None,
+                max_new_tokens: int = 32, temperature: float | None = None,
+                prefix_len: int = 0, seed: int | None = None) -> DecodeRequest:
+        """A validated `DecodeRequest` (InvalidInputError names what is wrong)."""
         check_generation_args(max_new_tokens, temperature)
         if not ids:
             raise InvalidInputError("generation needs at least one prompt token.")
-        request = DecodeRequest(ids=tuple(int(i) for i in ids), ptokens=ptokens,
-                                max_new_tokens=max_new_tokens,
-                                temperature=float(temperature) if temperature else None,
-                                prefix_len=int(prefix_len))
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise InvalidInputError("seed must be None or an int.")
+        return DecodeRequest(ids=tuple(int(i) for i in ids), ptokens=ptokens,
+                             max_new_tokens=max_new_tokens,
+                             temperature=float(temperature) if temperature else None,
+                             prefix_len=int(prefix_len), seed=seed)
+
+    def stream(self, ids: Sequence[int], *, ptokens: PTokens | None = None,
+               max_new_tokens: int = 32, temperature: float | None = None,
+               stop: Sequence[str] | None = (), prefix_len: int = 0,
+               seed: int | None = None) -> GenerationStream:
+        """A cancellable stream of text pieces after `ids` (greedy unless `temperature > 0`,
+        then sampled with `seed`); the text ends before the first of the `stop` strings."""
+        request = self.request(ids, ptokens=ptokens, max_new_tokens=max_new_tokens,
+                               temperature=temperature, prefix_len=prefix_len, seed=seed)
         return GenerationStream(self.decoder, self.tokenizer, request, _check_stop(stop),
                                 model_eos_ids(self.model, self.tokenizer))
 
@@ -420,61 +626,48 @@ class TextGenerator:
             pass
         return s.result
 
+    def batch_row(self, ids: Sequence[int], *, ptokens: PTokens | None = None,
+                  max_new_tokens: int = 32, stop: Sequence[str] | None = (),
+                  temperature: float | None = None, seed: int | None = None) -> _Run:
+        """One validated request as a `DecodeBatch` row: its `result` is final once `left` is
+        set (`failure` holds the error of a batch that failed)."""
+        request = self.request(ids, ptokens=ptokens, max_new_tokens=max_new_tokens,
+                               temperature=temperature, seed=seed)
+        run = _Run(self.tokenizer, request, _check_stop(stop),
+                   model_eos_ids(self.model, self.tokenizer))
+        run.sampler = Sampler.for_request(self.model, request)
+        return run
+
+    def new_batch(self, ptokens: PTokens | None) -> DecodeBatch:
+        """An empty `DecodeBatch` on this model (rows from `batch_row`)."""
+        eos = model_eos_ids(self.model, self.tokenizer)
+        pad = self.tokenizer.pad_token_id
+        return DecodeBatch(self.model, ptokens,
+                           pad_id=int(pad if pad is not None else (eos[0] if eos else 0)))
+
     def generate_many(self, prompts: Sequence[Sequence[int]], *,
                       ptokens: PTokens | None = None, max_new_tokens: int = 32,
-                      stop: Sequence[str] | None = (), batch_size: int = 16) -> list[Generation]:
-        """Greedy answers to several prompts decoded together (`greedy_batch`), in batches of
-        at most `batch_size`: what `generate` returns for each prompt alone (same text, counts
-        and finish reason; argmax ties aside, float rounding differs with the batch shape)."""
-        check_generation_args(max_new_tokens)
+                      stop: Sequence[str] | None = (), temperature: float | None = None,
+                      seeds: Sequence[int | None] | None = None,
+                      batch_size: int = 16) -> list[Generation]:
+        """Answers to several prompts decoded together in one `DecodeBatch` of at most
+        `batch_size` rows: a prompt takes the place of one that finished at the next step.
+        Each gets what `generate` returns for it alone (same text, counts and finish reason;
+        argmax ties aside, float rounding differs with the batch shape); sampled rows
+        (`temperature > 0`) use their own seed from `seeds`."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError("batch_size must be an int ≥ 1.")
-        if any(not p for p in prompts):
-            raise InvalidInputError("generation needs at least one prompt token.")
-        stops = _check_stop(stop)
-        eos = model_eos_ids(self.model, self.tokenizer)
-        runs = [_Run(self.tokenizer, DecodeRequest(ids=tuple(int(i) for i in p), ptokens=ptokens,
-                                                   max_new_tokens=max_new_tokens), stops, eos)
-                for p in prompts]
-        pad = self.tokenizer.pad_token_id
-        pad = int(pad if pad is not None else (eos[0] if eos else 0))
-        for start in range(0, len(runs), batch_size):
-            chunk = runs[start: start + batch_size]
-            greedy_batch(self.model, ptokens, [r.request.ids for r in chunk],
-                         [r.emit for r in chunk], max_new_tokens=max_new_tokens, pad_id=pad)
-            for r in chunk:
-                r.finish()
+        if seeds is not None and len(seeds) != len(prompts):
+            raise InvalidInputError("seeds must hold one seed per prompt.")
+        runs = [self.batch_row(p, ptokens=ptokens, max_new_tokens=max_new_tokens, stop=stop,
+                               temperature=temperature, seed=None if seeds is None else seeds[i])
+                for i, p in enumerate(prompts)]
+        batch, waiting = self.new_batch(ptokens), list(reversed(runs))
+        while waiting or len(batch):
+            free = min(batch_size - len(batch), len(waiting))
+            batch.add([waiting.pop() for _ in range(free)])
+            batch.step()
+        for r in runs:
+            if r.failure is not None:
+                raise r.failure
         return [r.result for r in runs]
-
-
-@torch.no_grad()
-def greedy_batch(model: Any, ptokens: PTokens | None, prompts: Sequence[Sequence[int]],
-                 emits: Sequence[Emit], *, max_new_tokens: int, pad_id: int) -> None:
-    """Greedy decoding of several prompts in one batch: each new token of row i goes to
-    `emits[i]`; a row leaves the batch (its KV cache rows dropped) when its `emit` returns False.
-
-    Prompts are left-padded, so every row's next token sits in the last column. The 2D
-    attention mask hides the padding, and positions count from each row's first real token,
-    so a row computes what it computes alone (up to float rounding). On a CPU decoding one
-    sequence is memory-bound: reading the weights once for the whole batch is the saving.
-    """
-    dev = model_device(model)
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in prompts], device=dev)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=dev)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = new_cache(model)
-    rows = list(range(len(prompts)))  # batch row -> prompt index
-    embeds = input_embeds(model, ptokens, ids)
-    for _ in range(max_new_tokens):
-        nxt = forward_last_logits(model, embeds, mask, pos, cache).argmax(-1)
-        keep = [b for b, i in enumerate(rows) if emits[i](int(nxt[b]))]
-        if not keep:
-            return
-        if len(keep) < len(rows):
-            idx = torch.tensor(keep, device=dev)
-            cache.batch_select_indices(idx)
-            rows, nxt, mask, pos = [rows[b] for b in keep], nxt[idx], mask[idx], pos[idx]
-        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-        pos = pos[:, -1:] + 1
-        embeds = input_embeds(model, ptokens, nxt[:, None])

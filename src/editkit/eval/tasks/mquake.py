@@ -3,8 +3,9 @@ retrieved from a memory; MQuAKE's multi-hop accuracy is the headline.
 
 Per case, its requested rewrites (plus `distractors` unrelated edits) go into an in-RAM memory
 namespace; per question the retrieval policy (`EditableLM.select`) places the best hit as the fact
-and the other hits as distractors, and the model answers greedily (`EditableLM.ask`, so the lm's
-chat and decode settings apply). The answer span (`matching.extract_answer`) must equal
+and the other hits as distractors, and the model answers greedily (`EditableLM.ask_many`: a
+case's questions decoded together, each answer the one `ask` gives alone; the lm's chat
+settings apply). The answer span (`matching.extract_answer`) must equal
 `new_answer` or an alias (`matching.exact_match`, MQuAKE's exact match).
 
 - `case_acc`: a case counts if **any** of its questions is answered right (MQuAKE's "multi-hop
@@ -46,17 +47,23 @@ def answer_questions(lm: Any, mode: Mode, record: MquakeRecord, memory: EditStor
     whether the new final answer outscores it (2-way scoring under the same prompt).
     """
     answers = [record.new_answer, *record.new_answer_alias]
-    out = []
+    placed = []  # per question: (mode, fact, distractors, the retrieved fact)
     for q in record.questions:
         sel = lm.select(q, namespace, memory=memory, k=k, settings=settings)
         edited = sel.edit is not None and mode is not Mode.NONE
-        fact = sel.fact if edited else None
-        dis = sel.distractor_texts if edited else None
-        use = mode if edited else Mode.NONE
-        a = lm.ask(q, mode=use, fact=fact, distractors=dis, max_new_tokens=max_new_tokens)
+        placed.append((mode if edited else Mode.NONE, sel.fact if edited else None,
+                       sel.distractor_texts if edited else None, sel.fact))
+    # the case's questions decoded together: each answer is the one `lm.ask` gives alone
+    generated = lm.ask_many(record.questions, mode=[m for m, _, _, _ in placed],
+                            facts=[f for _, f, _, _ in placed],
+                            distractors=[d for _, _, d, _ in placed],
+                            max_new_tokens=max_new_tokens)
+    out = []
+    for q, (use, fact, dis, retrieved), a in zip(record.questions, placed, generated,
+                                                   strict=True):
         span = extract_answer(a.text, (q,))
         d: dict[str, Any] = {"question": q, "fact": fact, "distractors": dis or [],
-                             "retrieved": sel.fact, "generation": a.text, "answer": span,
+                             "retrieved": retrieved, "generation": a.text, "answer": span,
                              "correct": exact_match(span, answers),
                              "legacy_contains": metrics.contains_answer(a.text, answers),
                              "prompt_tokens": a.prompt_tokens}

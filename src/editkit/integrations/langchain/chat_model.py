@@ -47,7 +47,8 @@ from ...runtime.generation import GenerationStream, check_generation_args
 
 _ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant",
           "system": "system"}
-_CALL_KWARGS = {"fact", "distractors", "mode", "namespace", "max_tokens", "temperature", "chat"}
+_CALL_KWARGS = {"fact", "distractors", "mode", "namespace", "max_tokens", "temperature", "seed",
+                "chat"}
 
 
 def _edit_info(hit: RetrievedEdit | None) -> dict[str, Any] | None:
@@ -133,7 +134,8 @@ class EditableChatModel(BaseChatModel):
       `EditableLM.from_pretrained` and a fresh in-RAM memory.
     mode / namespace: defaults for every call (None = the LM's own).
     chat: lay the conversation out with the model's chat template (default True).
-    max_tokens, temperature (None or 0 = greedy), stop: the standard LangChain parameters.
+    max_tokens, temperature (None or 0 = greedy), seed (sampled calls), stop: the standard
+      LangChain parameters.
     timeout and max_retries are accepted for compatibility and unused: generation is local.
     """
 
@@ -147,6 +149,7 @@ class EditableChatModel(BaseChatModel):
     chat: bool = True
     max_tokens: int = Field(default=32, ge=1, le=4096)
     temperature: float | None = Field(default=None, ge=0.0)
+    seed: int | None = None
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
     streaming: bool = False
     timeout: float | None = None
@@ -238,7 +241,7 @@ class EditableChatModel(BaseChatModel):
                 "mode": kwargs.get("mode", self.mode),
                 "namespace": kwargs.get("namespace", self.namespace),
                 "chat": bool(kwargs.get("chat", self.chat)), "max_tokens": max_tokens,
-                "temperature": temperature}
+                "temperature": temperature, "seed": kwargs.get("seed", self.seed)}
 
     def build_prompt(self, messages: Sequence[BaseMessage], **kwargs: Any
                      ) -> tuple[list[int], Any, RetrievedEdit | None, list[RetrievedEdit]]:
@@ -287,17 +290,17 @@ class EditableChatModel(BaseChatModel):
         as `EditableLM.ask`)."""
         return self.editable_lm.generate_from(
             p, max_new_tokens=opts["max_tokens"], temperature=opts["temperature"],
-            stop=stop if stop is not None else (self.stop or []))
+            seed=opts["seed"], stop=stop if stop is not None else (self.stop or []))
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None,
                   **kwargs: Any) -> ChatResult:
         opts = self._options(kwargs)
         ids, p, edit, others = self._build(messages, opts)
-        # Greedy calls decode together with concurrent ones (`batch` runs one per thread).
+        # Calls decode together with concurrent ones (`batch` runs one per thread).
         gen = self.editable_lm.generate_batched(
             p, max_new_tokens=opts["max_tokens"], temperature=opts["temperature"],
-            stop=stop if stop is not None else (self.stop or []))
+            seed=opts["seed"], stop=stop if stop is not None else (self.stop or []))
         meta = self._metadata(p, edit, others, gen.finish_reason)
         msg = AIMessage(content=gen.text, response_metadata=meta,
                         usage_metadata=self._usage(len(ids), gen.completion_tokens))

@@ -132,14 +132,17 @@ class VectorStoreEditMemory:
         return self.add([f.model_dump() for f in documents_to_facts(documents)],
                         namespace=namespace)
 
-    def forget(self, edit_id: str) -> Edit:
-        """Delete one edit by id (from the catalog and the vector store) and return it."""
+    def forget(self, edit_id: str, namespace: str | None = None) -> Edit:
+        """Delete one edit by id (from the catalog and the vector store) and return it; with
+        `namespace`, only an edit of that namespace (another's id is not found)."""
         if not isinstance(edit_id, str) or not edit_id:
             raise InvalidInputError("forget() needs an edit id (a non-empty string).")
+        ns = None if namespace is None else check_namespace(namespace)
         with self._lock:
             edit = self._edits.get(edit_id)
-            if edit is None:
-                raise EditNotFoundError(f"No edit with id {edit_id!r} in {self.path}.")
+            if edit is None or (ns is not None and edit.namespace != ns):
+                where = self.path if ns is None else f"namespace {ns!r} of {self.path}"
+                raise EditNotFoundError(f"No edit with id {edit_id!r} in {where}.")
             self.vectorstore.delete([edit_id])
             del self._edits[edit_id]
             self._vectors.pop(edit_id, None)
