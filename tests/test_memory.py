@@ -35,6 +35,15 @@ def test_add_list_forget_clear(tmp_path):
     assert mem.clear() == 2 and mem.edits() == []
 
 
+def test_forget_in_a_namespace_leaves_another_namespaces_edit_alone(tmp_path):
+    mem = EditMemory(tmp_path / "m.sqlite")
+    [a] = mem.add(EIFFEL, namespace="alice")
+    with pytest.raises(EditNotFoundError, match="namespace 'bob'"):
+        mem.forget(a.id, "bob")
+    assert mem.edits("alice") == [a]
+    assert mem.forget(a.id, "alice") == a and mem.edits() == []
+
+
 def test_sqlite_file_uses_wal_and_survives_reopen(tmp_path):
     path = tmp_path / "m.sqlite"
     with EditMemory(path) as mem:

@@ -58,6 +58,16 @@ def test_streaming_chat_concatenates_to_the_whole_answer_with_usage_last(server)
     assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
 
 
+def test_a_sampled_request_with_a_seed_repeats_and_matches_the_sdk(server, lm):
+    c = client(server, "key-alice")
+    msgs = [{"role": "user", "content": "Name a colour."}]
+    kw = {"model": "editkit", "messages": msgs, "max_tokens": 8, "temperature": 1.3}
+    first = c.chat.completions.create(seed=5, **kw).choices[0].message.content
+    assert c.chat.completions.create(seed=5, **kw).choices[0].message.content == first
+    p, _, _ = lm.prompt("Name a colour.", namespace="alice", history=[], max_new_tokens=8)
+    assert lm.generate_batched(p, max_new_tokens=8, temperature=1.3, seed=5).text == first
+
+
 def test_a_key_cannot_see_or_forget_another_keys_edits(server):
     alice = {"Authorization": "Bearer key-alice"}
     bob = {"Authorization": "Bearer key-bob"}
