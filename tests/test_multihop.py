@@ -125,10 +125,13 @@ class _FakeLM:
     def select(self, question, namespace, *, memory, k):
         return select(memory, question, self.settings, namespace=namespace, k=k)
 
-    def ask(self, query, *, mode, fact, max_new_tokens):
-        self.asked.append((query, fact))
-        text = fact.rsplit(" ", 1)[-1] + ".\nMore text" if fact else ""
-        return type("A", (), {"text": text, "prompt_tokens": 5})()
+    def ask_many(self, queries, *, mode, facts, max_new_tokens):
+        out = []
+        for query, fact in zip(queries, facts, strict=True):
+            self.asked.append((query, fact))
+            text = fact.rsplit(" ", 1)[-1] + ".\nMore text" if fact else ""
+            out.append(type("A", (), {"text": text, "prompt_tokens": 5})())
+        return out
 
 
 def test_chain_retrieves_one_edit_per_hop_and_feeds_answers_forward():

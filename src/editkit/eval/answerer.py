@@ -150,19 +150,31 @@ class MultiHopAnswerer:
 
     def answer_hop(self, query: str, namespace: str, echoes: Sequence[str] = ()) -> HopAnswer:
         """Retrieve the hop's edit and answer the hop greedily (cached per query and fact)."""
-        hit = self.retrieve(query, namespace)
-        fact = hit.edit.text if hit and self.mode is not Mode.NONE else None
-        key = (query, fact)
-        if key not in self._cache:
-            a = self.lm.ask(query, mode=self.mode if fact else Mode.NONE, fact=fact,
-                            max_new_tokens=self.max_new_tokens)
-            self.generations += 1
-            self._cache[key] = HopAnswer(query=query, fact=fact, score=None, generation=a.text,
-                                         span=extract_answer(a.text, (query, *echoes)),
-                                         prompt_tokens=a.prompt_tokens)
-        out = self._cache[key]
-        return HopAnswer(**{**out.__dict__, "fact": hit.edit.text if hit else None,
-                            "score": hit.score if hit else None})
+        return self.answer_hops([query], namespace, [echoes])[0]
+
+    def answer_hops(self, queries: Sequence[str], namespace: str,
+                    echoes: Sequence[Sequence[str]]) -> list[HopAnswer]:
+        """`answer_hop` for independent hops (the gold-input ones), the uncached ones decoded
+        together (`EditableLM.ask_many`: each answer is the one `ask` gives alone)."""
+        hits = [self.retrieve(q, namespace) for q in queries]
+        keys = [(q, hit.edit.text if hit and self.mode is not Mode.NONE else None)
+                for q, hit in zip(queries, hits, strict=True)]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        if todo:
+            asked = self.lm.ask_many([q for q, _ in todo],
+                                     mode=[self.mode if f else Mode.NONE for _, f in todo],
+                                     facts=[f for _, f in todo],
+                                     max_new_tokens=self.max_new_tokens)
+            self.generations += len(todo)
+            for (q, f), a in zip(todo, asked, strict=True):
+                echo = echoes[keys.index((q, f))]
+                self._cache[(q, f)] = HopAnswer(query=q, fact=f, score=None,
+                                                generation=a.text,
+                                                span=extract_answer(a.text, (q, *echo)),
+                                                prompt_tokens=a.prompt_tokens)
+        return [HopAnswer(**{**self._cache[k].__dict__, "fact": hit.edit.text if hit else None,
+                             "score": hit.score if hit else None})
+                for k, hit in zip(keys, hits, strict=True)]
 
     def chain(self, hops: Sequence[Hop], form: HopForm, namespace: str,
               subject: str | None = None) -> list[HopAnswer]:

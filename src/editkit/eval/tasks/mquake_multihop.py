@@ -135,8 +135,8 @@ def evaluate_case(ans: MultiHopAnswerer, rec: MquakeChainRecord, cfg: MultiHopCo
         row["single_shot"] = details
     for form in cfg.forms:
         f = form.value
-        gold = [ans.answer_hop(h.query(form), namespace, echoes=[h.query(HopForm.CLOZE)])
-                for h in hops]
+        gold = ans.answer_hops([h.query(form) for h in hops], namespace,
+                               [[h.query(HopForm.CLOZE)] for h in hops])
         gold_ok = [matches(a.span, h.answers) for a, h in zip(gold, hops, strict=True)]
         for i, ok in enumerate(gold_ok):
             row[f"{f}_hop{i + 1}"] = float(ok)
