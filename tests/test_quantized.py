@@ -81,3 +81,34 @@ def test_tokens_trained_for_a_precision_are_picked_for_it_else_the_full_precisio
     _, source = EditableLM._resolve_ptokens(dataclasses.replace(tiny_model, quantization="8bit"),
                                             None, 3)
     assert source == f"shipped ({eight})"
+
+
+def test_a_float32_twin_holds_the_4bit_weights_and_scores_like_the_4bit_model():
+    """`simulate_quantized` (training 4-bit tokens at float32 speed) on the real default model:
+    its linear weights are the 4-bit ones dequantized, and it scores an edit as the 4-bit model
+    does, up to the 4-bit model's bfloat16 activations."""
+    _bitsandbytes_or_skip()
+    import bitsandbytes as bnb
+    import torch
+
+    from editkit import EditMemory
+    from editkit.loading import load_model, simulate_quantized
+    from editkit.ptokens import PTokens
+
+    q = load_model(quantization="4bit", device="cpu")
+    twin = simulate_quantized(load_model(device="cpu"), q)
+    layer = dict(q.model.named_modules())["model.layers.3.mlp.down_proj"]
+    assert torch.equal(dict(twin.model.named_modules())["model.layers.3.mlp.down_proj"].weight,
+                       bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state))
+    assert twin.model.config.editkit_simulated_quantization == "4bit"
+    question, fact = "The mother tongue of Danielle Darrieux is", \
+        "The mother tongue of Danielle Darrieux is English."
+    got = []
+    for loaded in (q, twin):
+        pt = PTokens.create(loaded.model, loaded.tokenizer, name=loaded.name, m=2)
+        lm = EditableLM(loaded, pt, EditMemory(None), "prompt")
+        got.append([s.mean_logprob for s in lm.score(question, ["English", "French"],
+                                                     fact=fact).scores])
+    assert got[1] == pytest.approx(got[0], abs=0.15)
+    assert (got[0][0] > got[0][1]) == (got[1][0] > got[1][1])
+

@@ -103,6 +103,26 @@ def test_small_run_lowers_val_kl_and_round_trips_the_artifact(default_model, sma
     assert all(not p.requires_grad for p in default_model.model.parameters())
 
 
+def test_training_can_start_from_an_existing_artifacts_rows(tiny_model, small_cfg, tmp_path,
+                                                            monkeypatch):
+    monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path))
+    args = (tiny_model.model, tiny_model.tokenizer, tiny_model.name)
+    start = PTokens.create(*args[:2], name=tiny_model.name, m=2, init="random", seed=5)
+    start.save_pretrained(tmp_path / "start")
+    cfg = small_cfg.model_copy(update={"init_from": str(tmp_path / "start"), "epochs": 1,
+                                       "lr": 1e-9})
+    rows: list = []
+    pt = Trainer(*args, cfg, log=rows.append).run(tmp_path / "tuned")
+    # validation 0 measures the starting rows; a 1e-9 step barely moves them
+    assert torch.allclose(pt.layer.weight, start.layer.weight, atol=1e-6)
+    fresh = PTokens.create(*args[:2], name=tiny_model.name, m=2, init="text")
+    assert not torch.allclose(pt.layer.weight, fresh.layer.weight, atol=1e-3)
+    record = json.loads((tmp_path / "tuned" / "ptokens_config.json").read_text())["training"]
+    assert record["init_from"] == str(tmp_path / "start")
+    with pytest.raises(InvalidInputError, match="m=2"):
+        Trainer(*args, cfg.model_copy(update={"m": 3})).run(tmp_path / "bad")
+
+
 @pytest.mark.slow  # four small training runs: runs in CI's slow pass (`pytest -m slow`)
 def test_resume_after_interruption_matches_an_uninterrupted_run(default_model, small_cfg,
                                                                 tmp_path):

@@ -251,3 +251,34 @@ def load_model(
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return LoadedModel(model=lm, tokenizer=tok, name=name, quantization=quantization)
+
+
+def simulate_quantized(full: LoadedModel, quantized: LoadedModel) -> LoadedModel:
+    """`full` (a float32 model) with every bitsandbytes 4-bit linear weight of `quantized` (the
+    same model loaded with quantization="4bit"), dequantized, in place of its own.
+
+    The result computes what the 4-bit model computes, except that its activations stay float32
+    where bitsandbytes uses bfloat16 (fake quantization). It trains P-Tokens for the 4-bit model
+    at float32 speed: bitsandbytes on a CPU is several times slower than float32. Its config
+    records `editkit_simulated_quantization = "4bit"`, which the training record reads, so the
+    artifact is filed under the 4-bit precision. 8-bit (LLM.int8) keeps outlier features in
+    float16 at run time, so it has no such weight-only twin.
+    """
+    import bitsandbytes as bnb
+
+    own = dict(full.model.named_modules())
+    replaced = 0
+    for name, module in quantized.model.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            if name not in own or own[name].weight.shape != module.weight.quant_state.shape:
+                raise ModelLoadError(f"{name}: the full-precision model has no matching layer; "
+                                     "load both from the same model.")
+            weight = bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
+            own[name].weight.data.copy_(weight.to(own[name].weight.dtype))
+            replaced += 1
+    if not replaced:
+        raise ModelLoadError("The quantized model holds no 4-bit layers (load it with "
+                             "quantization='4bit').")
+    full.model.config.editkit_simulated_quantization = "4bit"
+    return full
+

@@ -69,6 +69,9 @@ class TrainConfig(BaseModel):
         "e.g. the spelling 'neighbor', is an error)")
     init: Literal["text", "vocab_mean", "random"] = "text"
     init_text: str = DEFAULT_INIT_TEXT
+    init_from: str | None = Field(None, description="start from the rows of this P-Token "
+                                  "directory (same model and m) instead of `init`: fine-tune "
+                                  "tokens, e.g. full-precision ones on a quantized model")
     lr: float = Field(5e-3, gt=0)
     batch_size: int = Field(8, ge=1, description="records per optimiser step")
     epochs: int = Field(10, ge=1)
@@ -114,8 +117,8 @@ PAIR_FIELDS = frozenset({"data", "n_train", "n_val", "max_distractors", "seed",
 """Fields that choose the pairs: the key hashes the pairs themselves, so these reach it that way."""
 DEMO_FIELDS = frozenset({"demos"})
 """The IKE teacher's demonstration file: the key hashes its content, not its path."""
-STUDENT_FIELDS = frozenset({"m", "weights", "init", "init_text", "lr", "batch_size", "epochs",
-                            "patience", "weight_decay", "betas", "ce_weight", "ce_kinds",
+STUDENT_FIELDS = frozenset({"m", "weights", "init", "init_text", "init_from", "lr", "batch_size",
+                            "epochs", "patience", "weight_decay", "betas", "ce_weight", "ce_kinds",
                             "margin_weight", "margin", "margin_kinds", "select_by",
                             "eval_every", "forest_tokens"})
 """Fields that only change the student (optimisation, P-Token shape, selection): a teacher cache
@@ -579,6 +582,12 @@ class Trainer:
                 raise InvalidInputError(
                     f"{ckpt} was written by an older editkit (per-epoch checkpoints); it cannot "
                     "be resumed by this one. Train again without --resume.")
+        elif cfg.init_from is not None:
+            pt = PTokens.from_pretrained(cfg.init_from, self.model, self.tokenizer,
+                                         name=self.name)
+            if pt.m != cfg.m:
+                raise InvalidInputError(f"init_from {cfg.init_from} holds m={pt.m} tokens, the "
+                                        f"config asks for m={cfg.m}.")
         else:
             pt = PTokens.create(self.model, self.tokenizer, name=self.name, m=cfg.m,
                                 init=cfg.init, init_text=cfg.init_text, seed=cfg.seed)
@@ -676,7 +685,11 @@ class Trainer:
             # where it ran and on which weights: tokens trained on a quantized model ship apart
             "device": str(self.model.device),
             "quantization": ("8bit" if getattr(self.model, "is_loaded_in_8bit", False) else
-                             "4bit" if getattr(self.model, "is_loaded_in_4bit", False) else None),
+                             "4bit" if getattr(self.model, "is_loaded_in_4bit", False) else
+                             getattr(self.model.config, "editkit_simulated_quantization", None)),
+            "quantization_simulated": bool(getattr(self.model.config,
+                                                   "editkit_simulated_quantization", None)),
+            "init_from": cfg.init_from,
         }
         pt.save_pretrained(out)
 

@@ -240,6 +240,11 @@ def train(
     quantization: str | None = typer.Option(None, help="8bit | 4bit: train on the quantized "
                                                        "model (frozen; the P-Token rows stay "
                                                        "float32)"),
+    simulate_quantization: bool = typer.Option(
+        False, help="with --quantization 4bit: train on a float32 copy holding the 4-bit "
+        "weights dequantized (several times faster on a CPU; filed as 4bit tokens)"),
+    init_from: Path | None = typer.Option(None, help="start from this P-Token directory's rows "
+                                          "(same model and m), e.g. the full-precision set"),
     resume: bool = typer.Option(False, help="continue from OUT/checkpoint"),
 ) -> None:
     """Train P-Tokens by distilling the IKE prompt (KL to the teacher at answer positions)."""
@@ -248,11 +253,17 @@ def train(
 
     fields = _read_config(config) if config is not None else {}
     given = {"m": m, "data": data or None, "n_train": n_train, "n_val": n_val, "epochs": epochs,
-             "lr": lr}
+             "lr": lr, "init_from": str(init_from) if init_from is not None else None}
     fields.update({k: v for k, v in given.items() if v is not None})
     cfg = TrainConfig.model_validate(fields)
     load_training_records(cfg)  # a bad data file or impossible sizes fail before the model loads
+    if simulate_quantization and quantization != "4bit":
+        raise InvalidInputError("--simulate-quantization needs --quantization 4bit.")
     loaded = load_model(model, quantization=quantization)
+    if simulate_quantization:
+        from editkit.loading import simulate_quantized
+
+        loaded = simulate_quantized(load_model(model), loaded)
     table = _table(f"training m={cfg.m} on {cfg.n_train} records", "epoch", "records seen",
                    "train loss", "val loss", "val ES", "val PS", "val NS", "val S")
 
