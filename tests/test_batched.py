@@ -219,3 +219,29 @@ def test_a_request_that_arrives_while_the_batcher_decodes_joins_the_running_batc
     assert out["b"].token_ids == alone_b.token_ids
     assert (batcher.batches, batcher.joined) == (1, 1)
     assert batcher.steps == 11  # B's steps ran inside A's: one batch, no second one
+
+
+def test_the_decode_cache_appends_in_place_and_holds_what_concatenation_would(tiny_model):
+    import torch
+
+    from editkit.compat import decode_cache, drop_cache_front, join_caches
+
+    cache = decode_cache(tiny_model.model)
+    pieces = [torch.randn(3, 2, n, 4) for n in (5, 1, 1, 1, 1, 1, 1)]
+    for p in pieces:
+        k, v = cache.update(p, -p, 0)
+    whole = torch.cat(pieces, dim=-2)
+    assert torch.equal(k, whole) and torch.equal(v, -whole)
+    layer = cache.layers[0]
+    assert layer._k.shape[-2] > whole.shape[-2]  # spare room: no copy per token
+    cache.batch_select_indices(torch.tensor([0, 2]))
+    assert torch.equal(cache.layers[0].keys, whole[[0, 2]])
+    other = decode_cache(tiny_model.model)
+    other.update(torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4), 0)
+    join_caches(cache, other)  # left-padded to the longer (11 columns) and stacked
+    keys = cache.layers[0].keys
+    assert keys.shape == (3, 2, 11, 4) and torch.equal(keys[2, :, :8], torch.zeros(2, 8, 4))
+    drop_cache_front(cache, 2)
+    k, _ = cache.update(torch.full((3, 2, 1, 4), 7.0), torch.zeros(3, 2, 1, 4), 0)
+    assert k.shape == (3, 2, 10, 4) and torch.equal(k[:2, :, :9], whole[[0, 2], :, 2:])
+    assert cache.get_seq_length() == 10

@@ -7,7 +7,8 @@ transformers release is adapted here, once:
 - `forward_logits`: a forward pass that asks for the logits of some positions only
   (`logits_to_keep`), falls back when the architecture refuses the argument, and picks the kept
   rows itself when a model silently ignores it (swallowed by `**kwargs`);
-- `cache_kw` / `new_cache` / `crop_cache` / `cast_cache` / `join_caches` / `drop_cache_front`:
+- `cache_kw` / `new_cache` / `decode_cache` / `crop_cache` / `cast_cache` / `join_caches` /
+  `drop_cache_front`:
   KV caches across transformers versions (`cache` vs `past_key_values`; cache layers in
   transformers 5, key/value lists in 4.x);
 - `sliding_window`: sliding-window attention layers (Gemma 3) get full cache layers, and packed
@@ -27,7 +28,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["cache_kw", "cast_cache", "context_length", "crop_cache", "drop_cache_front",
+__all__ = ["cache_kw", "cast_cache", "context_length", "crop_cache", "decode_cache",
+           "drop_cache_front",
            "eos_ids", "embedding_scale", "forward_last_logits", "forward_logits", "join_caches",
            "model_device", "new_cache",
            "quiet_repeated_logs", "sliding_window"]
@@ -102,6 +104,88 @@ def sliding_window(model: Any) -> int | None:
     window = getattr(cfg, "sliding_window", None)
     types = getattr(cfg, "layer_types", None) or ()
     return int(window) if window and "sliding_attention" in types else None
+
+
+def _growing_layer_class() -> Any:
+    """A transformers 5 cache layer that appends into spare capacity instead of concatenating.
+
+    `DynamicLayer.update` does `torch.cat([keys, new])` for every layer at every step: a copy of
+    the whole cache per new token. With 16 rows and ~100 cached tokens that copying took about a
+    fifth of a decode step on a CPU. This layer keeps buffers with room to grow (doubling) and
+    returns views of the filled part. Assigning `keys` / `values` (which `batch_select_indices`,
+    `crop`, `cast_cache`, `join_caches` and `drop_cache_front` do) replaces the buffers, so
+    everything that works on a dynamic layer works on this one.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):  # type: ignore[misc]
+        _k: torch.Tensor | None = None
+        _v: torch.Tensor | None = None
+        _n = 0
+
+        @property  # type: ignore[override]
+        def keys(self) -> torch.Tensor | None:
+            return None if self._k is None else self._k[..., : self._n, :]
+
+        @keys.setter
+        def keys(self, t: torch.Tensor | None) -> None:
+            self._k = t
+            self._n = 0 if t is None or t.dim() < 2 else t.shape[-2]
+
+        @property  # type: ignore[override]
+        def values(self) -> torch.Tensor | None:
+            return None if self._v is None else self._v[..., : self._n, :]
+
+        @values.setter
+        def values(self, t: torch.Tensor | None) -> None:
+            self._v = t
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor,
+                   *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            if not self.is_initialized or self._k is None or self._k.dim() < 2:
+                self.device, self.is_initialized = key_states.device, True
+                self._k, self._v, self._n = key_states, value_states, key_states.shape[-2]
+                return self.keys, self.values  # type: ignore[return-value]
+            assert self._v is not None
+            n, new = self._n, key_states.shape[-2]
+            if n + new > self._k.shape[-2]:  # out of room: double (one copy per doubling)
+                cap = max(2 * self._k.shape[-2], n + new)
+                k = self._k.new_empty((*self._k.shape[:-2], cap, self._k.shape[-1]))
+                v = self._v.new_empty((*self._v.shape[:-2], cap, self._v.shape[-1]))
+                k[..., :n, :], v[..., :n, :] = self._k[..., :n, :], self._v[..., :n, :]
+                self._k, self._v = k, v
+            self._k[..., n: n + new, :] = key_states
+            self._v[..., n: n + new, :] = value_states
+            self._n = n + new
+            return self.keys, self.values  # type: ignore[return-value]
+
+    return GrowingLayer
+
+
+_GROWING: Any = None
+
+
+def decode_cache(model: Any) -> Any:
+    """`new_cache` for a decode loop that adds one token per step (`DecodeBatch`): the same
+    full cache layers, appending in place (`_growing_layer_class`). Models whose layers are not
+    all attention layers (recurrent hybrids), and transformers without cache layers, get
+    `new_cache`."""
+    global _GROWING
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    types = set(getattr(cfg, "layer_types", None) or ())
+    if not types <= {"full_attention", "sliding_attention"}:
+        return new_cache(model)
+    try:
+        from transformers import DynamicCache
+        _GROWING = _GROWING or _growing_layer_class()
+    except ImportError:
+        return new_cache(model)
+    cache = DynamicCache()
+    if getattr(cache, "layer_class_to_replicate", None) is None:
+        return new_cache(model)
+    cache.layer_class_to_replicate = _GROWING
+    return cache
 
 
 def new_cache(model: Any) -> Any:

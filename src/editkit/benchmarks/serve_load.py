@@ -23,6 +23,11 @@ from .common import pct, save, table
 from .latency import questions
 
 
+def _batcher_counts(batcher: Any) -> dict[str, int]:
+    return {k: getattr(batcher, k) for k in ("requests", "batches", "joined", "steps",
+                                             "row_steps", "prefills")}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=16)
@@ -83,15 +88,16 @@ def main(argv: list[str] | None = None) -> dict:
         seq: list[tuple[float, Any]] = []
         seq_s = 0.0
         if not args.skip_baselines:
-            # in-process ask, one at a time: the floor a single client is compared with
+            # one at a time, alternating in-process `ask` (the floor a single client is compared
+            # with) and the same question over HTTP, so that drift in the machine's speed hits
+            # both alike
             for i in range(args.clients):
                 t = time.perf_counter()
                 lm.ask(qs[i]["question"], namespace=f"tenant-{i}",
                        max_new_tokens=args.max_tokens)
                 inproc.append(time.perf_counter() - t)
-            t0 = time.perf_counter()
-            seq = [request(i) for i in range(args.clients)]
-            seq_s = time.perf_counter() - t0
+                seq.append(request(i))
+            seq_s = sum(s for s, _ in seq)
         lat: list[float] = []
         results: list[dict[str, Any] | None] = []
 
@@ -104,6 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
                     lat.append(s)
                     results.append(out)
 
+        counts = _batcher_counts(lm.batcher)
         t0 = time.perf_counter()
         threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
         for th in threads:
@@ -111,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
         for th in threads:
             th.join()
         load_s = time.perf_counter() - t0
+        b = {k: v - counts[k] for k, v in _batcher_counts(lm.batcher).items()}  # the load only
         # each key lists exactly its own edits: every acknowledged one, nobody else's
         listed = {i: [e["text"] for e in httpx.get(
             f"{url}/v1/edits", timeout=60, headers={"Authorization": f"Bearer key-{i}"})
@@ -130,21 +138,28 @@ def main(argv: list[str] | None = None) -> dict:
                     ["HTTP, one request at a time", pct(seq_lat, 0.5), pct(seq_lat, 0.95),
                      args.clients / seq_s, (args.clients / seq_s) / (args.clients / sum(inproc))]]
     print(table(["", "p50 s", "p95 s", "requests/s", "× in-process one at a time"], rows))
-    b = lm.batcher
+    if inproc:
+        print(f"one client over HTTP: p50 {pct(seq_lat, 0.5) / pct(inproc, 0.5) - 1:+.0%} against "
+              f"in-process ask; {args.clients} clients: "
+              f"{(n / load_s) / (args.clients / seq_s):.1f}x one request at a time over HTTP")
     print(f"errors: {errors}; edits acknowledged: {sum(map(len, acked.values()))}, lost: {lost}; "
-          f"tenants isolated: {isolated}; batches started: {b.batches}, requests that joined "
-          f"a running batch: {b.joined} of {b.requests}, decode steps: {b.steps}")
+          f"tenants isolated: {isolated}; under load: batches started: {b['batches']}, requests "
+          f"that joined a running batch: {b['joined']} of {b['requests']}, prefill forwards: "
+          f"{b['prefills']}, decode steps: {b['steps']} with "
+          f"{b['row_steps'] / max(b['steps'], 1):.1f} rows on average")
     result = {"clients": args.clients, "requests_per_client": args.requests,
               "max_tokens": args.max_tokens, "edit_every": args.edit_every, "errors": errors,
               "edits_acknowledged": sum(map(len, acked.values())), "edits_lost": lost,
               "tenants_isolated": isolated, "load_p50_s": pct(lat, 0.5),
               "load_p95_s": pct(lat, 0.95), "load_rps": n / load_s, "load_seconds": load_s,
-              "batches": b.batches, "joined": b.joined, "batched_requests": b.requests,
-              "decode_steps": b.steps}
+              "batches": b["batches"], "joined": b["joined"], "batched_requests": b["requests"],
+              "decode_steps": b["steps"], "prefills": b["prefills"],
+              "mean_rows_per_step": b["row_steps"] / max(b["steps"], 1)}
     if inproc:
         result.update({"inprocess_p50_s": pct(inproc, 0.5),
                        "http_sequential_p50_s": pct(seq_lat, 0.5),
                        "http_sequential_rps": args.clients / seq_s,
+                       "one_client_p50_over_inprocess": pct(seq_lat, 0.5) / pct(inproc, 0.5),
                        "speedup_over_sequential_http": (n / load_s) / (args.clients / seq_s)})
     print(f"wrote {save('serve_load', result, args.json)}")
     return result

@@ -47,8 +47,10 @@ class MicroBatcher:
         self._batch: DecodeBatch | None = None
         self._ptokens: PTokens | None = None  # the running batch's P-Token set
         # what benchmarks and tests read: requests seen, batches started from idle, requests
-        # that joined a batch already decoding, decode steps
+        # that joined a batch already decoding, decode steps, rows summed over the steps (mean
+        # rows per step = row_steps / steps), prefill forwards
         self.requests = self.batches = self.joined = self.steps = 0
+        self.row_steps = self.prefills = 0
 
     def generate(self, ids: Sequence[int], *, ptokens: PTokens | None = None,
                  max_new_tokens: int = 32, stop: Sequence[str] | None = (),
@@ -86,6 +88,7 @@ class MicroBatcher:
             self._admit()
             if self._batch is None or not len(self._batch):
                 continue  # everything admitted finished at its first token
+            self.row_steps += len(self._batch)
             try:
                 self._batch.step()
             except Exception:  # noqa: BLE001 - every row of the batch got the error (leave)
@@ -111,6 +114,9 @@ class MicroBatcher:
                 self._pending.remove(p)
             if not starting:
                 self.joined += len(new)
+        if not new:
+            return
+        self.prefills += 1
         try:
             self._batch.add([p.run for p in new])
         except Exception:  # noqa: BLE001 - the new rows left with the error; the batch runs on

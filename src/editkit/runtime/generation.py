@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
-from ..compat import drop_cache_front, forward_last_logits, join_caches, model_device, new_cache
+from ..compat import decode_cache, drop_cache_front, forward_last_logits, join_caches, model_device
 from ..compat import eos_ids as model_eos_ids
 from ..errors import InvalidInputError
 from ..ptokens import PTokens
@@ -182,7 +182,7 @@ class DecodeBatch:
         mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in rows],
                             device=self.dev)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = new_cache(self.model)
+        cache = decode_cache(self.model)
         try:
             logits = forward_last_logits(self.model, input_embeds(self.model, self.ptokens, ids),
                                          mask, pos, cache)
