@@ -245,3 +245,35 @@ def test_the_decode_cache_appends_in_place_and_holds_what_concatenation_would(ti
     k, _ = cache.update(torch.full((3, 2, 1, 4), 7.0), torch.zeros(3, 2, 1, 4), 0)
     assert k.shape == (3, 2, 10, 4) and torch.equal(k[:2, :, :9], whole[[0, 2], :, 2:])
     assert cache.get_seq_length() == 10
+
+
+def test_a_batched_stream_yields_the_generation_in_pieces_and_closing_it_frees_its_row(
+        tiny_model):
+    import threading
+
+    from editkit.runtime.batching import MicroBatcher
+    from editkit.runtime.generation import TextGenerator
+
+    gen = TextGenerator(tiny_model.model, tiny_model.tokenizer)
+    batcher = MicroBatcher(gen, window_s=0.0)
+    a_ids, b_ids = [1, 502, 1203], [1, 9000, 12, 13]
+    alone_a = gen.generate(a_ids, max_new_tokens=20)
+    alone_b = gen.generate(b_ids, max_new_tokens=8)
+    with batcher.stream(a_ids, max_new_tokens=20) as s:
+        pieces = list(s)
+    assert "".join(pieces) == alone_a.text and s.token_ids == alone_a.token_ids
+    assert s.finish_reason == alone_a.finish_reason and len(pieces) > 1
+
+    # a stream and a plain request decode in one batch; the stream is left after 2 pieces
+    out: dict = {}
+    s = batcher.stream(a_ids, max_new_tokens=20)
+    it = iter(s)
+    first = [next(it), next(it)]
+    t = threading.Thread(target=lambda: out.__setitem__(
+        "b", batcher.generate(b_ids, max_new_tokens=8)))
+    t.start()
+    t.join(timeout=60)
+    assert out["b"].token_ids == alone_b.token_ids
+    s.close()
+    assert s._run.left.is_set() and "".join(first) == alone_a.text[:len("".join(first))]
+    assert batcher._batch is None or len(batcher._batch) == 0

@@ -45,7 +45,7 @@ from .retrieval import (
     Selection,
     select,
 )
-from .runtime.batching import MicroBatcher
+from .runtime.batching import BatchedStream, MicroBatcher
 from .runtime.generation import (
     FinishReason,
     Generation,
@@ -548,6 +548,19 @@ class EditableLM:
         return self.batcher.generate(prompt.ids, ptokens=self.ptokens,
                                      max_new_tokens=max_new_tokens, stop=stop,
                                      temperature=temperature, seed=seed)
+
+    def stream_batched(self, prompt: Prompt, *, max_new_tokens: int = 32,
+                       stop: Sequence[str] | None = (), temperature: float | None = None,
+                       seed: int | None = None) -> BatchedStream | GenerationStream:
+        """`generate_batched`, streamed: the text pieces of a row of the running batch (the
+        server's `stream: true`). Models with per-sequence decoders stream alone
+        (`generate_from`)."""
+        if self.prefix_cache is not None or self.decode_model is not None:
+            return self.generate_from(prompt, max_new_tokens=max_new_tokens, stop=stop,
+                                      temperature=temperature, seed=seed)
+        return self.batcher.stream(prompt.ids, ptokens=self.ptokens,
+                                   max_new_tokens=max_new_tokens, stop=stop,
+                                   temperature=temperature, seed=seed)
 
     def generate_from(self, prompt: Prompt, *, max_new_tokens: int = 32,
                       stop: Sequence[str] | None = (),

@@ -3,8 +3,9 @@
 - `POST /v1/chat/completions` and `POST /v1/completions`: OpenAI's request and response shapes,
   `stream: true` as server-sent events ending in `data: [DONE]`, `usage` counts. The answer comes
   from the same path as `EditableLM.ask`: the retrieval policy places the tenant's edits, and
-  `EditableLM.generate_batched` decodes: every request joins the one running batch as it
-  arrives (continuous batching), greedy or sampled (`temperature`, with `seed`).
+  `EditableLM.generate_batched` / `stream_batched` decode: every request, streamed or not,
+  joins the one running batch as it arrives (continuous batching), greedy or sampled
+  (`temperature`, with `seed`).
 - `POST /v1/edits` (`{"facts": [...]}`), `GET /v1/edits`, `DELETE /v1/edits/{id}`,
   `DELETE /v1/edits`: the tenant's edits, in the same memory file the SDK uses.
 - Tenancy: `keys` maps API keys (`Authorization: Bearer <key>`) to namespaces; a key only ever
@@ -142,8 +143,8 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
         model = req.model or lm.name
         p = prompt_for(ns, turns[-1][1], turns[:-1], req)
         if req.stream:
-            gen = lm.generate_from(p, max_new_tokens=req.budget(), stop=req.stops(),
-                                   temperature=req.temperature or None, seed=req.seed)
+            gen = lm.stream_batched(p, max_new_tokens=req.budget(), stop=req.stops(),
+                                    temperature=req.temperature or None, seed=req.seed)
 
             def chunks() -> Iterator[dict[str, Any]]:
                 base = {"id": rid, "object": "chat.completion.chunk", "created": created,

@@ -12,16 +12,17 @@ runs steps until its own answer is done; then the next waiting caller takes over
 """
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..ptokens import PTokens
 from .generation import DecodeBatch, Generation, TextGenerator
 
-__all__ = ["MicroBatcher"]
+__all__ = ["BatchedStream", "MicroBatcher"]
 
 
 @dataclass(eq=False)
@@ -65,26 +66,57 @@ class MicroBatcher:
             self.requests += 1
             self._cond.notify_all()
         while not run.left.is_set():
-            with self._cond:
-                if self._busy:  # another caller is driving: it decodes our row too
-                    self._cond.wait(timeout=0.05)
-                    continue
-                self._busy = True
-            try:
-                self._drive(until=item)
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+            self._advance(item)
         if run.failure is not None:
             raise run.failure
         return run.result
 
-    def _drive(self, until: _Pending) -> None:
-        """Decode steps, admitting waiting requests before each, until `until` is done."""
+    def stream(self, ids: Sequence[int], *, ptokens: PTokens | None = None,
+               max_new_tokens: int = 32, stop: Sequence[str] | None = (),
+               temperature: float | None = None, seed: int | None = None) -> BatchedStream:
+        """`generate`, streamed: text pieces as the running batch produces them (the pieces
+        concatenate to `generate`'s text). The consumer drives the batch a step at a time
+        whenever nobody else does; closing the stream cancels its row at the next step."""
+        run = self.generator.batch_row(ids, ptokens=ptokens, max_new_tokens=max_new_tokens,
+                                       stop=stop, temperature=temperature, seed=seed)
+        item = _Pending(run, ptokens)
+        with self._cond:
+            self._pending.append(item)
+            self.requests += 1
+            self._cond.notify_all()
+        return BatchedStream(self, item)
+
+    def _advance(self, item: _Pending, steps: int | None = None) -> None:
+        """Drive the batch (until `item` is done, or for `steps` steps) if nobody else is
+        driving; otherwise wait a little for the driver."""
+        with self._cond:
+            if self._busy:  # another caller is driving: it decodes our row too
+                self._cond.wait(timeout=0.05)
+                return
+            self._busy = True
+        try:
+            self._drive(until=item, steps=steps)
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def _withdraw(self, item: _Pending) -> bool:
+        """Take a request that has not been admitted yet out of the queue (True if it was)."""
+        with self._cond:
+            if item in self._pending:
+                self._pending.remove(item)
+                return True
+            return False
+
+    def _drive(self, until: _Pending, steps: int | None = None) -> None:
+        """Decode steps, admitting waiting requests before each, until `until` is done (or
+        `steps` steps were taken)."""
         if self._batch is None or not len(self._batch):
             time.sleep(self.window_s)  # idle: let the requests that arrive together start together
-        while not until.run.left.is_set():
+        taken = 0
+        while not until.run.left.is_set() and (steps is None or taken < steps):
+            taken += 1
             self._admit()
             if self._batch is None or not len(self._batch):
                 continue  # everything admitted finished at its first token
@@ -121,3 +153,74 @@ class MicroBatcher:
             self._batch.add([p.run for p in new])
         except Exception:  # noqa: BLE001 - the new rows left with the error; the batch runs on
             pass
+
+
+class BatchedStream:
+    """Text pieces of one row of a `MicroBatcher`'s running batch (`MicroBatcher.stream`).
+
+    Iterate it for the pieces; `text`, `completion_tokens`, `finish_reason` and `token_ids`
+    are final once it is exhausted (the surface of `GenerationStream`). `close()`, leaving a
+    `for` loop early or the `with` block ends the row at the next step.
+    """
+
+    def __init__(self, batcher: MicroBatcher, item: _Pending) -> None:
+        self._batcher, self._item, self._run = batcher, item, item.run
+        self._done = False
+
+    @property
+    def result(self) -> Generation:
+        return self._run.result
+
+    @property
+    def text(self) -> str:
+        return self._run.assembler.text
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self._run.result.token_ids)
+
+    @property
+    def finish_reason(self) -> Any:
+        return self._run.result.finish_reason
+
+    @property
+    def token_ids(self) -> list[int]:
+        return list(self._run.result.token_ids)
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            while True:
+                try:
+                    yield self._run.out.get_nowait()
+                    continue
+                except queue.Empty:
+                    pass
+                if self._run.left.is_set():  # finished: the tail is queued before `left`
+                    if not self._run.out.empty():
+                        continue
+                    self._done = True
+                    if self._run.failure is not None:
+                        raise self._run.failure
+                    return
+                self._batcher._advance(self._item, steps=1)
+        finally:
+            if not self._done:
+                self.close()
+
+    def close(self) -> None:
+        """Cancel the row (if still running) and wait until it has left the batch."""
+        if self._done:
+            return
+        self._done = True
+        self._run.cancel.set()
+        if self._batcher._withdraw(self._item):
+            return
+        while not self._run.left.is_set():
+            self._batcher._advance(self._item, steps=1)
+
+    def __enter__(self) -> BatchedStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
