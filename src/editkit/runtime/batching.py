@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..ptokens import PTokens
-from .generation import DecodeBatch, Generation, TextGenerator
+from .generation import DecodeBatch, Generation, RunResults, TextGenerator
 
 __all__ = ["BatchedStream", "MicroBatcher"]
 
@@ -58,13 +58,8 @@ class MicroBatcher:
                  temperature: float | None = None, seed: int | None = None) -> Generation:
         """The `Generation` for `ids` (greedy unless `temperature > 0`), decoded in the running
         batch with every other caller's (blocks until it is done)."""
-        run = self.generator.batch_row(ids, ptokens=ptokens, max_new_tokens=max_new_tokens,
-                                       stop=stop, temperature=temperature, seed=seed)
-        item = _Pending(run, ptokens)
-        with self._cond:
-            self._pending.append(item)
-            self.requests += 1
-            self._cond.notify_all()
+        item = self._enqueue(ids, ptokens, max_new_tokens, stop, temperature, seed)
+        run = item.run
         while not run.left.is_set():
             self._advance(item)
         if run.failure is not None:
@@ -77,6 +72,13 @@ class MicroBatcher:
         """`generate`, streamed: text pieces as the running batch produces them (the pieces
         concatenate to `generate`'s text). The consumer drives the batch a step at a time
         whenever nobody else does; closing the stream cancels its row at the next step."""
+        return BatchedStream(self, self._enqueue(ids, ptokens, max_new_tokens, stop,
+                                                 temperature, seed))
+
+    def _enqueue(self, ids: Sequence[int], ptokens: PTokens | None, max_new_tokens: int,
+                 stop: Sequence[str] | None, temperature: float | None,
+                 seed: int | None) -> _Pending:
+        """Validate a request and queue it for the next admission."""
         run = self.generator.batch_row(ids, ptokens=ptokens, max_new_tokens=max_new_tokens,
                                        stop=stop, temperature=temperature, seed=seed)
         item = _Pending(run, ptokens)
@@ -84,7 +86,7 @@ class MicroBatcher:
             self._pending.append(item)
             self.requests += 1
             self._cond.notify_all()
-        return BatchedStream(self, item)
+        return item
 
     def _advance(self, item: _Pending, steps: int | None = None) -> None:
         """Drive the batch (until `item` is done, or for `steps` steps) if nobody else is
@@ -155,7 +157,7 @@ class MicroBatcher:
             pass
 
 
-class BatchedStream:
+class BatchedStream(RunResults):
     """Text pieces of one row of a `MicroBatcher`'s running batch (`MicroBatcher.stream`).
 
     Iterate it for the pieces; `text`, `completion_tokens`, `finish_reason` and `token_ids`
@@ -166,26 +168,6 @@ class BatchedStream:
     def __init__(self, batcher: MicroBatcher, item: _Pending) -> None:
         self._batcher, self._item, self._run = batcher, item, item.run
         self._done = False
-
-    @property
-    def result(self) -> Generation:
-        return self._run.result
-
-    @property
-    def text(self) -> str:
-        return self._run.assembler.text
-
-    @property
-    def completion_tokens(self) -> int:
-        return len(self._run.result.token_ids)
-
-    @property
-    def finish_reason(self) -> Any:
-        return self._run.result.finish_reason
-
-    @property
-    def token_ids(self) -> list[int]:
-        return list(self._run.result.token_ids)
 
     def __iter__(self) -> Iterator[str]:
         try:

@@ -43,7 +43,8 @@ from .scoring import input_embeds
 
 __all__ = ["BatchDecoder", "DecodeBatch", "DecodeRequest", "Decoder", "Emit", "FinishReason",
            "Generation", "GenerationStream", "MixedPrecisionDecoder", "PrefixCacheDecoder",
-           "Sampler", "TextAssembler", "TextGenerator", "check_generation_args", "decoder_for"]
+           "RunResults", "Sampler", "TextAssembler", "TextGenerator", "check_generation_args",
+           "decoder_for"]
 
 FinishReason = Literal["stop", "length"]
 MAX_NEW_TOKENS = 4096
@@ -499,23 +500,11 @@ class _Run:
                            else "stop")
 
 
-class GenerationStream:
-    """Text pieces of one generation as a worker thread produces them.
+class RunResults:
+    """What a stream over one `_Run` reports (`GenerationStream`, `batching.BatchedStream`)."""
 
-    Iterate it (or call `next`) for the pieces; `text`, `completion_tokens`, `finish_reason` and
-    `token_ids` are final once it is exhausted. The worker starts on the first `next`.
-    `close()`, leaving a `for` loop over it early, or dropping it cancels the generation at its
-    next step; `close()` also waits for the worker to finish, so nothing computes afterwards.
-    """
+    _run: _Run
 
-    def __init__(self, decoder: Decoder, tokenizer: Any, request: DecodeRequest,
-                 stop: Sequence[str] = (), eos: Sequence[int] = ()) -> None:
-        self._decoder = decoder
-        self._run = _Run(tokenizer, request, stop, eos)
-        self._thread: threading.Thread | None = None
-        self._done = False
-
-    # ---- results --------------------------------------------------------------------------
     @property
     def result(self) -> Generation:
         return self._run.result
@@ -536,6 +525,23 @@ class GenerationStream:
     @property
     def token_ids(self) -> list[int]:
         return list(self._run.result.token_ids)
+
+
+class GenerationStream(RunResults):
+    """Text pieces of one generation as a worker thread produces them.
+
+    Iterate it (or call `next`) for the pieces; `text`, `completion_tokens`, `finish_reason` and
+    `token_ids` are final once it is exhausted. The worker starts on the first `next`.
+    `close()`, leaving a `for` loop over it early, or dropping it cancels the generation at its
+    next step; `close()` also waits for the worker to finish, so nothing computes afterwards.
+    """
+
+    def __init__(self, decoder: Decoder, tokenizer: Any, request: DecodeRequest,
+                 stop: Sequence[str] = (), eos: Sequence[int] = ()) -> None:
+        self._decoder = decoder
+        self._run = _Run(tokenizer, request, stop, eos)
+        self._thread: threading.Thread | None = None
+        self._done = False
 
     # ---- iteration ------------------------------------------------------------------------
     def __next__(self) -> str:
