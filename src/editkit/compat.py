@@ -21,6 +21,7 @@ transformers release is adapted here, once:
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Sequence
@@ -106,6 +107,7 @@ def sliding_window(model: Any) -> int | None:
     return int(window) if window and "sliding_attention" in types else None
 
 
+@functools.cache
 def _growing_layer_class() -> Any:
     """A transformers 5 cache layer that appends into spare capacity instead of concatenating.
 
@@ -162,15 +164,11 @@ def _growing_layer_class() -> Any:
     return GrowingLayer
 
 
-_GROWING: Any = None
-
-
 def decode_cache(model: Any) -> Any:
     """`new_cache` for a decode loop that adds one token per step (`DecodeBatch`): the same
     full cache layers, appending in place (`_growing_layer_class`). Models whose layers are not
     all attention layers (recurrent hybrids), and transformers without cache layers, get
     `new_cache`."""
-    global _GROWING
     cfg = getattr(model, "config", None)
     cfg = getattr(cfg, "text_config", None) or cfg
     types = set(getattr(cfg, "layer_types", None) or ())
@@ -178,13 +176,13 @@ def decode_cache(model: Any) -> Any:
         return new_cache(model)
     try:
         from transformers import DynamicCache
-        _GROWING = _GROWING or _growing_layer_class()
+        layer_class = _growing_layer_class()
     except ImportError:
         return new_cache(model)
     cache = DynamicCache()
     if getattr(cache, "layer_class_to_replicate", None) is None:
         return new_cache(model)
-    cache.layer_class_to_replicate = _GROWING
+    cache.layer_class_to_replicate = layer_class
     return cache
 
 
@@ -228,12 +226,8 @@ def crop_cache(cache: Any, keep: int) -> None:
 
 def cast_cache(cache: Any, dtype: torch.dtype) -> None:
     """Cast every layer's keys and values in place (transformers 5 layers, or 4.x lists)."""
-    if hasattr(cache, "layers"):
-        for layer in cache.layers:
-            layer.keys, layer.values = layer.keys.to(dtype), layer.values.to(dtype)
-    else:
-        cache.key_cache = [k.to(dtype) for k in cache.key_cache]
-        cache.value_cache = [v.to(dtype) for v in cache.value_cache]
+    keys, values, put = _kv_lists(cache)
+    put([k.to(dtype) for k in keys], [v.to(dtype) for v in values])
 
 
 def _kv_lists(cache: Any) -> tuple[list[torch.Tensor], list[torch.Tensor], Any]:

@@ -90,6 +90,12 @@ def _per_question_modes(mode: Any, n: int) -> list[Any]:
     return modes
 
 
+def _check_sampling(do_sample: bool, temperature: Any) -> None:
+    """`do_sample` / `temperature` of `ask`, `stream` and `ask_many`."""
+    if do_sample and not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise InvalidInputError("temperature must be a number > 0 when do_sample=True.")
+
+
 def _per_question(values: Any, name: str, n: int) -> list[Any]:
     """`facts` / `distractors` of `ask_many`: None for all, or one entry (maybe None) each."""
     if values is None:
@@ -478,8 +484,7 @@ class EditableLM:
         Generation starts on the first piece requested. Closing the stream (or leaving a `for`
         loop over it early) cancels the generation at its next step.
         """
-        if do_sample and not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise InvalidInputError("temperature must be a number > 0 when do_sample=True.")
+        _check_sampling(do_sample, temperature)
         check_generation_args(max_new_tokens)
         p, edit, others = self.prompt(question, mode=mode, namespace=namespace, fact=fact,
                                       distractors=distractors, chat=chat,
@@ -509,8 +514,7 @@ class EditableLM:
         if isinstance(questions, str):
             raise InvalidInputError("questions must be a list of strings.")
         check_generation_args(max_new_tokens)
-        if do_sample and not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise InvalidInputError("temperature must be a number > 0 when do_sample=True.")
+        _check_sampling(do_sample, temperature)
         modes = _per_question_modes(mode, len(questions))
         given = _per_question(facts, "facts", len(questions))
         others = _per_question(distractors, "distractors", len(questions))
@@ -538,7 +542,7 @@ class EditableLM:
         (each sampled request with its own `seed`). Models with a prefix cache or a bf16
         decode copy (per-sequence decoders) run each request alone through their decoder.
         """
-        if self.prefix_cache is not None or self.decode_model is not None:
+        if self._decodes_alone:
             return self.generator.generate(prompt.ids, ptokens=self._ptokens_for(prompt),
                                            max_new_tokens=max_new_tokens,
                                            temperature=temperature, stop=stop,
@@ -549,13 +553,19 @@ class EditableLM:
                                      max_new_tokens=max_new_tokens, stop=stop,
                                      temperature=temperature, seed=seed)
 
+    @property
+    def _decodes_alone(self) -> bool:
+        """A prefix cache or a bf16 decode copy: decoders that hold one sequence, so requests
+        do not join the running batch."""
+        return self.prefix_cache is not None or self.decode_model is not None
+
     def stream_batched(self, prompt: Prompt, *, max_new_tokens: int = 32,
                        stop: Sequence[str] | None = (), temperature: float | None = None,
                        seed: int | None = None) -> BatchedStream | GenerationStream:
         """`generate_batched`, streamed: the text pieces of a row of the running batch (the
         server's `stream: true`). Models with per-sequence decoders stream alone
         (`generate_from`)."""
-        if self.prefix_cache is not None or self.decode_model is not None:
+        if self._decodes_alone:
             return self.generate_from(prompt, max_new_tokens=max_new_tokens, stop=stop,
                                       temperature=temperature, seed=seed)
         return self.batcher.stream(prompt.ids, ptokens=self.ptokens,

@@ -16,19 +16,12 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from ..ptokens import PTokens
 from .generation import DecodeBatch, Generation, RunResults, TextGenerator
 
 __all__ = ["BatchedStream", "MicroBatcher"]
-
-
-@dataclass(eq=False)
-class _Pending:
-    run: Any  # the generator's `batch_row`: a DecodeBatch row with `left`, `result`, `failure`
-    ptokens: PTokens | None
 
 
 class MicroBatcher:
@@ -43,10 +36,11 @@ class MicroBatcher:
                  max_batch: int = 16) -> None:
         self.generator, self.window_s, self.max_batch = generator, window_s, max_batch
         self._cond = threading.Condition()
-        self._pending: list[_Pending] = []
+        # waiting requests: the generator's `batch_row`s (`left`, `result`, `failure`; their
+        # request holds the P-Token set)
+        self._pending: list[Any] = []
         self._busy = False
         self._batch: DecodeBatch | None = None
-        self._ptokens: PTokens | None = None  # the running batch's P-Token set
         # what benchmarks and tests read: requests seen, batches started from idle, requests
         # that joined a batch already decoding, decode steps, rows summed over the steps (mean
         # rows per step = row_steps / steps), prefill forwards
@@ -58,10 +52,9 @@ class MicroBatcher:
                  temperature: float | None = None, seed: int | None = None) -> Generation:
         """The `Generation` for `ids` (greedy unless `temperature > 0`), decoded in the running
         batch with every other caller's (blocks until it is done)."""
-        item = self._enqueue(ids, ptokens, max_new_tokens, stop, temperature, seed)
-        run = item.run
+        run = self._enqueue(ids, ptokens, max_new_tokens, stop, temperature, seed)
         while not run.left.is_set():
-            self._advance(item)
+            self._advance(run)
         if run.failure is not None:
             raise run.failure
         return run.result
@@ -77,19 +70,18 @@ class MicroBatcher:
 
     def _enqueue(self, ids: Sequence[int], ptokens: PTokens | None, max_new_tokens: int,
                  stop: Sequence[str] | None, temperature: float | None,
-                 seed: int | None) -> _Pending:
-        """Validate a request and queue it for the next admission."""
+                 seed: int | None) -> Any:
+        """Validate a request and queue it (as a `batch_row`) for the next admission."""
         run = self.generator.batch_row(ids, ptokens=ptokens, max_new_tokens=max_new_tokens,
                                        stop=stop, temperature=temperature, seed=seed)
-        item = _Pending(run, ptokens)
         with self._cond:
-            self._pending.append(item)
+            self._pending.append(run)
             self.requests += 1
             self._cond.notify_all()
-        return item
+        return run
 
-    def _advance(self, item: _Pending, steps: int | None = None) -> None:
-        """Drive the batch (until `item` is done, or for `steps` steps) if nobody else is
+    def _advance(self, run: Any, steps: int | None = None) -> None:
+        """Drive the batch (until `run` is done, or for `steps` steps) if nobody else is
         driving; otherwise wait a little for the driver."""
         with self._cond:
             if self._busy:  # another caller is driving: it decodes our row too
@@ -97,27 +89,27 @@ class MicroBatcher:
                 return
             self._busy = True
         try:
-            self._drive(until=item, steps=steps)
+            self._drive(until=run, steps=steps)
         finally:
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
 
-    def _withdraw(self, item: _Pending) -> bool:
+    def _withdraw(self, run: Any) -> bool:
         """Take a request that has not been admitted yet out of the queue (True if it was)."""
         with self._cond:
-            if item in self._pending:
-                self._pending.remove(item)
+            if run in self._pending:
+                self._pending.remove(run)
                 return True
             return False
 
-    def _drive(self, until: _Pending, steps: int | None = None) -> None:
+    def _drive(self, until: Any, steps: int | None = None) -> None:
         """Decode steps, admitting waiting requests before each, until `until` is done (or
         `steps` steps were taken)."""
         if self._batch is None or not len(self._batch):
             time.sleep(self.window_s)  # idle: let the requests that arrive together start together
         taken = 0
-        while not until.run.left.is_set() and (steps is None or taken < steps):
+        while not until.left.is_set() and (steps is None or taken < steps):
             taken += 1
             self._admit()
             if self._batch is None or not len(self._batch):
@@ -136,14 +128,14 @@ class MicroBatcher:
             if self._batch is None or not len(self._batch):
                 if not self._pending:
                     return
-                self._ptokens = self._pending[0].ptokens
-                self._batch = self.generator.new_batch(self._ptokens)
+                self._batch = self.generator.new_batch(self._pending[0].request.ptokens)
                 self.batches += 1
                 starting = True
             else:
                 starting = False
             room = self.max_batch - len(self._batch)
-            new = [p for p in self._pending if p.ptokens is self._ptokens][:max(room, 0)]
+            new = [r for r in self._pending
+                   if r.request.ptokens is self._batch.ptokens][:max(room, 0)]
             for p in new:
                 self._pending.remove(p)
             if not starting:
@@ -152,7 +144,7 @@ class MicroBatcher:
             return
         self.prefills += 1
         try:
-            self._batch.add([p.run for p in new])
+            self._batch.add(new)
         except Exception:  # noqa: BLE001 - the new rows left with the error; the batch runs on
             pass
 
@@ -165,8 +157,8 @@ class BatchedStream(RunResults):
     `for` loop early or the `with` block ends the row at the next step.
     """
 
-    def __init__(self, batcher: MicroBatcher, item: _Pending) -> None:
-        self._batcher, self._item, self._run = batcher, item, item.run
+    def __init__(self, batcher: MicroBatcher, run: Any) -> None:
+        self._batcher, self._run = batcher, run
         self._done = False
 
     def __iter__(self) -> Iterator[str]:
@@ -184,7 +176,7 @@ class BatchedStream(RunResults):
                     if self._run.failure is not None:
                         raise self._run.failure
                     return
-                self._batcher._advance(self._item, steps=1)
+                self._batcher._advance(self._run, steps=1)
         finally:
             if not self._done:
                 self.close()
@@ -195,10 +187,10 @@ class BatchedStream(RunResults):
             return
         self._done = True
         self._run.cancel.set()
-        if self._batcher._withdraw(self._item):
+        if self._batcher._withdraw(self._run):
             return
         while not self._run.left.is_set():
-            self._batcher._advance(self._item, steps=1)
+            self._batcher._advance(self._run, steps=1)
 
     def __enter__(self) -> BatchedStream:
         return self

@@ -276,6 +276,14 @@ def _trim_front(mask: torch.Tensor, cache: Any) -> torch.Tensor:
     return mask[:, drop:]
 
 
+def pad_id(model: Any, tokenizer: Any) -> int:
+    """The id left padding is filled with (masked out, so any id works): the tokenizer's pad,
+    else the first EOS, else 0."""
+    pad = tokenizer.pad_token_id
+    eos = model_eos_ids(model, tokenizer)
+    return int(pad if pad is not None else (eos[0] if eos else 0))
+
+
 def _pad_front(mask: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(mask, (width - mask.shape[1], 0))
 
@@ -298,9 +306,7 @@ class BatchDecoder:
 
     def __init__(self, model: Any, tokenizer: Any) -> None:
         self.model, self.tokenizer = model, tokenizer
-        pad = tokenizer.pad_token_id
-        eos = model_eos_ids(model, tokenizer)
-        self.pad_id = int(pad if pad is not None else (eos[0] if eos else 0))
+        self.pad_id = pad_id(model, tokenizer)
 
     def decode(self, request: DecodeRequest, emit: Emit) -> None:
         batch = DecodeBatch(self.model, request.ptokens, pad_id=self.pad_id)
@@ -646,10 +652,7 @@ class TextGenerator:
 
     def new_batch(self, ptokens: PTokens | None) -> DecodeBatch:
         """An empty `DecodeBatch` on this model (rows from `batch_row`)."""
-        eos = model_eos_ids(self.model, self.tokenizer)
-        pad = self.tokenizer.pad_token_id
-        return DecodeBatch(self.model, ptokens,
-                           pad_id=int(pad if pad is not None else (eos[0] if eos else 0)))
+        return DecodeBatch(self.model, ptokens, pad_id=pad_id(self.model, self.tokenizer))
 
     def generate_many(self, prompts: Sequence[Sequence[int]], *,
                       ptokens: PTokens | None = None, max_new_tokens: int = 32,
