@@ -277,3 +277,81 @@ def test_a_batched_stream_yields_the_generation_in_pieces_and_closing_it_frees_i
     s.close()
     assert s._run.left.is_set() and "".join(first) == alone_a.text[:len("".join(first))]
     assert batcher._batch is None or len(batcher._batch) == 0
+
+
+def _fed_widths(model, monkeypatch) -> list[int]:
+    """Record how many positions every forward of `model` is fed (the prefill's cost)."""
+    widths: list[int] = []
+    forward = model.forward
+
+    def counting(*args, **kwargs):
+        widths.append(kwargs["inputs_embeds"].shape[1])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", counting)
+    return widths
+
+
+def test_rows_that_start_alike_are_prefilled_from_one_shared_head(tiny_model, monkeypatch):
+    from editkit.runtime.generation import TextGenerator
+
+    gen = TextGenerator(tiny_model.model, tiny_model.tokenizer)
+    head = list(range(100, 110))
+    first = [head + [5, 6], head + [7, 8, 9, 10], head + [11]]
+    later = [head + [12, 13], [1, 2, 3]]
+    alone = [gen.generate(p, max_new_tokens=6) for p in first + later]
+    widths = _fed_widths(tiny_model.model, monkeypatch)
+    rows = [gen.batch_row(p, max_new_tokens=6) for p in first + later]
+    batch = gen.new_batch(None)
+    batch.add(rows[:3])
+    assert batch.head is not None and batch.head[0] == tuple(head)
+    assert widths == [10, 4]  # the head once, then only what follows it (4 ids at most)
+    batch.step()
+    batch.add(rows[3:4])  # joins a running batch from the same head
+    batch.add(rows[4:])  # another start: prefilled whole
+    assert widths[-2:] == [2, 3]
+    while len(batch):
+        batch.step()
+    assert [r.result.token_ids for r in rows] == [a.token_ids for a in alone]
+
+
+def test_no_head_is_computed_when_it_would_save_less_than_its_own_forward(tiny_model):
+    from editkit.runtime.generation import TextGenerator
+
+    gen = TextGenerator(tiny_model.model, tiny_model.tokenizer)
+    batch = gen.new_batch(None)
+    batch.add([gen.batch_row([100, 101, 102, 5], max_new_tokens=2),
+               gen.batch_row([100, 101, 102, 6], max_new_tokens=2)])  # 1 row x 3 ids saved
+    assert batch.head is None
+    alone = gen.new_batch(None)
+    alone.add([gen.batch_row(list(range(100, 140)), max_new_tokens=2)])  # a lone row
+    assert alone.head is None
+
+
+def test_ptoken_prompts_share_their_begin_tokens_on_the_real_model(default_model):
+    """The shipped m10 layout: 10 begin tokens open every P-Token prompt."""
+    from editkit import EditableLM, EditMemory
+    from editkit.editable import shipped_ptokens_dir
+    from editkit.ptokens import PTokens
+
+    m10 = PTokens.from_pretrained(shipped_ptokens_dir(default_model.name, 10),
+                                  default_model.model, default_model.tokenizer,
+                                  name=default_model.name)
+    lm = EditableLM(default_model, m10, EditMemory(None), mode="ptokens")
+    lm.edit(["The mother tongue of Danielle Darrieux is English.",
+             "The Eiffel Tower is located in Rome.", "Toyota is owned by BMW."])
+    qs = ["The mother tongue of Danielle Darrieux is", "The Eiffel Tower is located in the city of",
+          "Toyota is owned by", "Danielle Darrieux grew up speaking"]
+    prompts = [lm.prompt(q, mode="ptokens")[0] for q in qs]
+    gen = lm.generator
+    alone = [gen.generate(p.ids, ptokens=lm.ptokens, max_new_tokens=8) for p in prompts]
+    rows = [gen.batch_row(p.ids, ptokens=lm.ptokens, max_new_tokens=8) for p in prompts]
+    batch = gen.new_batch(lm.ptokens)
+    batch.add(rows[:3])
+    assert batch.head is not None and len(batch.head[0]) >= 10
+    batch.step()
+    batch.add(rows[3:])
+    while len(batch):
+        batch.step()
+    for r, a in zip(rows, alone, strict=True):
+        assert (r.result.token_ids, r.result.text) == (a.token_ids, a.text)

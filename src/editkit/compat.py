@@ -32,7 +32,7 @@ import torch
 __all__ = ["cache_kw", "cast_cache", "context_length", "crop_cache", "decode_cache",
            "drop_cache_front",
            "eos_ids", "embedding_scale", "forward_last_logits", "forward_logits", "join_caches",
-           "model_device", "new_cache",
+           "model_device", "new_cache", "repeat_cache",
            "quiet_repeated_logs", "sliding_window"]
 
 
@@ -259,6 +259,16 @@ def join_caches(cache: Any, other: Any) -> None:
 
     put([torch.cat([grow(a), grow(b)]) for a, b in zip(keys, okeys, strict=True)],
         [torch.cat([grow(a), grow(b)]) for a, b in zip(values, ovalues, strict=True)])
+
+
+def repeat_cache(model: Any, cache: Any, rows: int) -> Any:
+    """A new `decode_cache` holding the one row of `cache` `rows` times (copies: the rows then
+    grow apart). `DecodeBatch` starts new rows from the shared head of their prompts this way."""
+    keys, values, _ = _kv_lists(cache)
+    out = decode_cache(model)
+    for i, (k, v) in enumerate(zip(keys, values, strict=True)):
+        out.update(k.repeat(rows, 1, 1, 1), v.repeat(rows, 1, 1, 1), i)
+    return out
 
 
 def drop_cache_front(cache: Any, n: int) -> None:

@@ -33,7 +33,15 @@ from typing import Any, Literal, Protocol
 
 import torch
 
-from ..compat import decode_cache, drop_cache_front, forward_last_logits, join_caches, model_device
+from ..compat import (
+    decode_cache,
+    drop_cache_front,
+    forward_last_logits,
+    join_caches,
+    model_device,
+    repeat_cache,
+    sliding_window,
+)
 from ..compat import eos_ids as model_eos_ids
 from ..errors import InvalidInputError
 from ..ptokens import PTokens
@@ -160,7 +168,19 @@ class DecodeBatch:
     The 2D attention mask hides the padding and positions count from each row's first real
     token, so a row computes what it computes alone, up to float rounding. On a CPU decoding
     is memory-bound (every weight is read once per step): that read is shared by all rows.
+
+    Prefill is compute-bound instead: every prompt token costs the same batched or not. The
+    prompts of a batch often start alike (the P-Token layout opens with the m begin tokens, a
+    chat template with its system turn), so the first `add` of enough rows that share a head
+    computes its keys and values once (`head`, one row) and every later row that starts with it
+    is prefilled from its end: its cache row is that head, then padding, then its own tokens
+    (the mask hides the padding and positions are explicit, so this equals a left-padded row).
+    Not for sliding-window models, whose windowed layers count key columns, not positions.
     """
+
+    #: a head is computed when (rows sharing it - 1) x its length reaches this many tokens: below
+    #: that, the head's own forward costs more than the prefill it saves
+    MIN_SHARED_TOKENS = 16
 
     def __init__(self, model: Any, ptokens: PTokens | None, *, pad_id: int) -> None:
         self.model, self.ptokens, self.pad_id = model, ptokens, pad_id
@@ -168,6 +188,8 @@ class DecodeBatch:
         self.rows: list[_Row] = []
         self.cache: Any = None
         self.mask = self.pos = self.last = torch.empty(0)  # (rows, columns), (rows, 1), (rows,)
+        # the leading ids that this batch's prompts share, and their one-row KV cache
+        self.head: tuple[tuple[int, ...], Any] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -177,14 +199,16 @@ class DecodeBatch:
         """Prefill `rows` and hand each its first token; the ones that go on join the batch."""
         if not rows:
             return
-        width = max(len(r.ids) for r in rows)
-        ids = torch.tensor([[self.pad_id] * (width - len(r.ids)) + list(r.ids) for r in rows],
-                           device=self.dev)
-        mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in rows],
-                            device=self.dev)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = decode_cache(self.model)
         try:
+            n = self._shared_head(rows)  # leading ids whose keys and values are computed already
+            width = max(len(r.ids) for r in rows) - n
+            ids = torch.tensor([[self.pad_id] * (width + n - len(r.ids)) + list(r.ids[n:])
+                                for r in rows], device=self.dev)
+            mask = torch.tensor([[1] * n + [0] * (width + n - len(r.ids)) + [1] * (len(r.ids) - n)
+                                 for r in rows], device=self.dev)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, n:]
+            cache = repeat_cache(self.model, self.head[1], len(rows)) if n else \
+                decode_cache(self.model)
             logits = forward_last_logits(self.model, input_embeds(self.model, self.ptokens, ids),
                                          mask, pos, cache)
             tokens = self._choose(list(rows), logits)
@@ -208,6 +232,31 @@ class DecodeBatch:
         self.pos = torch.cat([self.pos, pos])
         self.last = torch.cat([self.last, tokens])
         self.rows = self.rows + rows
+
+    def _shared_head(self, rows: Sequence[_Row]) -> int:
+        """How many leading ids of `rows` come from `head` (0: prefill them whole).
+
+        The first add of rows that share enough leading ids computes the head; every row must
+        keep at least one id of its own (its last position gives its first token)."""
+        if sliding_window(self.model) is not None:
+            return 0
+        if self.head is None:
+            n = min(len(r.ids) for r in rows) - 1
+            first = rows[0].ids
+            for r in rows[1:]:
+                n = next((i for i in range(n) if r.ids[i] != first[i]), n)
+            if (len(rows) - 1) * n < self.MIN_SHARED_TOKENS:
+                return 0
+            head_ids = tuple(first[:n])
+            cache = decode_cache(self.model)
+            ids = torch.tensor([head_ids], device=self.dev)
+            forward_last_logits(self.model, input_embeds(self.model, self.ptokens, ids),
+                                torch.ones_like(ids), torch.arange(n, device=self.dev)[None],
+                                cache)
+            self.head = (head_ids, cache)
+        head_ids = self.head[0]
+        n = len(head_ids)
+        return n if all(len(r.ids) > n and tuple(r.ids[:n]) == head_ids for r in rows) else 0
 
     @torch.no_grad()
     def step(self) -> None:
