@@ -407,3 +407,28 @@ def test_batch_decodes_concurrent_greedy_calls_together_with_invokes_answers(
     assert [m.response_metadata["edit"] for m in together] == \
         [m.response_metadata["edit"] for m in one_by_one]
     assert requests == 4 and batches < 4  # some calls shared a batch
+
+
+def test_concurrent_streams_decode_in_one_running_batch(
+        chat_lm: EditableLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    monkeypatch.setattr(chat_lm.batcher, "window_s", 0.5)
+    chat_lm.edit(DARRIEUX)
+    chat = EditableChatModel(lm=chat_lm, chat=False, max_tokens=N)
+    questions = [Q, "The Eiffel Tower is located in the city of"]
+    invoked = [chat.invoke(q).content for q in questions]
+    before = (chat_lm.batcher.requests, chat_lm.batcher.batches)
+    streamed: list = [None, None]
+
+    def consume(i: int) -> None:
+        streamed[i] = "".join(c.content for c in chat.stream(questions[i]))
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert streamed == invoked
+    assert chat_lm.batcher.requests - before[0] == 2
+    assert chat_lm.batcher.batches - before[1] == 1  # the second stream joined the first's batch

@@ -43,7 +43,7 @@ from ...errors import InvalidInputError
 from ...layouts import Mode
 from ...loading import DEFAULT_MODEL_NAME
 from ...records import MAX_QUESTION_CHARS, RetrievedEdit, check_namespace, clean_text
-from ...runtime.generation import GenerationStream, check_generation_args
+from ...runtime.generation import check_generation_args
 
 _ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant",
           "system": "system"}
@@ -285,13 +285,6 @@ class EditableChatModel(BaseChatModel):
         return UsageMetadata(input_tokens=prompt_tokens, output_tokens=completion_tokens,
                              total_tokens=prompt_tokens + completion_tokens)
 
-    def _start(self, p: Any, opts: dict[str, Any], stop: list[str] | None) -> GenerationStream:
-        """The SDK's generation after prompt `p` (same decoder, prefix cache and decode dtype
-        as `EditableLM.ask`)."""
-        return self.editable_lm.generate_from(
-            p, max_new_tokens=opts["max_tokens"], temperature=opts["temperature"],
-            seed=opts["seed"], stop=stop if stop is not None else (self.stop or []))
-
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None,
                   **kwargs: Any) -> ChatResult:
@@ -314,8 +307,12 @@ class EditableChatModel(BaseChatModel):
         # Core fires on_llm_new_token for every chunk yielded here; this method must not.
         opts = self._options(kwargs)
         ids, p, edit, others = self._build(messages, opts)
-        gen = self._start(p, opts, stop)
-        with gen:  # closing stops the worker if the consumer left early
+        # A row of the running batch, like `_generate`: concurrent streams decode together
+        # (models with per-sequence decoders stream alone, as `EditableLM.stream` does).
+        gen = self.editable_lm.stream_batched(
+            p, max_new_tokens=opts["max_tokens"], temperature=opts["temperature"],
+            seed=opts["seed"], stop=stop if stop is not None else (self.stop or []))
+        with gen:  # closing frees the row (or stops the worker) if the consumer left early
             for piece in gen:
                 yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
         # One closing chunk carries usage (input tokens counted once) and the metadata.
