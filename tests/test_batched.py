@@ -298,7 +298,7 @@ def test_rows_that_start_alike_are_prefilled_from_one_shared_head(tiny_model, mo
     gen = TextGenerator(tiny_model.model, tiny_model.tokenizer)
     head = list(range(100, 110))
     first = [head + [5, 6], head + [7, 8, 9, 10], head + [11]]
-    later = [head + [12, 13], [1, 2, 3]]
+    later = [head + [12, 13], head[:6] + [14, 15, 16], [1, 2, 3]]
     alone = [gen.generate(p, max_new_tokens=6) for p in first + later]
     widths = _fed_widths(tiny_model.model, monkeypatch)
     rows = [gen.batch_row(p, max_new_tokens=6) for p in first + later]
@@ -308,8 +308,9 @@ def test_rows_that_start_alike_are_prefilled_from_one_shared_head(tiny_model, mo
     assert widths == [10, 4]  # the head once, then only what follows it (4 ids at most)
     batch.step()
     batch.add(rows[3:4])  # joins a running batch from the same head
-    batch.add(rows[4:])  # another start: prefilled whole
-    assert widths[-2:] == [2, 3]
+    batch.add(rows[4:5])  # from the head's first 6 ids
+    batch.add(rows[5:])  # another start: prefilled whole
+    assert widths[-3:] == [2, 3, 3]
     while len(batch):
         batch.step()
     assert [r.result.token_ids for r in rows] == [a.token_ids for a in alone]

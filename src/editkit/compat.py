@@ -261,13 +261,15 @@ def join_caches(cache: Any, other: Any) -> None:
         [torch.cat([grow(a), grow(b)]) for a, b in zip(values, ovalues, strict=True)])
 
 
-def repeat_cache(model: Any, cache: Any, rows: int) -> Any:
-    """A new `decode_cache` holding the one row of `cache` `rows` times (copies: the rows then
-    grow apart). `DecodeBatch` starts new rows from the shared head of their prompts this way."""
+def repeat_cache(model: Any, cache: Any, rows: int, columns: int) -> Any:
+    """A new `decode_cache` holding the first `columns` positions of the one row of `cache`,
+    `rows` times (copies: the rows then grow apart). `DecodeBatch` starts new rows from the
+    shared head of their prompts this way."""
     keys, values, _ = _kv_lists(cache)
     out = decode_cache(model)
     for i, (k, v) in enumerate(zip(keys, values, strict=True)):
-        out.update(k.repeat(rows, 1, 1, 1), v.repeat(rows, 1, 1, 1), i)
+        out.update(k[..., :columns, :].repeat(rows, 1, 1, 1),
+                   v[..., :columns, :].repeat(rows, 1, 1, 1), i)
     return out
 
 

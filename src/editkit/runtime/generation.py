@@ -207,7 +207,7 @@ class DecodeBatch:
             mask = torch.tensor([[1] * n + [0] * (width + n - len(r.ids)) + [1] * (len(r.ids) - n)
                                  for r in rows], device=self.dev)
             pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, n:]
-            cache = repeat_cache(self.model, self.head[1], len(rows)) if n else \
+            cache = repeat_cache(self.model, self.head[1], len(rows), n) if n else \
                 decode_cache(self.model)
             logits = forward_last_logits(self.model, input_embeds(self.model, self.ptokens, ids),
                                          mask, pos, cache)
@@ -236,15 +236,14 @@ class DecodeBatch:
     def _shared_head(self, rows: Sequence[_Row]) -> int:
         """How many leading ids of `rows` come from `head` (0: prefill them whole).
 
-        The first add of rows that share enough leading ids computes the head; every row must
-        keep at least one id of its own (its last position gives its first token)."""
+        The first add of rows that share enough leading ids computes the head. Later rows use
+        as much of it as they all start with; every row keeps at least one id of its own (its
+        last position gives its first token)."""
         if sliding_window(self.model) is not None:
             return 0
         if self.head is None:
-            n = min(len(r.ids) for r in rows) - 1
             first = rows[0].ids
-            for r in rows[1:]:
-                n = next((i for i in range(n) if r.ids[i] != first[i]), n)
+            n = min(_common_start(first, r.ids) for r in rows[1:]) if len(rows) > 1 else 0
             if (len(rows) - 1) * n < self.MIN_SHARED_TOKENS:
                 return 0
             head_ids = tuple(first[:n])
@@ -254,9 +253,7 @@ class DecodeBatch:
                                 torch.ones_like(ids), torch.arange(n, device=self.dev)[None],
                                 cache)
             self.head = (head_ids, cache)
-        head_ids = self.head[0]
-        n = len(head_ids)
-        return n if all(len(r.ids) > n and tuple(r.ids[:n]) == head_ids for r in rows) else 0
+        return min(_common_start(self.head[0], r.ids) for r in rows)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -309,6 +306,12 @@ class DecodeBatch:
                                                             self.last)
         self.cache.batch_select_indices(torch.tensor(keep, device=self.dev))
         self.mask = _trim_front(self.mask, self.cache)
+
+
+def _common_start(head: Sequence[int], ids: Sequence[int]) -> int:
+    """How many leading ids `ids` shares with `head`, leaving `ids` at least one of its own."""
+    n = min(len(head), len(ids) - 1)
+    return next((i for i in range(n) if head[i] != ids[i]), n)
 
 
 def _select(rows: list[_Row], keep: list[int], *tensors: torch.Tensor) -> tuple[Any, ...]:
