@@ -112,3 +112,18 @@ def test_a_float32_twin_holds_the_4bit_weights_and_scores_like_the_4bit_model():
     assert got[1] == pytest.approx(got[0], abs=0.15)
     assert (got[0][0] > got[0][1]) == (got[1][0] > got[1][1])
 
+
+
+def test_4bit_default_model_loads_its_own_tokens_and_the_readme_edit_takes():
+    """`from_pretrained(quantization="4bit")` picks the set trained for 4-bit (m10-4bit), with
+    which the README example still answers the new object."""
+    _bitsandbytes_or_skip()
+    lm = EditableLM.from_pretrained(quantization="4bit", memory=":memory:", device="cpu")
+    assert "m10-4bit" in lm.ptokens_source and "none trained" not in lm.ptokens_source
+    assert lm.ptokens.config.trained
+    assert lm.ptokens.config.training["quantization"] == "4bit"
+    answer = lm.edit("The mother tongue of Danielle Darrieux is English.") \
+               .ask("The mother tongue of Danielle Darrieux is", max_new_tokens=4)
+    assert answer.text.startswith("English") and answer.edit is not None
+    best = lm.score("The mother tongue of Danielle Darrieux is", ["English", "French"]).best
+    assert best == "English"
