@@ -125,3 +125,24 @@ def test_packed_scoring_keeps_gemmas_sliding_window_past_it_with_and_without_a_c
     for got in (packed, cached, again):
         for g, e in zip(got, expected, strict=True):
             assert g == pytest.approx(e, abs=1e-4)
+
+
+def test_the_shipped_gemma_tokens_are_a_trained_m10_set_for_the_short_names_model():
+    """The artifact `from_pretrained("gemma3-270m")` loads (the weights themselves come with the
+    `editkit[gemma]` extra, so this reads the files: config, fingerprint, row shapes)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from editkit.editable import shipped_ptokens_dir
+
+    path = shipped_ptokens_dir("gemma-3-270m-q4_k_m", 10)
+    assert path is not None and path.name == "m10"
+    cfg = json.loads((path / "ptokens_config.json").read_text())
+    assert cfg["trained"] and cfg["m"] == 10
+    assert cfg["base_model"]["name"] == "gemma-3-270m-q4_k_m"
+    assert cfg["base_model"]["hidden_size"] == 640 and cfg["base_model"]["vocab_size"] == 262144
+    rows = load_file(path / "ptokens.safetensors")["embeddings"]
+    assert tuple(rows.shape) == (20, 640) and torch.isfinite(rows).all()
+    assert cfg["training"]["best_val_scores"]["S"] > 65  # above the untrained tokens' 65.1
+    assert shipped_ptokens_dir("gemma-3-270m-q4_k_m", 10, "4bit") == path  # none for 4-bit

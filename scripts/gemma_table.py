@@ -1,0 +1,66 @@
+"""The Gemma 3 270M table of docs/models.md, from the reports in results/gemma/.
+
+    .venv/bin/python scripts/gemma_table.py
+
+Each report is one `editkit eval --model gemma3-270m ... --out results/gemma/<name>.json`; the
+command of each row is printed above the table. Values: mean ± standard error over records.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path("results/gemma")
+# report name -> row label, in the table's order
+ROWS = [
+    ("rome-none", "none (unedited)"),
+    ("rome-prompt", "prompt"),
+    ("rome-ike-limit100", "IKE"),
+    ("rome-ptokens-untrained", "P-Tokens, untrained m10"),
+    ("rome-ptokens-m10", "P-Tokens, trained m10 (shipped)"),
+    ("rome-prompt-limit30-distractors10", "prompt"),
+    ("rome-ike-limit10-distractors10", "IKE"),
+    ("rome-ptokens-m10-limit30-distractors10", "P-Tokens, trained m10"),
+    ("rome-prompt-limit50-memory1000", "prompt"),
+    ("rome-ptokens-m10-limit50-memory1000", "P-Tokens, trained m10"),
+]
+
+
+def command(report: dict) -> str:
+    c = report["config"]
+    parts = ["editkit eval --model gemma3-270m --data ../shared/data/counterfact/"
+             f"{Path(c['data']).name} --mode {c['mode']}"]
+    src = report.get("ptokens") or ""
+    if "editkit/data/ptokens/" in src:
+        parts.append("--ptokens src/editkit/data/ptokens/"
+                     + src.split("editkit/data/ptokens/")[1].split(")")[0].split(";")[0])
+    for key, flag in (("limit", "--limit"), ("distractors", "--distractors"),
+                      ("memory_size", "--memory-size")):
+        if c.get(key):
+            parts.append(f"{flag} {c[key]}")
+    if c["mode"] == "ptokens" and "untrained" in src:
+        parts.append(" # run before trained tokens shipped for Gemma (untrained, text init)")
+    return " ".join(parts)
+
+
+def main() -> None:
+    cmds, lines = [], []
+    for name, label in ROWS:
+        path = ROOT / f"{name}.json"
+        if not path.is_file():
+            continue
+        r = json.loads(path.read_text())
+        c, m, t = r["config"], r["metrics"], r["timing"]
+        cmds.append(command(r))
+        cells = [f"{m[k]['value']:.1f} ± {m[k]['stderr']:.1f}" for k in ("ES", "PS", "NS", "S")]
+        lines.append(f"| {label} | {c.get('distractors') or 0} | {c.get('memory_size') or '–'} | "
+                     f"{int(t['records'])} | " + " | ".join(cells) +
+                     f" | {t['prompt_tokens_per_question']:.0f} | {t['ms_per_question']:.0f} |")
+    print("```bash\n" + "\n".join(cmds) + "\n```\n")
+    print("| mode | distractors | memory | n | ES | PS | NS | S | prompt tokens/q | ms/q |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
