@@ -17,7 +17,8 @@ ROWS = [
     ("rome-prompt", "prompt"),
     ("rome-ike-limit100", "IKE"),
     ("rome-ptokens-untrained", "P-Tokens, untrained m10"),
-    ("rome-ptokens-m10", "P-Tokens, trained m10 (shipped)"),
+    ("m10-first/rome-ptokens-m10", "P-Tokens, m10 after stage 1 only (neighbour ×4)"),
+    ("rome-ptokens-m10", "P-Tokens, trained m10 (shipped: stage 1 + stage 2)"),
     ("rome-prompt-limit30-distractors10", "prompt"),
     ("rome-ike-limit10-distractors10", "IKE"),
     ("rome-ptokens-m10-limit30-distractors10", "P-Tokens, trained m10"),
@@ -38,6 +39,8 @@ def command(report: dict) -> str:
                       ("memory_size", "--memory-size")):
         if c.get(key):
             parts.append(f"{flag} {c[key]}")
+    if c["mode"] == "ptokens" and "m10-first" in report.get("_name", ""):
+        parts.append(" # stage 1's tokens, shipped before stage 2 replaced them")
     if c["mode"] == "ptokens" and "untrained" in src:
         parts.append(" # run before trained tokens shipped for Gemma (untrained, text init)")
     return " ".join(parts)
@@ -49,7 +52,7 @@ def main() -> None:
         path = ROOT / f"{name}.json"
         if not path.is_file():
             continue
-        r = json.loads(path.read_text())
+        r = {**json.loads(path.read_text()), "_name": name}
         c, m, t = r["config"], r["metrics"], r["timing"]
         cmds.append(command(r))
         cells = [f"{m[k]['value']:.1f} ± {m[k]['stderr']:.1f}" for k in ("ES", "PS", "NS", "S")]
