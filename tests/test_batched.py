@@ -356,3 +356,37 @@ def test_ptoken_prompts_share_their_begin_tokens_on_the_real_model(default_model
         batch.step()
     for r, a in zip(rows, alone, strict=True):
         assert (r.result.token_ids, r.result.text) == (a.token_ids, a.text)
+
+
+def test_a_later_batch_reuses_the_head_until_the_ptoken_rows_change(tiny_model, monkeypatch):
+    import torch
+
+    from editkit.ptokens import PTokens
+    from editkit.runtime.generation import TextGenerator
+
+    pt = PTokens.create(tiny_model.model, tiny_model.tokenizer, name=tiny_model.name, m=8)
+    gen = TextGenerator(tiny_model.model, tiny_model.tokenizer)
+    head = pt.begin_ids + [100, 101]
+    first = [head + [5, 6], head + [7, 8, 9], head + [11]]
+    late = head + [12, 13]
+    alone = gen.generate(late, ptokens=pt, max_new_tokens=5)
+    widths = _fed_widths(tiny_model.model, monkeypatch)
+    batch = gen.new_batch(pt)
+    batch.add([gen.batch_row(p, ptokens=pt, max_new_tokens=3) for p in first])
+    while len(batch):
+        batch.step()
+    assert widths[:2] == [10, 3]
+    again = gen.new_batch(pt)  # the running batch ended; the next one starts from its head
+    assert again.head is batch.head
+    row = gen.batch_row(late, ptokens=pt, max_new_tokens=5)
+    del widths[:]
+    again.add([row])
+    assert widths == [2]  # no forward for the head, only the row's own ids
+    while len(again):
+        again.step()
+    assert row.result.token_ids == alone.token_ids
+    with torch.no_grad():
+        pt.layer.weight.mul_(1.0)  # rows changed in place (as training does): the head is stale
+    assert gen.new_batch(pt).head is None
+    other = PTokens.create(tiny_model.model, tiny_model.tokenizer, name=tiny_model.name, m=8)
+    assert gen.new_batch(other).head is None

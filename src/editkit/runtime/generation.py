@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -51,8 +52,8 @@ from .scoring import input_embeds
 
 __all__ = ["BatchDecoder", "DecodeBatch", "DecodeRequest", "Decoder", "Emit", "FinishReason",
            "Generation", "GenerationStream", "MixedPrecisionDecoder", "PrefixCacheDecoder",
-           "RunResults", "Sampler", "TextAssembler", "TextGenerator", "check_generation_args",
-           "decoder_for"]
+           "RunResults", "Sampler", "SharedHeads", "TextAssembler", "TextGenerator",
+           "check_generation_args", "decoder_for"]
 
 FinishReason = Literal["stop", "length"]
 MAX_NEW_TOKENS = 4096
@@ -155,6 +156,34 @@ class _Row(Protocol):
     def leave(self, error: BaseException | None = None) -> None: ...  # it left the batch
 
 
+class SharedHeads:
+    """The head (`DecodeBatch.head`) that one batch computed, for the batches after it.
+
+    A `MicroBatcher`'s batch ends whenever its last row leaves, and the next one would compute
+    the same head again. One head is kept per generator, for the P-Token set it was computed
+    with, and only while that set's rows are unchanged (a weak reference to the set, and the
+    version counter of its rows, which in-place training bumps).
+    """
+
+    def __init__(self) -> None:
+        self._entry: tuple[Any, int, tuple[tuple[int, ...], Any]] | None = None
+
+    @staticmethod
+    def _version(ptokens: PTokens | None) -> int:
+        return -1 if ptokens is None else int(ptokens.layer.weight._version)
+
+    def get(self, ptokens: PTokens | None) -> tuple[tuple[int, ...], Any] | None:
+        if self._entry is None:
+            return None
+        ref, version, head = self._entry
+        same = (ref is None and ptokens is None) or (ref is not None and ref() is ptokens)
+        return head if same and version == self._version(ptokens) else None
+
+    def put(self, ptokens: PTokens | None, head: tuple[tuple[int, ...], Any]) -> None:
+        ref = None if ptokens is None else weakref.ref(ptokens)
+        self._entry = (ref, self._version(ptokens), head)
+
+
 class DecodeBatch:
     """Sequences decoded together, one token per step for every row (continuous batching).
 
@@ -176,20 +205,26 @@ class DecodeBatch:
     is prefilled from its end: its cache row is that head, then padding, then its own tokens
     (the mask hides the padding and positions are explicit, so this equals a left-padded row).
     Not for sliding-window models, whose windowed layers count key columns, not positions.
+    Batches made by one `TextGenerator` share their head (`SharedHeads`); a lone request
+    (`BatchDecoder`) gets a store of its own, so it is always prefilled whole and its answer
+    never depends on what ran before it.
     """
 
     #: a head is computed when (rows sharing it - 1) x its length reaches this many tokens: below
     #: that, the head's own forward costs more than the prefill it saves
     MIN_SHARED_TOKENS = 16
 
-    def __init__(self, model: Any, ptokens: PTokens | None, *, pad_id: int) -> None:
+    def __init__(self, model: Any, ptokens: PTokens | None, *, pad_id: int,
+                 heads: SharedHeads | None = None) -> None:
         self.model, self.ptokens, self.pad_id = model, ptokens, pad_id
+        self.heads = heads if heads is not None else SharedHeads()
         self.dev = model_device(model)
         self.rows: list[_Row] = []
         self.cache: Any = None
         self.mask = self.pos = self.last = torch.empty(0)  # (rows, columns), (rows, 1), (rows,)
-        # the leading ids that this batch's prompts share, and their one-row KV cache
-        self.head: tuple[tuple[int, ...], Any] | None = None
+        # the leading ids that this batch's prompts share, and their one-row KV cache (maybe
+        # computed by an earlier batch of the same generator)
+        self.head: tuple[tuple[int, ...], Any] | None = self.heads.get(ptokens)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -253,6 +288,7 @@ class DecodeBatch:
                                 torch.ones_like(ids), torch.arange(n, device=self.dev)[None],
                                 cache)
             self.head = (head_ids, cache)
+            self.heads.put(self.ptokens, self.head)
         return min(_common_start(self.head[0], r.ids) for r in rows)
 
     @torch.no_grad()
@@ -657,6 +693,7 @@ class TextGenerator:
     def __init__(self, model: Any, tokenizer: Any, decoder: Decoder | None = None) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.decoder = decoder if decoder is not None else BatchDecoder(model, tokenizer)
+        self.heads = SharedHeads()  # the prompt head its batches (`new_batch`) share
 
     def request(self, ids: Sequence[int], *, ptokens: PTokens | None = None,
                 max_new_tokens: int = 32, temperature: float | None = None,
@@ -704,7 +741,8 @@ class TextGenerator:
 
     def new_batch(self, ptokens: PTokens | None) -> DecodeBatch:
         """An empty `DecodeBatch` on this model (rows from `batch_row`)."""
-        return DecodeBatch(self.model, ptokens, pad_id=pad_id(self.model, self.tokenizer))
+        return DecodeBatch(self.model, ptokens, pad_id=pad_id(self.model, self.tokenizer),
+                           heads=self.heads)
 
     def generate_many(self, prompts: Sequence[Sequence[int]], *,
                       ptokens: PTokens | None = None, max_new_tokens: int = 32,
