@@ -19,6 +19,8 @@ ROWS = [
     ("rome-ptokens-untrained", "P-Tokens, untrained m10"),
     ("m10-first/rome-ptokens-m10", "P-Tokens, m10 after stage 1 only (neighbour ×4)"),
     ("rome-ptokens-m10", "P-Tokens, trained m10 (shipped: stage 1 + stage 2)"),
+    ("rome-ptokens-m10-8bit", "P-Tokens, trained m10, model at 8-bit (bitsandbytes)"),
+    ("rome-ptokens-m10-4bit", "P-Tokens, trained m10, model at 4-bit (bitsandbytes)"),
     ("rome-prompt-limit30-distractors10", "prompt"),
     ("rome-ike-limit10-distractors10", "IKE"),
     ("rome-ptokens-m10-limit30-distractors10", "P-Tokens, trained m10"),
@@ -35,6 +37,8 @@ def command(report: dict) -> str:
     if "editkit/data/ptokens/" in src:
         parts.append("--ptokens src/editkit/data/ptokens/"
                      + src.split("editkit/data/ptokens/")[1].split(")")[0].split(";")[0])
+    if (report.get("settings") or {}).get("quantization"):
+        parts.append(f"--quantization {report['settings']['quantization']}")
     for key, flag in (("limit", "--limit"), ("distractors", "--distractors"),
                       ("memory_size", "--memory-size")):
         if c.get(key):
