@@ -20,7 +20,8 @@ ROWS = [
     ("m10-first/rome-ptokens-m10", "P-Tokens, m10 after stage 1 only (neighbour ×4)"),
     ("rome-ptokens-m10", "P-Tokens, trained m10 (shipped: stage 1 + stage 2)"),
     ("rome-ptokens-m10-8bit", "P-Tokens, trained m10, model at 8-bit (bitsandbytes)"),
-    ("rome-ptokens-m10-4bit", "P-Tokens, trained m10, model at 4-bit (bitsandbytes)"),
+    ("rome-ptokens-m10-float32set-4bit", "P-Tokens, m10 (trained at float32), model at 4-bit"),
+    ("rome-ptokens-m10-4bit", "P-Tokens, m10-4bit (shipped for 4-bit), model at 4-bit"),
     ("rome-prompt-limit30-distractors10", "prompt"),
     ("rome-ike-limit10-distractors10", "IKE"),
     ("rome-ptokens-m10-limit30-distractors10", "P-Tokens, trained m10"),
@@ -43,6 +44,8 @@ def command(report: dict) -> str:
                       ("memory_size", "--memory-size")):
         if c.get(key):
             parts.append(f"{flag} {c[key]}")
+    if "float32set" in report.get("_name", ""):
+        parts.append(" # the float32 set, before m10-4bit shipped")
     if c["mode"] == "ptokens" and "m10-first" in report.get("_name", ""):
         parts.append(" # stage 1's tokens, shipped before stage 2 replaced them")
     if c["mode"] == "ptokens" and "untrained" in src:

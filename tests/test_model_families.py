@@ -145,4 +145,8 @@ def test_the_shipped_gemma_tokens_are_a_trained_m10_set_for_the_short_names_mode
     rows = load_file(path / "ptokens.safetensors")["embeddings"]
     assert tuple(rows.shape) == (20, 640) and torch.isfinite(rows).all()
     assert cfg["training"]["best_val_scores"]["S"] > 65  # above the untrained tokens' 65.1
-    assert shipped_ptokens_dir("gemma-3-270m-q4_k_m", 10, "4bit") == path  # none for 4-bit
+    four = shipped_ptokens_dir("gemma-3-270m-q4_k_m", 10, "4bit")  # its own set for 4-bit
+    assert four is not None and four.name == "m10-4bit"
+    record = json.loads((four / "ptokens_config.json").read_text())["training"]
+    assert record["quantization"] == "4bit" and record["init_from"].endswith("m10")
+    assert shipped_ptokens_dir("gemma-3-270m-q4_k_m", 10, "8bit") == path  # none for 8-bit
