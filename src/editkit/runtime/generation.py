@@ -222,12 +222,16 @@ class DecodeBatch:
         self.rows: list[_Row] = []
         self.cache: Any = None
         self.mask = self.pos = self.last = torch.empty(0)  # (rows, columns), (rows, 1), (rows,)
-        # the leading ids that this batch's prompts share, and their one-row KV cache (maybe
-        # computed by an earlier batch of the same generator)
-        self.head: tuple[tuple[int, ...], Any] | None = self.heads.get(ptokens)
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def head(self) -> tuple[tuple[int, ...], Any] | None:
+        """The leading ids that this batch's prompts share, and their one-row KV cache (maybe
+        computed by an earlier batch of the same generator; None once the P-Token rows
+        changed)."""
+        return self.heads.get(self.ptokens)
 
     @torch.no_grad()
     def add(self, rows: Sequence[_Row]) -> None:
@@ -276,20 +280,19 @@ class DecodeBatch:
         last position gives its first token)."""
         if sliding_window(self.model) is not None:
             return 0
-        if self.head is None:
+        head = self.head
+        if head is None:
             first = rows[0].ids
             n = min(_common_start(first, r.ids) for r in rows[1:]) if len(rows) > 1 else 0
             if (len(rows) - 1) * n < self.MIN_SHARED_TOKENS:
                 return 0
-            head_ids = tuple(first[:n])
-            cache = decode_cache(self.model)
-            ids = torch.tensor([head_ids], device=self.dev)
+            head = (tuple(first[:n]), decode_cache(self.model))
+            ids = torch.tensor([head[0]], device=self.dev)
             forward_last_logits(self.model, input_embeds(self.model, self.ptokens, ids),
                                 torch.ones_like(ids), torch.arange(n, device=self.dev)[None],
-                                cache)
-            self.head = (head_ids, cache)
-            self.heads.put(self.ptokens, self.head)
-        return min(_common_start(self.head[0], r.ids) for r in rows)
+                                head[1])
+            self.heads.put(self.ptokens, head)
+        return min(_common_start(head[0], r.ids) for r in rows)
 
     @torch.no_grad()
     def step(self) -> None:
