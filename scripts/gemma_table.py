@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from results_tables import cmd  # scripts/: the one report -> command rule
+
 ROOT = Path("results/gemma")
 # report name -> row label, in the table's order
 ROWS = [
@@ -31,26 +33,13 @@ ROWS = [
 
 
 def command(report: dict) -> str:
-    c = report["config"]
-    parts = ["editkit eval --model gemma3-270m --data ../shared/data/counterfact/"
-             f"{Path(c['data']).name} --mode {c['mode']}"]
-    src = report.get("ptokens") or ""
-    if "editkit/data/ptokens/" in src:
-        parts.append("--ptokens src/editkit/data/ptokens/"
-                     + src.split("editkit/data/ptokens/")[1].split(")")[0].split(";")[0])
-    if (report.get("settings") or {}).get("quantization"):
-        parts.append(f"--quantization {report['settings']['quantization']}")
-    for key, flag in (("limit", "--limit"), ("distractors", "--distractors"),
-                      ("memory_size", "--memory-size")):
-        if c.get(key):
-            parts.append(f"{flag} {c[key]}")
-    if "float32set" in report.get("_name", ""):
-        parts.append(" # the float32 set, before m10-4bit shipped")
-    if c["mode"] == "ptokens" and "m10-first" in report.get("_name", ""):
-        parts.append(" # stage 1's tokens, shipped before stage 2 replaced them")
-    if c["mode"] == "ptokens" and "untrained" in src:
-        parts.append(" # run before trained tokens shipped for Gemma (untrained, text init)")
-    return " ".join(parts)
+    line = cmd(report, model="gemma3-270m",
+               untrained_note="run before trained tokens shipped for Gemma (untrained, text init)")
+    if "float32set" in report["_name"]:
+        line += "  # the float32 set, before m10-4bit shipped"
+    if "m10-first" in report["_name"]:
+        line += "  # stage 1's tokens, shipped before stage 2 replaced them"
+    return line
 
 
 def main() -> None:

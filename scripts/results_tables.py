@@ -35,14 +35,20 @@ def first(name: str, n: int) -> dict | None:
             "timing": {**r["timing"], "records": float(n), "prompt_tokens_per_question": per_q}}
 
 
-def cmd(r: dict) -> str:
+def cmd(r: dict, *, model: str | None = None,
+        untrained_note: str = "untrained tokens: scripts/run_results.py untrained") -> str:
+    """The `editkit eval` command behind report `r` (`model`: the `--model` it was run with)."""
     c = r["config"]
-    parts = [f"editkit eval --data ../shared/data/{Path(c['data']).parent.name}/"
+    parts = ["editkit eval" + (f" --model {model}" if model else "") +
+             f" --data ../shared/data/{Path(c['data']).parent.name}/"
              f"{Path(c['data']).name} --mode {c['mode']}"]
     src = r.get("ptokens") or ""
     if c["mode"] == "ptokens" and "editkit/data/ptokens/" in src:
-        parts.append("--ptokens src/editkit/data/ptokens/" + src.split("editkit/data/ptokens/")[1]
-                     .rstrip(")"))
+        # "shipped (<dir>)" or "shipped (<dir>; trained on the full-precision model, ...)"
+        parts.append("--ptokens src/editkit/data/ptokens/"
+                     + src.split("editkit/data/ptokens/")[1].split(")")[0].split(";")[0])
+    if (r.get("settings") or {}).get("quantization"):
+        parts.append(f"--quantization {r['settings']['quantization']}")
     for key, flag in (("limit", "--limit"), ("distractors", "--distractors"),
                       ("memory_size", "--memory-size")):
         if c.get(key):
@@ -50,7 +56,7 @@ def cmd(r: dict) -> str:
     if c.get("ike_self_copy"):
         parts.append("--ike-self-copy")
     if c["mode"] == "ptokens" and "untrained" in src:
-        parts.append(" # untrained tokens: scripts/run_results.py untrained")
+        parts.append(f" # {untrained_note}")
     if r.get("subset"):
         parts.append(f" # first {r['subset']} records of this run (scripts/results_tables.py)")
     return " ".join(parts)
@@ -97,30 +103,38 @@ def table(names: list[str | dict | None], metrics: list[str], *, current: bool =
 
 MODES = ["none", "prompt", "ptokens-untrained", "ptokens", "ike"]
 ROME = ["ES", "PS", "NS", "S"]
-print("### CounterFact, ROME protocol (counterfact-rome-test: 300 records; IKE first 50)\n")
-print(table([f"counterfact-rome-test-{m}" if m != "ike" else "counterfact-rome-test-ike-limit50"
-             for m in MODES] + ["counterfact-rome-test-ike-limit50-selfcopy"], ROME))
-print("### IKE variants on the same records (counterfact-rome-test, first 20)\n")
-print(table([first("counterfact-rome-test-ike-limit50", 20), "counterfact-rome-test-ike-limit20",
-             "counterfact-rome-test-ike-limit20-selfcopy",
-             first("counterfact-rome-test-prompt", 20), first("counterfact-rome-test-ptokens", 20)],
-            ROME))
-print("### Distractors (counterfact-rome-test: first 30 records with 10, first 10 with 100)\n")
-print(table([f"counterfact-rome-test-{m}-limit{30 if k == 10 else 10}-distractors{k}"
-             for k in (10, 100) for m in ("prompt", "ptokens-untrained", "ptokens", "ike")], ROME))
-print("### Memory setting: 1,000 edits stored, questions of the first 50 records answered "
-      "through retrieval\n")
-print(table([f"counterfact-rome-test-{m}-limit50-memory_size1000"
-             for m in ("prompt", "ptokens-untrained", "ptokens")], ROME))
-print("### CounterFact, EasyEdit protocol (counterfact-test: first 100 records; IKE 30)\n")
-print(table([f"counterfact-test-{m}-limit{100 if m != 'ike' else 30}" for m in MODES],
-            ["rewrite_acc", "rephrase_acc", "locality"]))
-print("### zsRE (zsre-test: first 10 records)\n")
-print(table([f"zsre-test-{m}-limit10" for m in MODES],
-            ["edit_acc", "rephrase_acc", "locality_acc", "locality", "portability_acc"],
-            current=True))
-print("### MQuAKE (mquake-hard-test: first 10 cases)\n")
-print(table([f"mquake-hard-test-{m}-limit10" for m in MODES], ["case_acc", "question_acc"],
-            current=True))
-print("### Trained P-Tokens against m (counterfact-rome-test, 300 records)\n")
-print(table([f"counterfact-rome-test-ptokens-m{m}" for m in (1, 3, 5, 10)], ROME))
+
+
+def main() -> None:
+    print("### CounterFact, ROME protocol (counterfact-rome-test: 300 records; IKE first 50)\n")
+    print(table([f"counterfact-rome-test-{m}" if m != "ike" else "counterfact-rome-test-ike-limit50"
+                 for m in MODES] + ["counterfact-rome-test-ike-limit50-selfcopy"], ROME))
+    print("### IKE variants on the same records (counterfact-rome-test, first 20)\n")
+    print(table([first("counterfact-rome-test-ike-limit50", 20),
+                 "counterfact-rome-test-ike-limit20", "counterfact-rome-test-ike-limit20-selfcopy",
+                 first("counterfact-rome-test-prompt", 20),
+                 first("counterfact-rome-test-ptokens", 20)], ROME))
+    print("### Distractors (counterfact-rome-test: first 30 records with 10, first 10 with 100)\n")
+    print(table([f"counterfact-rome-test-{m}-limit{30 if k == 10 else 10}-distractors{k}"
+                 for k in (10, 100)
+                 for m in ("prompt", "ptokens-untrained", "ptokens", "ike")], ROME))
+    print("### Memory setting: 1,000 edits stored, questions of the first 50 records answered "
+          "through retrieval\n")
+    print(table([f"counterfact-rome-test-{m}-limit50-memory_size1000"
+                 for m in ("prompt", "ptokens-untrained", "ptokens")], ROME))
+    print("### CounterFact, EasyEdit protocol (counterfact-test: first 100 records; IKE 30)\n")
+    print(table([f"counterfact-test-{m}-limit{100 if m != 'ike' else 30}" for m in MODES],
+                ["rewrite_acc", "rephrase_acc", "locality"]))
+    print("### zsRE (zsre-test: first 10 records)\n")
+    print(table([f"zsre-test-{m}-limit10" for m in MODES],
+                ["edit_acc", "rephrase_acc", "locality_acc", "locality", "portability_acc"],
+                current=True))
+    print("### MQuAKE (mquake-hard-test: first 10 cases)\n")
+    print(table([f"mquake-hard-test-{m}-limit10" for m in MODES], ["case_acc", "question_acc"],
+                current=True))
+    print("### Trained P-Tokens against m (counterfact-rome-test, 300 records)\n")
+    print(table([f"counterfact-rome-test-ptokens-m{m}" for m in (1, 3, 5, 10)], ROME))
+
+
+if __name__ == "__main__":
+    main()
