@@ -304,7 +304,7 @@ def test_rows_that_start_alike_are_prefilled_from_one_shared_head(tiny_model, mo
     rows = [gen.batch_row(p, max_new_tokens=6) for p in first + later]
     batch = gen.new_batch(None)
     batch.add(rows[:3])
-    assert batch.head is not None and batch.head[0] == tuple(head)
+    assert batch.head is not None and batch.head.ids == tuple(head)
     assert widths == [10, 4]  # the head once, then only what follows it (4 ids at most)
     batch.step()
     batch.add(rows[3:4])  # joins a running batch from the same head
@@ -349,7 +349,7 @@ def test_ptoken_prompts_share_their_begin_tokens_on_the_real_model(default_model
     rows = [gen.batch_row(p.ids, ptokens=lm.ptokens, max_new_tokens=8) for p in prompts]
     batch = gen.new_batch(lm.ptokens)
     batch.add(rows[:3])
-    assert batch.head is not None and len(batch.head[0]) >= 10
+    assert batch.head is not None and len(batch.head.ids) >= 10
     batch.step()
     batch.add(rows[3:])
     while len(batch):
@@ -390,3 +390,141 @@ def test_a_later_batch_reuses_the_head_until_the_ptoken_rows_change(tiny_model, 
     assert gen.new_batch(pt).head is None
     other = PTokens.create(tiny_model.model, tiny_model.tokenizer, name=tiny_model.name, m=8)
     assert gen.new_batch(other).head is None
+
+
+def test_a_row_starts_from_its_stored_edit_prefix_only_within_its_salt(tiny_model, monkeypatch):
+    """After a prefill, each row's prefix (`prefix_len` ids: everything before its question) is
+    kept; the next row with that prefix and salt is fed only its question, and decodes what it
+    decodes alone. Another salt (tenant) starts from the edit-independent head at most."""
+    from editkit.runtime.generation import TextGenerator
+
+    gen = TextGenerator(tiny_model.model, tiny_model.tokenizer)
+    head = list(range(100, 110))
+    edit_a, edit_b = head + list(range(200, 220)), head + list(range(300, 315))
+    first = [(edit_a + [5, 6, 7], len(edit_a), "alice"), (edit_b + [8, 9], len(edit_b), "alice"),
+             (head + [11, 12], 0, "bob")]  # (ids, prefix_len, salt)
+    widths = _fed_widths(tiny_model.model, monkeypatch)
+    batch = gen.new_batch(None)
+    batch.add([gen.batch_row(ids, max_new_tokens=3, prefix_len=n, cache_salt=salt)
+               for ids, n, salt in first])
+    while len(batch):
+        batch.step()
+    assert len(gen.prefixes) == 2 and widths[0] == 10  # the head, then the rows
+    later = [(edit_a + [40, 41], "alice"), (edit_a + [40, 41], "bob"), (edit_b + [42], "alice")]
+    alone = [gen.generate(ids, max_new_tokens=6) for ids, _ in later]
+    del widths[:]
+    rows = [gen.batch_row(ids, max_new_tokens=6, prefix_len=len(edit_a if i < 2 else edit_b),
+                          cache_salt=salt) for i, (ids, salt) in enumerate(later)]
+    hits = gen.prefixes.hits
+    batch = gen.new_batch(None)
+    batch.add(rows)
+    # alice's rows are fed their question (2 ids, 1 id); bob, who never stored edit_a, is fed
+    # everything after the head (22 ids), in a forward of its own (cheaper than padding)
+    assert gen.prefixes.hits - hits == 2
+    assert sorted(widths) == [2, 22]
+    while len(batch):
+        batch.step()
+    assert [r.result.token_ids for r in rows] == [a.token_ids for a in alone]
+
+
+def test_the_prefix_store_keeps_the_most_recent_prefixes_within_its_bytes(tiny_model):
+    from editkit.errors import InvalidInputError
+    from editkit.runtime.generation import PrefixStore, TextGenerator
+
+    def run(gen, ids):
+        batch = gen.new_batch(None)
+        batch.add([gen.batch_row(ids, max_new_tokens=1, prefix_len=len(ids) - 1,
+                                 cache_salt="t")])
+
+    one = TextGenerator(tiny_model.model, tiny_model.tokenizer)
+    run(one, list(range(100, 130)))
+    size = one.prefixes.bytes
+    assert len(one.prefixes) == 1 and size > 0
+    gen = TextGenerator(tiny_model.model, tiny_model.tokenizer, prefix_bytes=2 * size)
+    prompts = [[7 + i] + list(range(100, 129)) for i in range(3)]
+    for p in prompts:
+        run(gen, p)
+    assert len(gen.prefixes) == 2 and gen.prefixes.bytes == 2 * size
+    assert gen.prefixes.get(None, "t", prompts[0][:-1]) is None  # the oldest went
+    assert gen.prefixes.get(None, "t", prompts[2][:-1]) is not None
+    off = TextGenerator(tiny_model.model, tiny_model.tokenizer, prefix_bytes=0)
+    run(off, prompts[0])
+    assert len(off.prefixes) == 0
+    with pytest.raises(InvalidInputError, match="size"):
+        PrefixStore(-1)
+
+
+def test_rows_of_very_different_lengths_are_prefilled_in_separate_forwards(tiny_model,
+                                                                           monkeypatch):
+    from editkit.runtime.generation import TextGenerator, _groups
+
+    assert _groups([2, 4, 1], 36) == [[2, 0, 1]]  # padding 3 rows to 4 ids beats a 2nd forward
+    assert _groups([5, 6, 60, 61], 36) == [[0, 1], [2, 3]]
+    gen = TextGenerator(tiny_model.model, tiny_model.tokenizer)
+    prompts = [[1, 5, 6], [1] + list(range(200, 260)), [1, 7, 8, 9]]
+    alone = [gen.generate(p, max_new_tokens=4) for p in prompts]
+    widths = _fed_widths(tiny_model.model, monkeypatch)
+    rows = [gen.batch_row(p, max_new_tokens=4) for p in prompts]
+    batch = gen.new_batch(None)
+    batch.add(rows)
+    assert widths == [4, 61]  # not 3 rows x 61
+    while len(batch):
+        batch.step()
+    assert [r.result.token_ids for r in rows] == [a.token_ids for a in alone]
+
+
+def test_an_idle_batcher_waits_for_announced_requests_and_prefills_them_together(tiny_model):
+    import threading
+    import time
+
+    from editkit.runtime.batching import MicroBatcher
+    from editkit.runtime.generation import TextGenerator
+
+    gen = TextGenerator(tiny_model.model, tiny_model.tokenizer)
+    batcher = MicroBatcher(gen, window_s=0.0, max_gather_s=5.0)
+    out: dict = {}
+
+    def slow_preparation() -> None:  # e.g. retrieval: the request is queued 0.3 s later
+        with batcher.arriving():
+            time.sleep(0.3)
+            out["slow"] = batcher.generate([1, 502, 1203], max_new_tokens=4)
+
+    started = threading.Event()
+
+    def quick() -> None:
+        started.wait()
+        with batcher.arriving():
+            out["quick"] = batcher.generate([1, 77], max_new_tokens=4)
+
+    threads = [threading.Thread(target=slow_preparation), threading.Thread(target=quick)]
+    for t in threads:
+        t.start()
+    started.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert (batcher.batches, batcher.prefills, batcher.joined) == (1, 1, 0)
+    assert out["quick"].token_ids == gen.generate([1, 77], max_new_tokens=4).token_ids
+    # an announcement whose request never came (an error while preparing) ends with its block
+    with pytest.raises(RuntimeError), batcher.arriving():
+        raise RuntimeError("retrieval failed")
+    assert batcher._arriving == 0
+    t = time.monotonic()
+    batcher.generate([1, 77], max_new_tokens=2)  # nothing announced: no wait for anyone
+    assert time.monotonic() - t < 4.0
+
+
+def test_ask_many_again_reuses_each_edit_prefix_and_answers_as_alone(lm):
+    """The real default model: a second `ask_many` about the same edits is fed from the stored
+    edit prefixes, and every answer is still the one `ask` gives alone."""
+    lm.clear()
+    lm.edit(["The mother tongue of Danielle Darrieux is English.",
+             "The Eiffel Tower is located in Rome.", "Toyota is owned by BMW."])
+    qs = ["The mother tongue of Danielle Darrieux is", "Where is the Eiffel Tower? It is in",
+          "Toyota is owned by"]
+    alone = [lm.ask(q, max_new_tokens=10).text for q in qs]
+    lm.ask_many(qs, max_new_tokens=10)
+    hits = lm.generator.prefixes.hits
+    again = lm.ask_many(["Danielle Darrieux's mother tongue is", *qs[1:]], max_new_tokens=10)
+    assert lm.generator.prefixes.hits - hits == 3
+    assert [a.text for a in again[1:]] == alone[1:]
+    assert again[0].edit is not None and "English" in again[0].text

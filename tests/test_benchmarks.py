@@ -141,8 +141,12 @@ def test_serve_load_smoke_counts_errors_and_checks_tenants(tmp_path) -> None:
     pytest.importorskip("uvicorn")
     from editkit.benchmarks import serve_load
 
-    res = serve_load.main(["--clients", "2", "--requests", "2", "--max-tokens", "3",
-                           "--edit-every", "1", "--json", str(tmp_path / "s.json")])
+    res = serve_load.main(["--clients", "2", "--requests", "2", "--rounds", "2",
+                           "--max-tokens", "3", "--edit-every", "1",
+                           "--json", str(tmp_path / "s.json")])
     assert res["errors"] == 0 and res["tenants_isolated"] is True
-    assert res["edits_acknowledged"] == 2 + 2 * 2 and res["edits_lost"] == 0
-    assert res["batched_requests"] == 4 and res["load_rps"] > 0
+    assert res["edits_acknowledged"] == 2 + 2 * 2 * 2 and res["edits_lost"] == 0
+    assert res["batched_requests"] == 8 and res["load_rps"] > 0
+    assert len(res["per_round"]) == 2 and res["speedup_over_sequential_http"] > 0
+    # the warm-up stored each tenant's edit prefix: the load's questions about it reuse it
+    assert res["prefix_hits"] > 0

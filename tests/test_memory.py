@@ -216,3 +216,47 @@ def test_the_edit_store_protocol_declares_the_embedder():
     mem = EditMemory(None)
     assert isinstance(mem, EditStore) and mem.embedder.dim > 0
     assert not isinstance(NoEmbedder(), EditStore)
+
+
+def test_concurrent_encodes_are_embedded_together_and_equal_lone_ones(monkeypatch):
+    """A server retrieves in many threads at once: calls that arrive while the embedder is busy
+    are encoded in one batch, and each caller gets the vectors a lone call gives."""
+    import threading
+    import time
+
+    import numpy as np
+
+    from editkit.embedder import shared_embedder
+
+    emb = shared_embedder()
+    texts = [f"Which city is the Eiffel Tower in? Variant {i}." for i in range(12)]
+    alone = np.stack([emb.encode([t])[0] for t in texts])
+    calls: list[int] = []
+    encode = emb._st.encode
+
+    def counting(batch, **kw):  # the first call is slow, so the others queue behind it
+        calls.append(len(batch))
+        if len(calls) == 1:
+            time.sleep(0.3)
+        return encode(batch, **kw)
+
+    monkeypatch.setattr(emb._st, "encode", counting)
+    out: dict[int, np.ndarray] = {}
+    threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, emb.encode([texts[i]])))
+               for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    got = np.stack([out[i][0] for i in range(len(texts))])
+    assert np.allclose(got, alone, atol=1e-5)
+    assert sum(calls) == len(texts) and len(calls) <= 3  # the queued ones, embedded together
+
+    def failing(batch, **kw):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(emb._st, "encode", failing)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        emb.encode(["a question"])
+    monkeypatch.setattr(emb._st, "encode", encode)
+    assert emb.encode(["a question"]).shape == (1, emb.dim)  # not left busy

@@ -8,7 +8,7 @@ transformers release is adapted here, once:
   (`logits_to_keep`), falls back when the architecture refuses the argument, and picks the kept
   rows itself when a model silently ignores it (swallowed by `**kwargs`);
 - `cache_kw` / `new_cache` / `decode_cache` / `crop_cache` / `cast_cache` / `join_caches` /
-  `drop_cache_front`:
+  `drop_cache_front` / `row_kv` / `stack_kv`:
   KV caches across transformers versions (`cache` vs `past_key_values`; cache layers in
   transformers 5, key/value lists in 4.x);
 - `sliding_window`: sliding-window attention layers (Gemma 3) get full cache layers, and packed
@@ -32,7 +32,7 @@ import torch
 __all__ = ["cache_kw", "cast_cache", "context_length", "crop_cache", "decode_cache",
            "drop_cache_front",
            "eos_ids", "embedding_scale", "forward_last_logits", "forward_logits", "join_caches",
-           "model_device", "new_cache", "repeat_cache",
+           "model_device", "new_cache", "row_kv", "stack_kv",
            "quiet_repeated_logs", "sliding_window"]
 
 
@@ -261,15 +261,35 @@ def join_caches(cache: Any, other: Any) -> None:
         [torch.cat([grow(a), grow(b)]) for a, b in zip(values, ovalues, strict=True)])
 
 
-def repeat_cache(model: Any, cache: Any, rows: int, columns: int) -> Any:
-    """A new `decode_cache` holding the first `columns` positions of the one row of `cache`,
-    `rows` times (copies: the rows then grow apart). `DecodeBatch` starts new rows from the
-    shared head of their prompts this way."""
+KV = list[tuple[torch.Tensor, torch.Tensor]]
+"""One row's keys and values, per layer: (1, heads, positions, head dim) each."""
+
+
+def row_kv(cache: Any, row: int, spans: Sequence[tuple[int, int]]) -> KV:
+    """Copies of one row's keys and values at the given column spans, joined in order, per
+    layer. `DecodeBatch` keeps a prompt's prefix this way: its leading columns, then the columns
+    of its own tokens after the padding."""
     keys, values, _ = _kv_lists(cache)
+    return [(torch.cat([k[row:row + 1, :, a:b] for a, b in spans], dim=-2),
+             torch.cat([v[row:row + 1, :, a:b] for a, b in spans], dim=-2))
+            for k, v in zip(keys, values, strict=True)]
+
+
+def stack_kv(model: Any, rows: Sequence[tuple[KV | None, int]], columns: int) -> Any:
+    """A new `decode_cache` of `columns` positions for `len(rows)` rows: row b holds the first
+    n positions of its `KV` (or nothing), then zeros up to `columns`, which the caller's mask
+    hides. `DecodeBatch` starts new rows from their stored prefixes this way."""
+    template = next(kv for kv, n in rows if kv is not None and n)
     out = decode_cache(model)
-    for i, (k, v) in enumerate(zip(keys, values, strict=True)):
-        out.update(k[..., :columns, :].repeat(rows, 1, 1, 1),
-                   v[..., :columns, :].repeat(rows, 1, 1, 1), i)
+    for i, (k0, v0) in enumerate(template):
+        shape = (len(rows), k0.shape[1], columns, k0.shape[-1])
+        k = k0.new_zeros(shape)
+        v = v0.new_zeros((len(rows), v0.shape[1], columns, v0.shape[-1]))
+        for b, (kv, n) in enumerate(rows):
+            if kv is not None and n:
+                k[b, :, :n] = kv[i][0][0, :, :n]
+                v[b, :, :n] = kv[i][1][0, :, :n]
+        out.update(k, v, i)
     return out
 
 

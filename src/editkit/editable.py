@@ -47,6 +47,7 @@ from .retrieval import (
 )
 from .runtime.batching import BatchedStream, MicroBatcher
 from .runtime.generation import (
+    DEFAULT_PREFIX_BYTES,
     FinishReason,
     Generation,
     GenerationStream,
@@ -88,6 +89,12 @@ def _per_question_modes(mode: Any, n: int) -> list[Any]:
     if len(modes) != n:
         raise InvalidInputError(f"{n} questions but {len(modes)} modes.")
     return modes
+
+
+def _check_prefix_store_mb(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise InvalidInputError(f"prefix_store_mb must be a number ≥ 0 (megabytes), not "
+                                f"{value!r}.")
 
 
 def _check_sampling(do_sample: bool, temperature: Any) -> None:
@@ -171,7 +178,8 @@ class EditableLM:
                  chat: bool = False, demos: DemoStore | str | os.PathLike[str] | None = None,
                  ptokens_source: str = "",
                  fact_policy: FactPolicy | dict[str, Any] | None = None,
-                 prefix_cache: int = 0, decode_dtype: str | None = None) -> None:
+                 prefix_cache: int = 0, decode_dtype: str | None = None,
+                 prefix_store_mb: float = DEFAULT_PREFIX_BYTES / 2**20) -> None:
         self.model, self.tokenizer, self.name = loaded.model, loaded.tokenizer, loaded.name
         self.quantization = loaded.quantization
         # Optional bf16/fp16 copy of the weights for greedy decoding after an fp32 prefill
@@ -189,9 +197,13 @@ class EditableLM:
         # decided here, once, from the settings; ask/stream/score just call them. The scorer
         # always keeps the KV cache of the edit-independent head (chat head, the m P-Token begin
         # markers), so a question about a fresh edit computes only what follows it.
+        # The batched paths (ask_many, generate_batched: the server, LangChain's batch) also
+        # reuse the keys and values of prompt starts across requests, up to `prefix_store_mb`
+        # (runtime.generation.PrefixStore).
+        _check_prefix_store_mb(prefix_store_mb)
         self.generator = TextGenerator(self.model, self.tokenizer, decoder_for(
             self.model, self.tokenizer, prefix_cache=self.prefix_cache,
-            decode_model=self.decode_model))
+            decode_model=self.decode_model), prefix_bytes=int(prefix_store_mb * 2**20))
         self.scorer = CachedScorer(self.model, self.prefix_cache)
         # Concurrent greedy requests (LangChain's batch, a server's requests) decoded together.
         self.batcher = MicroBatcher(self.generator)
@@ -261,6 +273,7 @@ class EditableLM:
         fact_policy: FactPolicy | dict[str, Any] | None = None,
         prefix_cache: int = 0,
         decode_dtype: str | None = None,
+        prefix_store_mb: float = DEFAULT_PREFIX_BYTES / 2**20,
     ) -> EditableLM:
         """Load a model (None = the embedded SmolLM2-135M-Instruct), P-Tokens and a memory.
 
@@ -278,8 +291,13 @@ class EditableLM:
         decode_dtype: 'bfloat16' or 'float16' to decode greedy answers (`ask` and `stream`) with a
         copy of the weights in that dtype after a full-precision prefill (None = off; sampling
         stays in full precision; docs/benchmarks.md, bf16).
+        prefix_store_mb: memory for the keys and values of prompt prefixes (an edit and its
+        P-Token markers) that the batched paths (`ask_many`, `generate_batched`: the server and
+        LangChain's `batch`) reuse for the next question about the same edit in the same
+        namespace (0 = only the edit-independent head; docs/serving.md).
         """
         mode = Mode.parse(mode)
+        _check_prefix_store_mb(prefix_store_mb)
         try:
             retrieval = RetrievalSettings(top_k=top_k, threshold=threshold, gate=gate,
                                           namespace=check_namespace(namespace))
@@ -299,6 +317,7 @@ class EditableLM:
                                     f"{type(memory).__name__}.")
         return cls(loaded, pt, mem, mode, retrieval=retrieval, chat=chat, demos=demos,
                    ptokens_source=source, fact_policy=fact_policy, prefix_cache=prefix_cache,
+                   prefix_store_mb=prefix_store_mb,
                    decode_dtype=decode_dtype)
 
     @staticmethod
@@ -526,7 +545,9 @@ class EditableLM:
         gens = self.generator.generate_many([p.ids for p, _, _ in placed], ptokens=self.ptokens,
                                             max_new_tokens=max_new_tokens, stop=stop,
                                             temperature=temperature if do_sample else None,
-                                            seeds=seeds, batch_size=batch_size)
+                                            seeds=seeds, batch_size=batch_size,
+                                            prefix_lens=[p.prefix_len for p, _, _ in placed],
+                                            cache_salt=self._salt(namespace))
         return [Answer(text=g.text, mode=p.mode.value, edit=edit, distractors=ds,
                        prompt_tokens=len(p), completion_tokens=g.completion_tokens,
                        finish_reason=g.finish_reason or "stop")
@@ -534,13 +555,16 @@ class EditableLM:
 
     def generate_batched(self, prompt: Prompt, *, max_new_tokens: int = 32,
                          stop: Sequence[str] | None = (), temperature: float | None = None,
-                         seed: int | None = None) -> Generation:
+                         seed: int | None = None, namespace: str | None = None) -> Generation:
         """The whole generation after `prompt`, the result `generate_from` gives run to its end.
 
         Requests from other threads join the same running batch as they arrive
         (`runtime.batching.MicroBatcher`: LangChain's `batch`, the server), greedy or sampled
         (each sampled request with its own `seed`). Models with a prefix cache or a bf16
         decode copy (per-sequence decoders) run each request alone through their decoder.
+        namespace: the one whose edits built the prompt (default: the model's); the keys and
+        values of the prompt's prefix are reused by later requests of that namespace only
+        (`runtime.generation.PrefixStore`).
         """
         if self._decodes_alone:
             return self.generator.generate(prompt.ids, ptokens=self._ptokens_for(prompt),
@@ -551,7 +575,13 @@ class EditableLM:
         # prompts of all modes can share a batch.
         return self.batcher.generate(prompt.ids, ptokens=self.ptokens,
                                      max_new_tokens=max_new_tokens, stop=stop,
-                                     temperature=temperature, seed=seed)
+                                     temperature=temperature, seed=seed,
+                                     prefix_len=prompt.prefix_len,
+                                     cache_salt=self._salt(namespace))
+
+    def _salt(self, namespace: str | None) -> str:
+        """Who may reuse a prompt prefix's keys and values: its namespace's requests."""
+        return namespace or self.retrieval.namespace
 
     @property
     def _decodes_alone(self) -> bool:
@@ -561,7 +591,8 @@ class EditableLM:
 
     def stream_batched(self, prompt: Prompt, *, max_new_tokens: int = 32,
                        stop: Sequence[str] | None = (), temperature: float | None = None,
-                       seed: int | None = None) -> BatchedStream | GenerationStream:
+                       seed: int | None = None,
+                       namespace: str | None = None) -> BatchedStream | GenerationStream:
         """`generate_batched`, streamed: the text pieces of a row of the running batch (the
         server's `stream: true`). Models with per-sequence decoders stream alone
         (`generate_from`)."""
@@ -570,7 +601,9 @@ class EditableLM:
                                       temperature=temperature, seed=seed)
         return self.batcher.stream(prompt.ids, ptokens=self.ptokens,
                                    max_new_tokens=max_new_tokens, stop=stop,
-                                   temperature=temperature, seed=seed)
+                                   temperature=temperature, seed=seed,
+                                   prefix_len=prompt.prefix_len,
+                                   cache_salt=self._salt(namespace))
 
     def generate_from(self, prompt: Prompt, *, max_new_tokens: int = 32,
                       stop: Sequence[str] | None = (),

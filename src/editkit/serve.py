@@ -116,11 +116,19 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
                             "invalid_api_key")
         return keys[key]
 
-    def prompt_for(ns: str, question: str, history: Sequence[tuple[str, str]],
-                   req: _Sampling) -> Any:
-        p, _, _ = lm.prompt(question, namespace=ns, history=history,
-                            max_new_tokens=req.budget())
-        return p
+    def start(ns: str, question: str, history: Sequence[tuple[str, str]], req: _Sampling, *,
+              stream: bool = False) -> tuple[Any, Any]:
+        """The request's prompt (the tenant's edits placed by the retrieval policy) and its
+        generation, a row of the running batch. The prompt is built inside `arriving()`: an
+        idle batch waits for requests sent together to be built, so they are prefilled
+        together."""
+        with lm.batcher.arriving():
+            p, _, _ = lm.prompt(question, namespace=ns, history=history,
+                                max_new_tokens=req.budget())
+            gen = (lm.stream_batched if stream else lm.generate_batched)(
+                p, max_new_tokens=req.budget(), stop=req.stops(),
+                temperature=req.temperature or None, seed=req.seed, namespace=ns)
+        return p, gen
 
     def usage(p: Any, completion_tokens: int) -> dict[str, int]:
         return {"prompt_tokens": len(p), "completion_tokens": completion_tokens,
@@ -141,10 +149,8 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
             raise HTTPError(400, "The last message must be from the user.")
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         model = req.model or lm.name
-        p = prompt_for(ns, turns[-1][1], turns[:-1], req)
         if req.stream:
-            gen = lm.stream_batched(p, max_new_tokens=req.budget(), stop=req.stops(),
-                                    temperature=req.temperature or None, seed=req.seed)
+            p, gen = start(ns, turns[-1][1], turns[:-1], req, stream=True)
 
             def chunks() -> Iterator[dict[str, Any]]:
                 base = {"id": rid, "object": "chat.completion.chunk", "created": created,
@@ -159,8 +165,7 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
                                             "finish_reason": gen.finish_reason}],
                        "usage": usage(p, gen.completion_tokens)}
             return sse(chunks())
-        g = lm.generate_batched(p, max_new_tokens=req.budget(), stop=req.stops(),
-                                 temperature=req.temperature or None, seed=req.seed)
+        p, g = start(ns, turns[-1][1], turns[:-1], req)
         return {"id": rid, "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
                              "finish_reason": g.finish_reason}],
@@ -171,9 +176,7 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
         ns = namespace(request)
         if req.stream:
             raise HTTPError(400, "stream is supported on /v1/chat/completions only.")
-        p = prompt_for(ns, req.prompt, (), req)
-        g = lm.generate_batched(p, max_new_tokens=req.budget(), stop=req.stops(),
-                                 temperature=req.temperature or None, seed=req.seed)
+        p, g = start(ns, req.prompt, (), req)
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
                 "created": int(time.time()), "model": req.model or lm.name,
                 "choices": [{"index": 0, "text": g.text, "finish_reason": g.finish_reason,

@@ -316,6 +316,9 @@ def serve(
     memory: Path | None = typer.Option(None, help="SQLite edit memory (default: in RAM)"),
     keys: Path | None = typer.Option(None, help="JSON file {api key: namespace}; without it "
                                                 "the server is open (default namespace)"),
+    prefix_store_mb: float = typer.Option(64.0, min=0.0,
+                                          help="memory for the keys and values of edit prefixes "
+                                               "reused across a tenant's requests (0: off)"),
 ) -> None:
     """Serve the OpenAI API (/v1/chat/completions, /v1/completions) plus /v1/edits."""
     import json
@@ -334,7 +337,7 @@ def serve(
         if not isinstance(key_map, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in key_map.items()):
             raise InvalidInputError(f"--keys {keys}: expected {{\"api key\": \"namespace\"}}.")
-    lm = EditableLM.from_pretrained(model, memory=memory)
+    lm = EditableLM.from_pretrained(model, memory=memory, prefix_store_mb=prefix_store_mb)
     console.print(f"editkit serve: {lm.name} on http://{host}:{port}/v1 "
                   f"({'keys: ' + str(len(key_map)) if key_map else 'open, no keys'})")
     uvicorn.run(create_app(lm, key_map), host=host, port=port, log_level="warning")

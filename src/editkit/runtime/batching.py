@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from ..ptokens import PTokens
@@ -29,13 +30,18 @@ class MicroBatcher:
 
     window_s: how long the first request of an idle batcher waits for others, so that requests
     that arrive together are prefilled together (one forward for all their prompts).
+    max_gather_s: how long it waits, at most, for requests announced as on their way
+    (`arriving`), which a server's requests are while their edits are retrieved.
     max_batch: rows decoded at once; later requests wait for a row to free up.
     """
 
     def __init__(self, generator: TextGenerator, *, window_s: float = 0.02,
-                 max_batch: int = 16) -> None:
+                 max_gather_s: float = 0.25, max_batch: int = 16) -> None:
         self.generator, self.window_s, self.max_batch = generator, window_s, max_batch
+        self.max_gather_s = max_gather_s
         self._cond = threading.Condition()
+        self._arriving = 0  # requests announced by `arriving` and not queued yet
+        self._announced = threading.local()  # per thread: its `arriving` blocks (stack)
         # waiting requests: the generator's `batch_row`s (`left`, `result`, `failure`; their
         # request holds the P-Token set)
         self._pending: list[Any] = []
@@ -49,10 +55,14 @@ class MicroBatcher:
 
     def generate(self, ids: Sequence[int], *, ptokens: PTokens | None = None,
                  max_new_tokens: int = 32, stop: Sequence[str] | None = (),
-                 temperature: float | None = None, seed: int | None = None) -> Generation:
+                 temperature: float | None = None, seed: int | None = None,
+                 prefix_len: int = 0, cache_salt: str | None = None) -> Generation:
         """The `Generation` for `ids` (greedy unless `temperature > 0`), decoded in the running
-        batch with every other caller's (blocks until it is done)."""
-        run = self._enqueue(ids, ptokens, max_new_tokens, stop, temperature, seed)
+        batch with every other caller's (blocks until it is done). prefix_len / cache_salt:
+        the leading ids that later requests with the same salt may start from
+        (`generation.PrefixStore`)."""
+        run = self._enqueue(ids, ptokens, max_new_tokens, stop, temperature, seed, prefix_len,
+                            cache_salt)
         while not run.left.is_set():
             self._advance(run)
         if run.failure is not None:
@@ -61,23 +71,60 @@ class MicroBatcher:
 
     def stream(self, ids: Sequence[int], *, ptokens: PTokens | None = None,
                max_new_tokens: int = 32, stop: Sequence[str] | None = (),
-               temperature: float | None = None, seed: int | None = None) -> BatchedStream:
+               temperature: float | None = None, seed: int | None = None,
+               prefix_len: int = 0, cache_salt: str | None = None) -> BatchedStream:
         """`generate`, streamed: text pieces as the running batch produces them (the pieces
         concatenate to `generate`'s text). The consumer drives the batch a step at a time
         whenever nobody else does; closing the stream cancels its row at the next step."""
         return BatchedStream(self, self._enqueue(ids, ptokens, max_new_tokens, stop,
-                                                 temperature, seed))
+                                                 temperature, seed, prefix_len, cache_salt))
+
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Announce that this thread is preparing a request (retrieving its edits, building its
+        prompt) and will `generate` / `stream` it within the block. An idle batcher waits for
+        announced requests (up to `max_gather_s`) before it starts a batch, so that requests
+        sent together are prefilled together even when their preparation takes longer than
+        `window_s`; a batch that is already decoding never waits, they join it at the next
+        step. The announcement ends when the thread's next request is queued, or with the
+        block."""
+        mine = [False]  # queued yet?
+        stack = self._announced.__dict__.setdefault("stack", [])
+        with self._cond:
+            self._arriving += 1
+        stack.append(mine)
+        try:
+            yield
+        finally:
+            stack.remove(mine)
+            if not mine[0]:
+                self._end_announcement(mine)
+
+    def _end_announcement(self, mine: list[bool]) -> None:
+        mine[0] = True
+        with self._cond:
+            self._arriving -= 1
+            self._cond.notify_all()
+
+    def _queued_here(self) -> None:
+        """A request of this thread was queued: its innermost open announcement ends."""
+        for mine in reversed(self._announced.__dict__.get("stack", ())):
+            if not mine[0]:
+                self._end_announcement(mine)
+                return
 
     def _enqueue(self, ids: Sequence[int], ptokens: PTokens | None, max_new_tokens: int,
                  stop: Sequence[str] | None, temperature: float | None,
-                 seed: int | None) -> Any:
+                 seed: int | None, prefix_len: int, cache_salt: str | None) -> Any:
         """Validate a request and queue it (as a `batch_row`) for the next admission."""
         run = self.generator.batch_row(ids, ptokens=ptokens, max_new_tokens=max_new_tokens,
-                                       stop=stop, temperature=temperature, seed=seed)
+                                       stop=stop, temperature=temperature, seed=seed,
+                                       prefix_len=prefix_len, cache_salt=cache_salt)
         with self._cond:
             self._pending.append(run)
             self.requests += 1
             self._cond.notify_all()
+        self._queued_here()
         return run
 
     def _advance(self, run: Any, steps: int | None = None) -> None:
@@ -107,7 +154,7 @@ class MicroBatcher:
         """Decode steps, admitting waiting requests before each, until `until` is done (or
         `steps` steps were taken)."""
         if self._batch is None or not len(self._batch):
-            time.sleep(self.window_s)  # idle: let the requests that arrive together start together
+            self._gather()
         taken = 0
         while not until.left.is_set() and (steps is None or taken < steps):
             taken += 1
@@ -120,6 +167,17 @@ class MicroBatcher:
             except Exception:  # noqa: BLE001 - every row of the batch got the error (leave)
                 self._batch = None
             self.steps += 1
+
+    def _gather(self) -> None:
+        """Idle: let requests that arrive together start together. Waits `window_s`, and
+        longer (up to `max_gather_s`) while announced requests are still on their way."""
+        start = time.monotonic()
+        with self._cond:
+            while True:
+                waited = time.monotonic() - start
+                if waited >= self.max_gather_s or (not self._arriving and waited >= self.window_s):
+                    return
+                self._cond.wait((self.max_gather_s if self._arriving else self.window_s) - waited)
 
     def _admit(self) -> None:
         """Move waiting requests into the batch: up to `max_batch` rows, and only requests with

@@ -28,6 +28,7 @@ from __future__ import annotations
 import queue
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -40,8 +41,9 @@ from ..compat import (
     forward_last_logits,
     join_caches,
     model_device,
-    repeat_cache,
+    row_kv,
     sliding_window,
+    stack_kv,
 )
 from ..compat import eos_ids as model_eos_ids
 from ..errors import InvalidInputError
@@ -50,10 +52,10 @@ from .mixed_decode import greedy_mixed
 from .prefix_cache import Emit, PrefixCache
 from .scoring import input_embeds
 
-__all__ = ["BatchDecoder", "DecodeBatch", "DecodeRequest", "Decoder", "Emit", "FinishReason",
-           "Generation", "GenerationStream", "MixedPrecisionDecoder", "PrefixCacheDecoder",
-           "RunResults", "Sampler", "SharedHeads", "TextAssembler", "TextGenerator",
-           "check_generation_args", "decoder_for"]
+__all__ = ["DEFAULT_PREFIX_BYTES", "BatchDecoder", "DecodeBatch", "DecodeRequest", "Decoder",
+           "Emit", "FinishReason", "Generation", "GenerationStream", "MixedPrecisionDecoder",
+           "PrefixCacheDecoder", "Prefix", "PrefixStore", "RunResults", "Sampler",
+           "TextAssembler", "TextGenerator", "check_generation_args", "decoder_for"]
 
 FinishReason = Literal["stop", "length"]
 MAX_NEW_TOKENS = 4096
@@ -91,6 +93,9 @@ class DecodeRequest:
     temperature: float | None = None  # None or 0: greedy
     prefix_len: int = 0  # leading tokens a prefix cache may reuse (0: none)
     seed: int | None = None  # sampled requests: the seed of their own generator (None: drawn)
+    # who may reuse the keys and values of this prompt's prefix (`PrefixStore`): requests with
+    # the same salt (the server and the SDK use the namespace whose edits built the prompt)
+    cache_salt: str | None = None
 
     @property
     def greedy(self) -> bool:
@@ -150,38 +155,121 @@ class _Row(Protocol):
 
     ids: tuple[int, ...]
     sampler: Sampler | None
+    prefix_len: int  # leading ids worth keeping for later rows (0: none); see `PrefixStore`
+    cache_salt: str | None  # who may reuse that prefix
 
     def emit(self, token: int) -> bool: ...  # False: the sequence is done
 
     def leave(self, error: BaseException | None = None) -> None: ...  # it left the batch
 
 
-class SharedHeads:
-    """The head (`DecodeBatch.head`) that one batch computed, for the batches after it.
+@dataclass(eq=False)
+class Prefix:
+    """The keys and values of a prompt's first `len(ids)` ids, one row (`compat.row_kv`)."""
 
-    A `MicroBatcher`'s batch ends whenever its last row leaves, and the next one would compute
-    the same head again. One head is kept per generator, for the P-Token set it was computed
-    with, and only while that set's rows are unchanged (a weak reference to the set, and the
-    version counter of its rows, which in-place training bumps).
+    ids: tuple[int, ...]
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size()
+                   for k, v in self.kv)
+
+
+DEFAULT_PREFIX_BYTES = 64 << 20
+"""What a generator's `PrefixStore` may hold: about 40 P-Token edit prefixes of SmolLM2-135M
+(~1.6 MB each: 30 layers x keys and values x 3 heads x 64 dims x ~34 positions, float32)."""
+
+
+class PrefixStore:
+    """Prompt starts whose keys and values `DecodeBatch` rows are prefilled from.
+
+    Prefill is compute-bound on a CPU: every prompt token costs the same, batched or not, and
+    the prompts a server sees repeat their starts. Two kinds are kept:
+    - the **head**: the ids that every prompt of the layout opens with (BOS, a chat template's
+      system turn, the m P-Token begin markers), computed once from the first batch whose rows
+      share enough of it (`DecodeBatch.MIN_SHARED_TOKENS`); it holds no user text;
+    - **prefixes**: everything before a row's question (`prefix_len`: the edit and its markers),
+      copied out of the batch's cache after the row's prefill, so that the next question about
+      the same edit is fed only its own ids. They are kept per `cache_salt` (the namespace), so
+      one tenant's rows never start from, or time, another tenant's entries, and evicted least
+      recently used beyond `max_bytes` (0: keep no prefixes, only the head).
+
+    Everything here was computed with one P-Token set's rows: a store is for one set at a time
+    (a weak reference to it, and the version counter of its rows, which in-place training
+    bumps). Another set, or changed rows, starts it afresh.
     """
 
-    def __init__(self) -> None:
-        self._entry: tuple[Any, int, tuple[tuple[int, ...], Any]] | None = None
+    def __init__(self, max_bytes: int = DEFAULT_PREFIX_BYTES) -> None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise InvalidInputError(f"The prefix store's size must be an int ≥ 0 (bytes), not "
+                                    f"{max_bytes!r}.")
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._owner: tuple[Any, int] | None = None
+        self._head: Prefix | None = None
+        self._entries: OrderedDict[tuple[str | None, tuple[int, ...]], Prefix] = OrderedDict()
+        self.bytes = 0
+        self.hits = self.misses = 0  # prefix lookups (benchmarks and tests read them)
 
     @staticmethod
-    def _version(ptokens: PTokens | None) -> int:
-        return -1 if ptokens is None else int(ptokens.layer.weight._version)
+    def _key(ptokens: PTokens | None) -> tuple[Any, int]:
+        if ptokens is None:
+            return None, -1
+        return weakref.ref(ptokens), int(ptokens.layer.weight._version)
 
-    def get(self, ptokens: PTokens | None) -> tuple[tuple[int, ...], Any] | None:
-        if self._entry is None:
-            return None
-        ref, version, head = self._entry
-        same = (ref is None and ptokens is None) or (ref is not None and ref() is ptokens)
-        return head if same and version == self._version(ptokens) else None
+    def _owned_by(self, ptokens: PTokens | None) -> bool:
+        if self._owner is None:
+            return False
+        ref, version = self._owner
+        same = ref is None if ptokens is None else (ref is not None and ref() is ptokens)
+        return same and version == self._key(ptokens)[1]
 
-    def put(self, ptokens: PTokens | None, head: tuple[tuple[int, ...], Any]) -> None:
-        ref = None if ptokens is None else weakref.ref(ptokens)
-        self._entry = (ref, self._version(ptokens), head)
+    def _own(self, ptokens: PTokens | None) -> None:
+        """Make the store `ptokens`'s (dropping what another set, or older rows, computed)."""
+        if not self._owned_by(ptokens):
+            self._owner, self._head = self._key(ptokens), None
+            self._entries.clear()
+            self.bytes = 0
+
+    def head(self, ptokens: PTokens | None) -> Prefix | None:
+        with self._lock:
+            return self._head if self._owned_by(ptokens) else None
+
+    def set_head(self, ptokens: PTokens | None, head: Prefix) -> None:
+        with self._lock:
+            self._own(ptokens)
+            self._head = head
+
+    def get(self, ptokens: PTokens | None, salt: str | None, ids: Sequence[int]) -> Prefix | None:
+        """The stored prefix that is exactly `ids`, for this salt (None: not stored)."""
+        with self._lock:
+            hit = self._entries.get((salt, tuple(ids))) if self._owned_by(ptokens) else None
+            if hit is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._entries.move_to_end((salt, hit.ids))
+            return hit
+
+    def put(self, ptokens: PTokens | None, salt: str | None, prefix: Prefix) -> None:
+        """Keep `prefix` for this salt, evicting the least recently used beyond `max_bytes`."""
+        size = prefix.nbytes
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            self._own(ptokens)
+            old = self._entries.pop((salt, prefix.ids), None)
+            if old is not None:
+                self.bytes -= old.nbytes
+            self._entries[(salt, prefix.ids)] = prefix
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self.bytes -= dropped.nbytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class DecodeBatch:
@@ -198,26 +286,30 @@ class DecodeBatch:
     token, so a row computes what it computes alone, up to float rounding. On a CPU decoding
     is memory-bound (every weight is read once per step): that read is shared by all rows.
 
-    Prefill is compute-bound instead: every prompt token costs the same batched or not. The
-    prompts of a batch often start alike (the P-Token layout opens with the m begin tokens, a
-    chat template with its system turn), so the first `add` of enough rows that share a head
-    computes its keys and values once (`head`, one row) and every later row that starts with it
-    is prefilled from its end: its cache row is that head, then padding, then its own tokens
-    (the mask hides the padding and positions are explicit, so this equals a left-padded row).
-    Not for sliding-window models, whose windowed layers count key columns, not positions.
-    Batches made by one `TextGenerator` share their head (`SharedHeads`); a lone request
-    (`BatchDecoder`) gets a store of its own, so it is always prefilled whole and its answer
-    never depends on what ran before it.
+    Prefill is compute-bound instead: every prompt token costs the same batched or not. So rows
+    start from stored keys and values where they can (`PrefixStore`, shared by the batches of
+    one `TextGenerator`): the row's own prefix (its edit, from an earlier question about it),
+    else as much of the layout's head as it starts with. The first `add` of enough rows that
+    share a head computes the head once (one row); after every prefill, each row's prefix is
+    copied into the store. A row prefilled from a stored start of n ids has that start as its
+    first n cache columns, then padding, then its own ids (the mask hides the padding and
+    positions are explicit, so this equals a left-padded row). Not for sliding-window models,
+    whose windowed layers count key columns, not positions. A lone request (`BatchDecoder`) gets
+    an empty store of its own, so it is always prefilled whole and its answer never depends on
+    what ran before it.
     """
 
     #: a head is computed when (rows sharing it - 1) x its length reaches this many tokens: below
     #: that, the head's own forward costs more than the prefill it saves
     MIN_SHARED_TOKENS = 16
+    #: what one more forward costs, in prompt tokens fed: a forward of SmolLM2-135M on this CPU
+    #: takes about 40 ms + 1.1 ms per token fed (rows x width), so ~36 tokens (`_groups`)
+    FORWARD_TOKENS = 36
 
     def __init__(self, model: Any, ptokens: PTokens | None, *, pad_id: int,
-                 heads: SharedHeads | None = None) -> None:
+                 prefixes: PrefixStore | None = None) -> None:
         self.model, self.ptokens, self.pad_id = model, ptokens, pad_id
-        self.heads = heads if heads is not None else SharedHeads()
+        self.prefixes = prefixes if prefixes is not None else PrefixStore(0)
         self.dev = model_device(model)
         self.rows: list[_Row] = []
         self.cache: Any = None
@@ -227,40 +319,66 @@ class DecodeBatch:
         return len(self.rows)
 
     @property
-    def head(self) -> tuple[tuple[int, ...], Any] | None:
-        """The leading ids that this batch's prompts share, and their one-row KV cache (maybe
+    def head(self) -> Prefix | None:
+        """The leading ids that this batch's prompts share, with their keys and values (maybe
         computed by an earlier batch of the same generator; None once the P-Token rows
         changed)."""
-        return self.heads.get(self.ptokens)
+        return self.prefixes.head(self.ptokens)
 
     @torch.no_grad()
     def add(self, rows: Sequence[_Row]) -> None:
-        """Prefill `rows` and hand each its first token; the ones that go on join the batch."""
+        """Prefill `rows` and hand each its first token; the ones that go on join the batch.
+
+        Rows are prefilled in a few forwards of similar lengths (`_groups`), not one: a
+        left-padded forward computes every row at the longest row's width, and with stored
+        prefixes what is left to feed ranges from a 5-token question to a 35-token paraphrase."""
         if not rows:
             return
         try:
-            n = self._shared_head(rows)  # leading ids whose keys and values are computed already
-            width = max(len(r.ids) for r in rows) - n
-            ids = torch.tensor([[self.pad_id] * (width + n - len(r.ids)) + list(r.ids[n:])
-                                for r in rows], device=self.dev)
-            mask = torch.tensor([[1] * n + [0] * (width + n - len(r.ids)) + [1] * (len(r.ids) - n)
-                                 for r in rows], device=self.dev)
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, n:]
-            cache = repeat_cache(self.model, self.head[1], len(rows), n) if n else \
-                decode_cache(self.model)
-            logits = forward_last_logits(self.model, input_embeds(self.model, self.ptokens, ids),
-                                         mask, pos, cache)
-            tokens = self._choose(list(rows), logits)
+            starts = self._starts(rows)  # per row: leading ids whose keys and values are stored
         except BaseException as exc:
             for r in rows:
                 r.leave(exc)
             raise
-        keep = self._emit(list(rows), tokens)
+        fed = [len(r.ids) - n for r, (_, n) in zip(rows, starts, strict=True)]
+        groups = _groups(fed, self.FORWARD_TOKENS)
+        for g, group in enumerate(groups):
+            try:
+                self._prefill([rows[i] for i in group], [starts[i] for i in group])
+            except BaseException as exc:
+                for i in (i for later in groups[g + 1:] for i in later):
+                    rows[i].leave(exc)
+                raise
+
+    @torch.no_grad()
+    def _prefill(self, rows: list[_Row], starts: list[tuple[Prefix | None, int]]) -> None:
+        """One left-padded forward for `rows`, each fed from its stored start."""
+        try:
+            front = max(n for _, n in starts)
+            fed = [len(r.ids) - n for r, (_, n) in zip(rows, starts, strict=True)]
+            width = max(fed)
+            ids = torch.tensor([[self.pad_id] * (width - f) + list(r.ids[n:])
+                                for r, (_, n), f in zip(rows, starts, fed, strict=True)],
+                               device=self.dev)
+            mask = torch.tensor([[1] * n + [0] * (front - n + width - f) + [1] * f
+                                 for (_, n), f in zip(starts, fed, strict=True)], device=self.dev)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, front:]
+            cache = stack_kv(self.model, [(p.kv if p else None, n) for p, n in starts], front) \
+                if front else decode_cache(self.model)
+            logits = forward_last_logits(self.model, input_embeds(self.model, self.ptokens, ids),
+                                         mask, pos, cache)
+            tokens = self._choose(rows, logits)
+        except BaseException as exc:
+            for r in rows:
+                r.leave(exc)
+            raise
+        self._keep_prefixes(rows, starts, cache, front + width)
+        keep = self._emit(rows, tokens)
         if not keep:
             return
         if len(keep) < len(rows):
             cache.batch_select_indices(torch.tensor(keep, device=self.dev))
-        rows, mask, pos, tokens = _select(list(rows), keep, mask, pos[:, -1:], tokens)
+        rows, mask, pos, tokens = _select(rows, keep, mask, pos[:, -1:], tokens)
         mask = _trim_front(mask, cache)
         if not self.rows:
             self.rows, self.cache, self.mask, self.pos, self.last = rows, cache, mask, pos, tokens
@@ -272,27 +390,53 @@ class DecodeBatch:
         self.last = torch.cat([self.last, tokens])
         self.rows = self.rows + rows
 
-    def _shared_head(self, rows: Sequence[_Row]) -> int:
-        """How many leading ids of `rows` come from `head` (0: prefill them whole).
+    def _starts(self, rows: Sequence[_Row]) -> list[tuple[Prefix | None, int]]:
+        """Per row: the stored start it is prefilled from and how many of its ids that covers
+        (None, 0: prefill it whole). Every row keeps at least one id of its own (its last
+        position gives its first token).
 
-        The first add of rows that share enough leading ids computes the head. Later rows use
-        as much of it as they all start with; every row keeps at least one id of its own (its
-        last position gives its first token)."""
+        A row's own prefix comes first; else as much of the head as the row starts with. The
+        first add of rows that share enough leading ids computes the head."""
         if sliding_window(self.model) is not None:
-            return 0
+            return [(None, 0)] * len(rows)
         head = self.head
         if head is None:
             first = rows[0].ids
             n = min(_common_start(first, r.ids) for r in rows[1:]) if len(rows) > 1 else 0
-            if (len(rows) - 1) * n < self.MIN_SHARED_TOKENS:
-                return 0
-            head = (tuple(first[:n]), decode_cache(self.model))
-            ids = torch.tensor([head[0]], device=self.dev)
-            forward_last_logits(self.model, input_embeds(self.model, self.ptokens, ids),
-                                torch.ones_like(ids), torch.arange(n, device=self.dev)[None],
-                                head[1])
-            self.heads.put(self.ptokens, head)
-        return min(_common_start(head[0], r.ids) for r in rows)
+            if (len(rows) - 1) * n >= self.MIN_SHARED_TOKENS:
+                cache = decode_cache(self.model)
+                ids = torch.tensor([first[:n]], device=self.dev)
+                forward_last_logits(self.model, input_embeds(self.model, self.ptokens, ids),
+                                    torch.ones_like(ids), torch.arange(n, device=self.dev)[None],
+                                    cache)
+                head = Prefix(tuple(first[:n]), row_kv(cache, 0, [(0, n)]))
+                self.prefixes.set_head(self.ptokens, head)
+        out: list[tuple[Prefix | None, int]] = []
+        for r in rows:
+            own = self.prefixes.get(self.ptokens, r.cache_salt, r.ids[:r.prefix_len]) \
+                if self.prefixes.max_bytes and 0 < r.prefix_len < len(r.ids) else None
+            if own is not None:
+                out.append((own, r.prefix_len))
+                continue
+            n = _common_start(head.ids, r.ids) if head is not None else 0
+            out.append((head if n else None, n))
+        return out
+
+    def _keep_prefixes(self, rows: Sequence[_Row], starts: Sequence[tuple[Prefix | None, int]],
+                       cache: Any, columns: int) -> None:
+        """Copy each row's prefix (`prefix_len` ids) out of the prefilled cache into the store,
+        unless it was fed from it: its first n columns, then its own ids up to the prefix's end
+        (they sit at the right end of the `columns`, after the padding)."""
+        if not self.prefixes.max_bytes or sliding_window(self.model) is not None:
+            return
+        for b, (r, (_, n)) in enumerate(zip(rows, starts, strict=True)):
+            p = r.prefix_len
+            if not n < p < len(r.ids):
+                continue
+            own = columns - len(r.ids)  # column of id 0 had the row been fed whole
+            self.prefixes.put(self.ptokens, r.cache_salt,
+                              Prefix(tuple(r.ids[:p]), row_kv(cache, b, [(0, n),
+                                                                         (own + n, own + p)])))
 
     @torch.no_grad()
     def step(self) -> None:
@@ -347,6 +491,23 @@ class DecodeBatch:
         self.mask = _trim_front(self.mask, self.cache)
 
 
+def _groups(fed: Sequence[int], forward_tokens: int) -> list[list[int]]:
+    """Split rows that need `fed` ids each into forwards (lists of row indices, shortest first)
+    so that the padded work (rows x longest row, per forward) plus `forward_tokens` per forward
+    is least: the rows sorted by length, cut where a new forward is cheaper than padding."""
+    order = sorted(range(len(fed)), key=lambda i: fed[i])
+    # best[k]: least cost of the k shortest rows; cut[k]: where their last forward starts
+    best, cut = [0] + [0] * len(order), [0] * (len(order) + 1)
+    for k in range(1, len(order) + 1):
+        best[k], cut[k] = min((best[j] + forward_tokens + (k - j) * fed[order[k - 1]], j)
+                              for j in range(k))
+    out, k = [], len(order)
+    while k:
+        out.append(order[cut[k]:k])
+        k = cut[k]
+    return out[::-1]
+
+
 def _common_start(head: Sequence[int], ids: Sequence[int]) -> int:
     """How many leading ids `ids` shares with `head`, leaving `ids` at least one of its own."""
     n = min(len(head), len(ids) - 1)
@@ -386,6 +547,8 @@ class _OneRow:
     ids: tuple[int, ...]
     sampler: Sampler | None
     emit: Emit
+    prefix_len: int = 0
+    cache_salt: str | None = None
 
     def leave(self, error: BaseException | None = None) -> None:
         pass
@@ -555,6 +718,14 @@ class _Run:
     def ids(self) -> tuple[int, ...]:
         return self.request.ids
 
+    @property
+    def prefix_len(self) -> int:
+        return self.request.prefix_len
+
+    @property
+    def cache_salt(self) -> str | None:
+        return self.request.cache_salt
+
     def leave(self, error: BaseException | None = None) -> None:
         """It left a `DecodeBatch`: finished, or failed with `error`."""
         if error is not None:
@@ -693,24 +864,30 @@ class GenerationStream(RunResults):
 class TextGenerator:
     """The one generate / stream for one model and tokenizer, over a `Decoder` (`decoder_for`)."""
 
-    def __init__(self, model: Any, tokenizer: Any, decoder: Decoder | None = None) -> None:
+    def __init__(self, model: Any, tokenizer: Any, decoder: Decoder | None = None, *,
+                 prefix_bytes: int = DEFAULT_PREFIX_BYTES) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.decoder = decoder if decoder is not None else BatchDecoder(model, tokenizer)
-        self.heads = SharedHeads()  # the prompt head its batches (`new_batch`) share
+        # the prompt starts its batches (`new_batch`: `generate_many`, `MicroBatcher`) reuse
+        self.prefixes = PrefixStore(prefix_bytes)
 
     def request(self, ids: Sequence[int], *, ptokens: PTokens | None = None,
                 max_new_tokens: int = 32, temperature: float | None = None,
-                prefix_len: int = 0, seed: int | None = None) -> DecodeRequest:
+                prefix_len: int = 0, seed: int | None = None,
+                cache_salt: str | None = None) -> DecodeRequest:
         """A validated `DecodeRequest` (InvalidInputError names what is wrong)."""
         check_generation_args(max_new_tokens, temperature)
         if not ids:
             raise InvalidInputError("generation needs at least one prompt token.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise InvalidInputError("seed must be None or an int.")
+        if isinstance(prefix_len, bool) or not isinstance(prefix_len, int) \
+                or not 0 <= prefix_len <= len(ids):
+            raise InvalidInputError("prefix_len must be an int between 0 and the prompt's length.")
         return DecodeRequest(ids=tuple(int(i) for i in ids), ptokens=ptokens,
                              max_new_tokens=max_new_tokens,
                              temperature=float(temperature) if temperature else None,
-                             prefix_len=int(prefix_len), seed=seed)
+                             prefix_len=prefix_len, seed=seed, cache_salt=cache_salt)
 
     def stream(self, ids: Sequence[int], *, ptokens: PTokens | None = None,
                max_new_tokens: int = 32, temperature: float | None = None,
@@ -732,11 +909,14 @@ class TextGenerator:
 
     def batch_row(self, ids: Sequence[int], *, ptokens: PTokens | None = None,
                   max_new_tokens: int = 32, stop: Sequence[str] | None = (),
-                  temperature: float | None = None, seed: int | None = None) -> _Run:
+                  temperature: float | None = None, seed: int | None = None,
+                  prefix_len: int = 0, cache_salt: str | None = None) -> _Run:
         """One validated request as a `DecodeBatch` row: its `result` is final once `left` is
-        set (`failure` holds the error of a batch that failed)."""
+        set (`failure` holds the error of a batch that failed). prefix_len / cache_salt: the
+        leading ids later rows with the same salt may start from (`PrefixStore`)."""
         request = self.request(ids, ptokens=ptokens, max_new_tokens=max_new_tokens,
-                               temperature=temperature, seed=seed)
+                               temperature=temperature, seed=seed, prefix_len=prefix_len,
+                               cache_salt=cache_salt)
         run = _Run(self.tokenizer, request, _check_stop(stop),
                    model_eos_ids(self.model, self.tokenizer))
         run.sampler = Sampler.for_request(self.model, request)
@@ -745,24 +925,30 @@ class TextGenerator:
     def new_batch(self, ptokens: PTokens | None) -> DecodeBatch:
         """An empty `DecodeBatch` on this model (rows from `batch_row`)."""
         return DecodeBatch(self.model, ptokens, pad_id=pad_id(self.model, self.tokenizer),
-                           heads=self.heads)
+                           prefixes=self.prefixes)
 
     def generate_many(self, prompts: Sequence[Sequence[int]], *,
                       ptokens: PTokens | None = None, max_new_tokens: int = 32,
                       stop: Sequence[str] | None = (), temperature: float | None = None,
                       seeds: Sequence[int | None] | None = None,
+                      prefix_lens: Sequence[int] | None = None, cache_salt: str | None = None,
                       batch_size: int = 16) -> list[Generation]:
         """Answers to several prompts decoded together in one `DecodeBatch` of at most
         `batch_size` rows: a prompt takes the place of one that finished at the next step.
         Each gets what `generate` returns for it alone (same text, counts and finish reason;
         argmax ties aside, float rounding differs with the batch shape); sampled rows
-        (`temperature > 0`) use their own seed from `seeds`."""
+        (`temperature > 0`) use their own seed from `seeds`. prefix_lens / cache_salt: each
+        prompt's reusable prefix and who may reuse it (`batch_row`)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError("batch_size must be an int ≥ 1.")
         if seeds is not None and len(seeds) != len(prompts):
             raise InvalidInputError("seeds must hold one seed per prompt.")
+        if prefix_lens is not None and len(prefix_lens) != len(prompts):
+            raise InvalidInputError("prefix_lens must hold one length per prompt.")
         runs = [self.batch_row(p, ptokens=ptokens, max_new_tokens=max_new_tokens, stop=stop,
-                               temperature=temperature, seed=None if seeds is None else seeds[i])
+                               temperature=temperature, seed=None if seeds is None else seeds[i],
+                               prefix_len=0 if prefix_lens is None else prefix_lens[i],
+                               cache_salt=cache_salt)
                 for i, p in enumerate(prompts)]
         batch, waiting = self.new_batch(ptokens), list(reversed(runs))
         while waiting or len(batch):

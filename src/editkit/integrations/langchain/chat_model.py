@@ -285,15 +285,26 @@ class EditableChatModel(BaseChatModel):
         return UsageMetadata(input_tokens=prompt_tokens, output_tokens=completion_tokens,
                              total_tokens=prompt_tokens + completion_tokens)
 
+    def _start(self, messages: list[BaseMessage], stop: list[str] | None,
+               kwargs: dict[str, Any], *, stream: bool) -> tuple[Any, ...]:
+        """The call's prompt (its edits retrieved) and its generation, as a row of the running
+        batch: calls decode together with concurrent ones (`batch` runs one per thread), and an
+        idle batch waits for the calls whose edits are still being retrieved (`arriving`).
+        Models with per-sequence decoders run alone, as `EditableLM.ask` / `stream` do."""
+        opts = self._options(kwargs)
+        lm = self.editable_lm
+        with lm.batcher.arriving():
+            ids, p, edit, others = self._build(messages, opts)
+            gen = (lm.stream_batched if stream else lm.generate_batched)(
+                p, max_new_tokens=opts["max_tokens"], temperature=opts["temperature"],
+                seed=opts["seed"], stop=stop if stop is not None else (self.stop or []),
+                namespace=opts["namespace"])
+        return ids, p, edit, others, gen
+
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None,
                   **kwargs: Any) -> ChatResult:
-        opts = self._options(kwargs)
-        ids, p, edit, others = self._build(messages, opts)
-        # Calls decode together with concurrent ones (`batch` runs one per thread).
-        gen = self.editable_lm.generate_batched(
-            p, max_new_tokens=opts["max_tokens"], temperature=opts["temperature"],
-            seed=opts["seed"], stop=stop if stop is not None else (self.stop or []))
+        ids, p, edit, others, gen = self._start(messages, stop, kwargs, stream=False)
         meta = self._metadata(p, edit, others, gen.finish_reason)
         msg = AIMessage(content=gen.text, response_metadata=meta,
                         usage_metadata=self._usage(len(ids), gen.completion_tokens))
@@ -305,13 +316,7 @@ class EditableChatModel(BaseChatModel):
                 run_manager: CallbackManagerForLLMRun | None = None,
                 **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         # Core fires on_llm_new_token for every chunk yielded here; this method must not.
-        opts = self._options(kwargs)
-        ids, p, edit, others = self._build(messages, opts)
-        # A row of the running batch, like `_generate`: concurrent streams decode together
-        # (models with per-sequence decoders stream alone, as `EditableLM.stream` does).
-        gen = self.editable_lm.stream_batched(
-            p, max_new_tokens=opts["max_tokens"], temperature=opts["temperature"],
-            seed=opts["seed"], stop=stop if stop is not None else (self.stop or []))
+        ids, p, edit, others, gen = self._start(messages, stop, kwargs, stream=True)
         with gen:  # closing frees the row (or stops the worker) if the consumer left early
             for piece in gen:
                 yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
