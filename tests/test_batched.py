@@ -447,6 +447,8 @@ def test_the_prefix_store_keeps_the_most_recent_prefixes_within_its_bytes(tiny_m
     assert len(gen.prefixes) == 2 and gen.prefixes.bytes == 2 * size
     assert gen.prefixes.get(None, "t", prompts[0][:-1]) is None  # the oldest went
     assert gen.prefixes.get(None, "t", prompts[2][:-1]) is not None
+    gen.prefixes.clear()
+    assert (len(gen.prefixes), gen.prefixes.bytes) == (0, 0)
     off = TextGenerator(tiny_model.model, tiny_model.tokenizer, prefix_bytes=0)
     run(off, prompts[0])
     assert len(off.prefixes) == 0

@@ -131,9 +131,11 @@ def test_batched_smoke_compares_ask_many_and_score_many_with_single_calls(tmp_pa
 
     res = batched.main(["--n", "3", "--max-new-tokens", "4", "--batch-sizes", "2",
                         "--json", str(tmp_path / "b.json")])
-    calls = {r["call"]: r for r in res["batched"]}
-    assert set(calls) == {"ask_many", "score_many"}
-    assert calls["ask_many"]["answers_equal"] == 3 and calls["score_many"]["scores_equal"] == 3
+    calls = {(r["call"], r.get("prefixes_stored")): r for r in res["batched"]}
+    assert set(calls) == {("ask_many", False), ("ask_many", True), ("score_many", None)}
+    assert calls["ask_many", False]["answers_equal"] == 3
+    assert calls["ask_many", True]["answers_equal"] == 3
+    assert calls["score_many", None]["scores_equal"] == 3
     assert json.loads((tmp_path / "b.json").read_text())["n"] == 3
 
 

@@ -268,6 +268,13 @@ class PrefixStore:
                 _, dropped = self._entries.popitem(last=False)
                 self.bytes -= dropped.nbytes
 
+    def clear(self) -> None:
+        """Forget every prefix and the head."""
+        with self._lock:
+            self._owner, self._head = None, None
+            self._entries.clear()
+            self.bytes = 0
+
     def __len__(self) -> int:
         return len(self._entries)
 
