@@ -132,7 +132,8 @@ class MicroBatcher:
         driving; otherwise wait a little for the driver."""
         with self._cond:
             if self._busy:  # another caller is driving: it decodes our row too
-                self._cond.wait(timeout=0.05)
+                if not run.left.is_set():  # (the driver notifies after every step)
+                    self._cond.wait(timeout=0.05)
                 return
             self._busy = True
         try:
@@ -160,13 +161,15 @@ class MicroBatcher:
             taken += 1
             self._admit()
             if self._batch is None or not len(self._batch):
-                continue  # everything admitted finished at its first token
+                continue  # everything admitted finished at its first token (`until` too)
             self.row_steps += len(self._batch)
             try:
                 self._batch.step()
             except Exception:  # noqa: BLE001 - every row of the batch got the error (leave)
                 self._batch = None
             self.steps += 1
+            with self._cond:  # callers whose row finished, or whose stream got a piece, go on
+                self._cond.notify_all()
 
     def _gather(self) -> None:
         """Idle: let requests that arrive together start together. Waits `window_s`, and
