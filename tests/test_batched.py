@@ -530,3 +530,13 @@ def test_ask_many_again_reuses_each_edit_prefix_and_answers_as_alone(lm):
     assert lm.generator.prefixes.hits - hits == 3
     assert [a.text for a in again[1:]] == alone[1:]
     assert again[0].edit is not None and "English" in again[0].text
+
+
+def test_the_prefix_store_size_is_validated_before_anything_loads(tiny_model, tiny_ptokens):
+    from editkit import EditableLM, EditMemory
+
+    for bad in (-1, "64", True):
+        with pytest.raises(InvalidInputError, match="prefix_store_mb"):
+            EditableLM.from_pretrained("no/such-model", prefix_store_mb=bad)
+    lm = EditableLM(tiny_model, tiny_ptokens, EditMemory(None), prefix_store_mb=0.5)
+    assert lm.generator.prefixes.max_bytes == 2**19
