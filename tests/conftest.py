@@ -25,6 +25,25 @@ def default_ptokens(default_model: LoadedModel) -> PTokens:
                           m=3)
 
 
+@pytest.fixture(scope="session")
+def shipped_ptokens(default_model: LoadedModel) -> PTokens:
+    """The trained P-Tokens that ship for the default model (what `from_pretrained()` loads)."""
+    from editkit.editable import shipped_ptokens_dir
+    from editkit.ptokens.config import DEFAULT_M
+
+    path = shipped_ptokens_dir(default_model.name, DEFAULT_M)
+    assert path is not None, "no P-Tokens ship for the default model"
+    return PTokens.from_pretrained(path, default_model.model, default_model.tokenizer,
+                                   name=default_model.name)
+
+
+@pytest.fixture
+def product_lm(default_model: LoadedModel, shipped_ptokens: PTokens) -> EditableLM:
+    """What a new user gets from `EditableLM.from_pretrained()`: the default model, its shipped
+    P-Tokens, every default setting, and a fresh in-RAM memory (the model loaded once)."""
+    return EditableLM(default_model, shipped_ptokens, EditMemory(None))
+
+
 @pytest.fixture
 def lm(default_model: LoadedModel, default_ptokens: PTokens) -> EditableLM:
     """An EditableLM on the real default model with a fresh in-RAM memory."""

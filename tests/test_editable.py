@@ -85,8 +85,8 @@ def test_every_mode_answers_and_reports_prompt_tokens(lm, small_demo_file):
 
 def test_stream_yields_the_text_of_ask_and_honours_stop_and_cancel_on_the_real_model(lm):
     lm.edit(DARRIEUX)
-    whole = lm.ask(DARRIEUX_Q, max_new_tokens=6)
-    s = lm.stream(DARRIEUX_Q, max_new_tokens=6)
+    whole = lm.ask(DARRIEUX_Q, max_new_tokens=6, stop=())  # no default stop: 6 whole tokens
+    s = lm.stream(DARRIEUX_Q, max_new_tokens=6, stop=())
     assert isinstance(s, AnswerStream) and isinstance(whole, Answer)
     pieces = list(s)
     assert len(pieces) >= 2 and "".join(pieces) == whole.text == s.text

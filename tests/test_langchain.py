@@ -44,7 +44,7 @@ def test_invoke_is_the_sdk_answer_with_edit_and_usage_reported(chat_lm: Editable
     stored = chat_lm.edit(DARRIEUX).edits()[0]
     chat = EditableChatModel(lm=chat_lm, chat=False, max_tokens=N)
     msg = chat.invoke(Q)
-    ans = chat_lm.ask(Q, max_new_tokens=N)
+    ans = chat_lm.ask(Q, max_new_tokens=N, stop=())
     assert msg.content == ans.text and msg.content
     meta = msg.response_metadata
     assert meta["mode"] == "ptokens" and meta["model_name"] == "SmolLM2-135M-Instruct"
@@ -112,7 +112,7 @@ def test_given_fact_bypasses_memory_and_is_reported(chat_lm: EditableLM) -> None
     msg = chat.bind(fact=fact, distractors=dis, mode="prompt").invoke(
         "The Eiffel Tower is located in the city of")
     ans = chat_lm.ask("The Eiffel Tower is located in the city of", max_new_tokens=N,
-                      fact=fact, distractors=dis, mode="prompt")
+                      fact=fact, distractors=dis, mode="prompt", stop=())
     assert msg.content == ans.text
     meta = msg.response_metadata
     assert meta["mode"] == "prompt" and meta["edit"]["text"] == fact
@@ -154,7 +154,7 @@ def test_chat_model_generates_through_the_sdk_decoder_and_context_rule(
     q = "The Eiffel Tower is located in the city of"
     msg = chat.invoke(q, fact=fact)
     assert lm.prefix_cache.misses == 1  # the SDK's prefix-cache decoder ran
-    ans = lm.ask(q, fact=fact, max_new_tokens=4)
+    ans = lm.ask(q, fact=fact, max_new_tokens=4, stop=())
     assert msg.content == ans.text and lm.prefix_cache.hits == 1
     assert msg.response_metadata["finish_reason"] == ans.finish_reason
     loaded.model.config.max_position_embeddings = 40
@@ -339,7 +339,8 @@ def test_rag_chain_places_best_doc_as_ptoken_edit(chat_lm: EditableLM,
     meta = out["answer"].response_metadata
     assert meta["mode"] == "ptokens" and meta["edit"]["text"] == DARRIEUX
     assert [d["text"] for d in meta["distractors"]] == docs[1:]
-    ans = chat_lm.ask(Q, max_new_tokens=N, fact=docs[0], distractors=docs[1:], mode="ptokens")
+    ans = chat_lm.ask(Q, max_new_tokens=N, fact=docs[0], distractors=docs[1:], mode="ptokens",
+                      stop=())
     assert out["answer"].content == ans.text
     assert out["answer"].usage_metadata["input_tokens"] == ans.prompt_tokens
     streamed = "".join(c["answer"].content for c in chain.stream(Q) if "answer" in c)
@@ -354,7 +355,7 @@ def test_stuff_baseline_puts_all_docs_before_the_question(chat_lm: EditableLM,
     assert meta["mode"] == "none" and meta["edit"] is None
     stuffed = stuffed_question(out["context"], Q)
     assert stuffed.splitlines()[:3] == [d.page_content for d in out["context"]]
-    ans = chat_lm.ask(stuffed, max_new_tokens=N, mode="none")
+    ans = chat_lm.ask(stuffed, max_new_tokens=N, mode="none", stop=())
     assert out["answer"].content == ans.text
     assert out["answer"].usage_metadata["input_tokens"] == ans.prompt_tokens
 
@@ -365,7 +366,7 @@ def test_rag_with_no_documents_answers_unedited(chat_lm: EditableLM) -> None:
     empty = EditMemoryRetriever(memory=EditMemory(None))
     out = create_edit_rag_chain(chat, empty).invoke(Q)
     assert out["context"] == [] and out["answer"].response_metadata["edit"] is None
-    assert out["answer"].content == chat_lm.ask(Q, max_new_tokens=N, mode="none").text
+    assert out["answer"].content == chat_lm.ask(Q, max_new_tokens=N, mode="none", stop=()).text
     with pytest.raises(InvalidInputError, match="question"):
         create_edit_rag_chain(chat, empty).invoke(42)
 

@@ -15,6 +15,7 @@ from editkit.serve import serve_in_thread  # noqa: E402
 
 KEYS = {"key-alice": "alice", "key-bob": "bob"}
 Q = "The mother tongue of Danielle Darrieux is"
+NATURAL_Q = "What is the mother tongue of Danielle Darrieux?"
 
 
 @pytest.fixture
@@ -31,19 +32,28 @@ def client(url: str, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
 
 
-def test_an_edit_added_over_http_changes_the_answer_for_its_key_only(server, lm):
+def test_an_edit_added_over_http_changes_the_chat_answer_for_its_key_only(server, lm):
+    """A plain chat request (the question as a user message, no options) goes through the
+    model's chat template and answers with the edited object, for the key that stored it."""
     r = httpx.post(f"{server}/v1/edits", json={"facts": ["The mother tongue of Danielle "
                                                          "Darrieux is English."]},
                    headers={"Authorization": "Bearer key-alice"})
     assert r.status_code == 200 and len(r.json()["data"]) == 1
-    alice = client(server, "key-alice").chat.completions.create(
-        model="editkit", messages=[{"role": "user", "content": Q}], max_tokens=6)
-    bob = client(server, "key-bob").chat.completions.create(
-        model="editkit", messages=[{"role": "user", "content": Q}], max_tokens=6)
-    assert alice.choices[0].message.content == lm.ask(Q, namespace="alice", max_new_tokens=6).text
-    assert bob.choices[0].message.content == lm.ask(Q, namespace="bob", max_new_tokens=6).text
+    msgs = [{"role": "user", "content": NATURAL_Q}]
+    alice = client(server, "key-alice").chat.completions.create(model="editkit", messages=msgs)
+    bob = client(server, "key-bob").chat.completions.create(model="editkit", messages=msgs)
+    answer = alice.choices[0].message.content
+    assert "English" in answer and "English" not in bob.choices[0].message.content
+    # the same prompt and tokens as the SDK's answer to the question (run to its end)
+    assert answer == lm.ask(NATURAL_Q, namespace="alice", stop=(), max_new_tokens=16).text
     assert alice.usage.prompt_tokens > bob.usage.prompt_tokens  # alice's prompt holds the edit
     assert alice.usage.total_tokens == alice.usage.prompt_tokens + alice.usage.completion_tokens
+    # /v1/completions continues raw text inline, as `ask(chat=False)` does
+    done = client(server, "key-alice").completions.create(model="editkit", prompt=Q,
+                                                          max_tokens=6)
+    assert done.choices[0].text == lm.ask(Q, namespace="alice", chat=False, stop=(),
+                                          max_new_tokens=6).text
+    assert done.choices[0].text.startswith("English")
 
 
 def test_streaming_chat_concatenates_to_the_whole_answer_with_usage_last(server):
@@ -103,9 +113,9 @@ def test_langchains_openai_chat_model_talks_to_the_server_unchanged(server, lm):
                headers={"Authorization": "Bearer key-alice"})
     chat = lc.ChatOpenAI(base_url=f"{server}/v1", api_key="key-alice", model="editkit",
                          max_tokens=6, temperature=0, max_retries=0)
-    msg = chat.invoke(Q)
-    assert msg.content == lm.ask(Q, namespace="alice", max_new_tokens=6).text
-    assert "".join(c.content for c in chat.stream(Q)) == msg.content
+    msg = chat.invoke(NATURAL_Q)
+    assert msg.content == lm.ask(NATURAL_Q, namespace="alice", stop=(), max_new_tokens=6).text
+    assert "".join(c.content for c in chat.stream(NATURAL_Q)) == msg.content
     assert msg.usage_metadata["input_tokens"] > 0
 
 

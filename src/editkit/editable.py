@@ -20,7 +20,15 @@ from pydantic import ValidationError
 from .compat import context_length
 from .errors import InvalidInputError, PTokenMismatchError, UnsafeFactError
 from .ike import DemoStore
-from .layouts import Mode, Prompt, PromptBuilder
+from .layouts import (
+    ANSWER_END,
+    ChatSetting,
+    Mode,
+    Prompt,
+    PromptBuilder,
+    check_chat_setting,
+    reads_as_question,
+)
 from .loading import LoadedModel, load_model
 from .memory import EditMemory, EditStore
 from .ptokens import DEFAULT_M, PTokens, fingerprint, warn_untrained
@@ -103,6 +111,16 @@ def _check_sampling(do_sample: bool, temperature: Any) -> None:
         raise InvalidInputError("temperature must be a number > 0 when do_sample=True.")
 
 
+def _answer_stop(stop: Sequence[str] | None, chat: bool) -> Sequence[str]:
+    """`stop` of `ask` / `stream` / `ask_many`; None: where the answer ends. In a chat turn that
+    is the model's end of turn (EOS), which instruct models emit after the reply (a reply may
+    open with "The answer is:" and give it on the next line); inline, a small model goes on
+    past the completed sentence, so the answer is its first line (`layouts.ANSWER_END`)."""
+    if stop is None:
+        return () if chat else ANSWER_END
+    return stop
+
+
 def _per_question(values: Any, name: str, n: int) -> list[Any]:
     """`facts` / `distractors` of `ask_many`: None for all, or one entry (maybe None) each."""
     if values is None:
@@ -175,7 +193,8 @@ class EditableLM:
 
     def __init__(self, loaded: LoadedModel, ptokens: PTokens, memory: EditStore,
                  mode: Mode | str = Mode.PTOKENS, *, retrieval: RetrievalSettings | None = None,
-                 chat: bool = False, demos: DemoStore | str | os.PathLike[str] | None = None,
+                 chat: ChatSetting = "auto",
+                 demos: DemoStore | str | os.PathLike[str] | None = None,
                  ptokens_source: str = "",
                  fact_policy: FactPolicy | dict[str, Any] | None = None,
                  prefix_cache: int = 0, decode_dtype: str | None = None,
@@ -187,7 +206,10 @@ class EditableLM:
         self.decode_model = decode_copy(self.model, decode_dtype) if decode_dtype else None
         self.fact_policy = fact_policy  # validated by the property setter
         # The builder holds the one P-Token set; `self.ptokens` reads and assigns it there.
-        self.layouts = PromptBuilder(self.tokenizer, ptokens, chat=chat)
+        # Its own default layout (what evaluation's scorer builds) is inline unless chat=True;
+        # `ask` and friends resolve "auto" per question (`use_chat`).
+        self.chat = check_chat_setting(chat)
+        self.layouts = PromptBuilder(self.tokenizer, ptokens, chat=self.chat is True)
         self.ptokens_source = ptokens_source
         self.memory = memory
         # KV caches of the last `prefix_cache` prompt prefixes (demonstrations + fact), for
@@ -267,7 +289,7 @@ class EditableLM:
         threshold: float = DEFAULT_THRESHOLD,
         namespace: str = DEFAULT_NAMESPACE,
         gate: str = DEFAULT_GATE,
-        chat: bool = False,
+        chat: ChatSetting = "auto",
         demos: DemoStore | str | os.PathLike[str] | None = None,
         trust_remote_code: bool = False,
         fact_policy: FactPolicy | dict[str, Any] | None = None,
@@ -291,6 +313,9 @@ class EditableLM:
         decode_dtype: 'bfloat16' or 'float16' to decode greedy answers (`ask` and `stream`) with a
         copy of the weights in that dtype after a full-precision prefill (None = off; sampling
         stays in full precision; docs/benchmarks.md, bf16).
+        chat: "auto" (default) lays a question ("What is ...?", "Which ...", a trailing "?") out
+        in the model's chat template when it has one, and continues any other text inline
+        ("The mother tongue of X is"); True / False: always / never the template.
         prefix_store_mb: memory for the keys and values of prompt prefixes (an edit and its
         P-Token markers) that the batched paths (`ask_many`, `generate_batched`: the server and
         LangChain's `batch`) reuse for the next question about the same edit in the same
@@ -298,6 +323,7 @@ class EditableLM:
         """
         mode = Mode.parse(mode)
         _check_prefix_store_mb(prefix_store_mb)
+        check_chat_setting(chat)
         try:
             retrieval = RetrievalSettings(top_k=top_k, threshold=threshold, gate=gate,
                                           namespace=check_namespace(namespace))
@@ -414,7 +440,8 @@ class EditableLM:
         """The prompt a question would be sent as, plus the edits placed in it.
 
         With `fact` given, memory is bypassed (evaluation uses this); otherwise the best retrieved
-        edit is the fact and the other retrieved edits are distractors. history: earlier
+        edit is the fact and the other retrieved edits are distractors. chat: True / False /
+        "auto" for this call, None for the model's setting (`use_chat`). history: earlier
         (role, text) turns of a conversation, laid out before the question (the LangChain chat
         model uses this). max_new_tokens: room the answer needs; InvalidInputError when prompt
         and answer together would not fit the model's context (`check_context`).
@@ -439,10 +466,24 @@ class EditableLM:
         if mode is Mode.IKE and fact is not None:
             d = self.demos.retrieve(fact)
             demos, n_demos = d.text, len(d.case_ids)
-        p = self.layouts.build(mode, q, fact, dis, demos, chat=chat, n_demos=n_demos,
-                               history=history)
+        p = self.layouts.build(mode, q, fact, dis, demos, chat=self.use_chat(q, chat),
+                               n_demos=n_demos, history=history)
         self.check_context(len(p), max_new_tokens)
         return p, edit, others
+
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the tokenizer has a chat template (instruct models do)."""
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def use_chat(self, question: str, chat: ChatSetting | None = None) -> bool:
+        """Whether `question` is laid out in the chat template: `chat` (this call's setting, None
+        for the model's) True / False decides; "auto" picks the template for a question
+        (`layouts.reads_as_question`) when the model has one, inline text otherwise."""
+        setting = self.chat if chat is None else check_chat_setting(chat)
+        if setting == "auto":
+            return self.has_chat_template and reads_as_question(question)
+        return bool(setting)
 
     def check_context(self, prompt_tokens: int, new_tokens: int) -> None:
         """InvalidInputError when a prompt of `prompt_tokens` plus `new_tokens` generated (or
@@ -469,7 +510,7 @@ class EditableLM:
         return True
 
     # ---- asking ---------------------------------------------------------------------------
-    def ask(self, question: str, *, max_new_tokens: int = 32, stop: Sequence[str] = (),
+    def ask(self, question: str, *, max_new_tokens: int = 32, stop: Sequence[str] | None = None,
             mode: Mode | str | None = None, namespace: str | None = None,
             fact: str | None = None, distractors: Sequence[str] | None = None,
             chat: bool | None = None, do_sample: bool = False,
@@ -482,7 +523,11 @@ class EditableLM:
                 the model's context.
             stop: strings that end the answer; the text is cut before the first one found
                 (`finish_reason` "stop", as for EOS; "length" when `max_new_tokens` ran out).
-            mode / namespace / chat: override the instance's for this call.
+                None (default): where the answer ends: the model's end of turn in the chat
+                template, the end of the first line inline (`layouts.ANSWER_END`); `()` runs
+                to EOS or `max_new_tokens`.
+            mode / namespace / chat: override the instance's for this call (chat True, False
+                or "auto": the chat template for a question, see `use_chat`).
             fact / distractors: place these instead of retrieving from memory.
             do_sample / temperature / seed: sample at this temperature instead of greedy
                 decoding, from a generator seeded with `seed` (None: drawn from torch's global
@@ -493,7 +538,8 @@ class EditableLM:
                            namespace=namespace, fact=fact, distractors=distractors, chat=chat,
                            do_sample=do_sample, temperature=temperature, seed=seed).answer()
 
-    def stream(self, question: str, *, max_new_tokens: int = 32, stop: Sequence[str] = (),
+    def stream(self, question: str, *, max_new_tokens: int = 32,
+               stop: Sequence[str] | None = None,
                mode: Mode | str | None = None, namespace: str | None = None,
                fact: str | None = None, distractors: Sequence[str] | None = None,
                chat: bool | None = None, do_sample: bool = False,
@@ -508,12 +554,13 @@ class EditableLM:
         p, edit, others = self.prompt(question, mode=mode, namespace=namespace, fact=fact,
                                       distractors=distractors, chat=chat,
                                       max_new_tokens=max_new_tokens)
-        gen = self.generate_from(p, max_new_tokens=max_new_tokens, stop=stop,
+        gen = self.generate_from(p, max_new_tokens=max_new_tokens, stop=_answer_stop(stop, p.chat),
                                  temperature=temperature if do_sample else None, seed=seed)
         return AnswerStream(gen, p, edit, others)
 
     def ask_many(self, questions: Sequence[str], *, max_new_tokens: int = 32,
-                 stop: Sequence[str] = (), mode: Mode | str | Sequence[Mode | str] | None = None,
+                 stop: Sequence[str] | None = None,
+                 mode: Mode | str | Sequence[Mode | str] | None = None,
                  namespace: str | None = None, chat: bool | None = None,
                  facts: Sequence[str | None] | None = None,
                  distractors: Sequence[Sequence[str] | None] | None = None,
@@ -543,7 +590,9 @@ class EditableLM:
         # One P-Token set serves every row: it only replaces P-Token ids, which the prompts of
         # the other modes do not hold.
         gens = self.generator.generate_many([p.ids for p, _, _ in placed], ptokens=self.ptokens,
-                                            max_new_tokens=max_new_tokens, stop=stop,
+                                            max_new_tokens=max_new_tokens,
+                                            stops=[_answer_stop(stop, p.chat)
+                                                   for p, _, _ in placed],
                                             temperature=temperature if do_sample else None,
                                             seeds=seeds, batch_size=batch_size,
                                             prefix_lens=[p.prefix_len for p, _, _ in placed],

@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import InvalidInputError, UnknownModeError
 
@@ -79,6 +79,42 @@ def ike_demo_text(fact: str, question: str, answer: str) -> str:
 def ike_key(fact: str) -> str:
     """The text embedded to retrieve IKE demonstrations for `fact` (and to index each one)."""
     return IKE_KEY.format(fact=fact)
+
+
+# ---- which layout a text asks for ------------------------------------------------------------
+ChatSetting = Literal[True, False, "auto"]
+"""`EditableLM(chat=...)`: True (always the chat template), False (always inline), or "auto"
+(the template for questions when the model has one, inline for sentences to complete)."""
+
+ANSWER_END = ("\n",)
+"""The default stop of `ask` / `stream` / `ask_many` inline: the answer's first line. An instruct
+model ends a chat reply with EOS; inline, a small model goes on past its answer ("English.\n\nThe
+mother tongue of ..."), and what a user wants back is the answer, not the continuation."""
+
+_QUESTION_STARTS = frozenset(
+    "what which who whom whose where when why how is are was were do does did can could will "
+    "would should shall may might has have had name tell give list explain describe".split())
+
+
+def reads_as_question(text: str) -> bool:
+    """Whether `text` is a question or request (answered in a chat turn) rather than the start of
+    a sentence for the model to complete ("The mother tongue of X is").
+
+    A question mark at the end, or an interrogative / imperative first word. Deliberately simple
+    and predictable: callers who know better pass `chat=True` / `chat=False`.
+    """
+    t = text.strip()
+    if t.endswith("?"):
+        return True
+    first = t.split(maxsplit=1)[0].strip(",:;!.").lower() if t else ""
+    return first in _QUESTION_STARTS
+
+
+def check_chat_setting(value: Any) -> ChatSetting:
+    """`chat` as given to `EditableLM`: True, False or "auto"; anything else is refused."""
+    if value is True or value is False or value == "auto":
+        return value
+    raise InvalidInputError(f"chat must be True, False or 'auto', not {value!r}.")
 
 
 class Mode(str, Enum):

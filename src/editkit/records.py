@@ -4,7 +4,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
 
 from .errors import FactTooLongError, InvalidInputError
 
@@ -110,6 +110,13 @@ class Answer(BaseModel):
     completion_tokens: int = Field(description="generated tokens, EOS and a stop's tokens incl.")
     finish_reason: Literal["stop", "length"] = Field(
         "stop", description="'stop': EOS or a stop sequence ended it; 'length': max_new_tokens")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def fact(self) -> str | None:
+        """The text of the edit placed in the prompt (None: no edit applied); `edit` holds the
+        full retrieval record (id, namespace, similarity)."""
+        return self.edit.edit.text if self.edit is not None else None
 
     def __str__(self) -> str:
         return self.text

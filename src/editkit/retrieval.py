@@ -97,6 +97,23 @@ class Selection:
     def distractor_texts(self) -> list[str]:
         return [d.edit.text for d in self.distractors]
 
+    def explain(self) -> str:
+        """One line on the decision, for people (`editkit ask`): the edit placed, or why none
+        was: no stored edit close enough to be a candidate, or the gate's verdict on the
+        closest one."""
+        if self.edit is not None:
+            return (f"edit used: {self.edit.edit.text!r} (id {self.edit.edit.id}, similarity "
+                    f"{self.edit.score:.2f})")
+        if not self.judged:
+            return ("no edit applied: no stored edit is similar enough to the question to be "
+                    "a candidate")
+        best = max(self.judged, key=lambda j: j.hit.score)
+        verdict = ("the relevance gate judged it to be about something else"
+                   + (f" (p = {best.relevance:.2f})" if best.relevance is not None else "")
+                   if self.gate == "learned" else "it is below the similarity threshold")
+        return (f"no edit applied: the closest stored edit, {best.hit.edit.text!r} "
+                f"(similarity {best.hit.score:.2f}), was left out: {verdict}")
+
 
 _warned: set[str] = set()
 

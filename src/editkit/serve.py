@@ -5,7 +5,8 @@
   from the same path as `EditableLM.ask`: the retrieval policy places the tenant's edits, and
   `EditableLM.generate_batched` / `stream_batched` decode: every request, streamed or not,
   joins the one running batch as it arrives (continuous batching), greedy or sampled
-  (`temperature`, with `seed`).
+  (`temperature`, with `seed`). Chat messages go through the model's chat template (when it
+  has one); a completion's prompt is continued as raw text.
 - `POST /v1/edits` (`{"facts": [...]}`), `GET /v1/edits`, `DELETE /v1/edits/{id}`,
   `DELETE /v1/edits`: the tenant's edits, in the same memory file the SDK uses.
 - Tenancy: `keys` maps API keys (`Authorization: Bearer <key>`) to namespaces; a key only ever
@@ -116,14 +117,20 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
                             "invalid_api_key")
         return keys[key]
 
+    # A conversation goes through the model's chat template (an instruct model answers a
+    # question there, and inline often says nothing); /v1/completions continues raw text.
+    # A model built with chat=False / chat=True keeps that choice on both endpoints.
+    chat_turns = lm.chat is not False and lm.has_chat_template
+    raw_text = lm.chat is True
+
     def start(ns: str, question: str, history: Sequence[tuple[str, str]], req: _Sampling, *,
-              stream: bool = False) -> tuple[Any, Any]:
+              chat: bool, stream: bool = False) -> tuple[Any, Any]:
         """The request's prompt (the tenant's edits placed by the retrieval policy) and its
         generation, a row of the running batch. The prompt is built inside `arriving()`: an
         idle batch waits for requests sent together to be built, so they are prefilled
         together."""
         with lm.batcher.arriving():
-            p, _, _ = lm.prompt(question, namespace=ns, history=history,
+            p, _, _ = lm.prompt(question, namespace=ns, history=history, chat=chat,
                                 max_new_tokens=req.budget())
             gen = (lm.stream_batched if stream else lm.generate_batched)(
                 p, max_new_tokens=req.budget(), stop=req.stops(),
@@ -150,7 +157,7 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         model = req.model or lm.name
         if req.stream:
-            p, gen = start(ns, turns[-1][1], turns[:-1], req, stream=True)
+            p, gen = start(ns, turns[-1][1], turns[:-1], req, chat=chat_turns, stream=True)
 
             def chunks() -> Iterator[dict[str, Any]]:
                 base = {"id": rid, "object": "chat.completion.chunk", "created": created,
@@ -165,7 +172,7 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
                                             "finish_reason": gen.finish_reason}],
                        "usage": usage(p, gen.completion_tokens)}
             return sse(chunks())
-        p, g = start(ns, turns[-1][1], turns[:-1], req)
+        p, g = start(ns, turns[-1][1], turns[:-1], req, chat=chat_turns)
         return {"id": rid, "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
                              "finish_reason": g.finish_reason}],
@@ -176,7 +183,7 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
         ns = namespace(request)
         if req.stream:
             raise HTTPError(400, "stream is supported on /v1/chat/completions only.")
-        p, g = start(ns, req.prompt, (), req)
+        p, g = start(ns, req.prompt, (), req, chat=raw_text)
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
                 "created": int(time.time()), "model": req.model or lm.name,
                 "choices": [{"index": 0, "text": g.text, "finish_reason": g.finish_reason,

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     lm.ask(texts[0], max_new_tokens=2)  # warm: first-call allocations, embedder load
     lm.score(texts[0], cands[0])
     k = args.max_new_tokens
-    base_ask, single = _seconds(lambda: [lm.ask(t, max_new_tokens=k) for t in texts])
+    base_ask, single = _seconds(lambda: [lm.ask(t, max_new_tokens=k, stop=()) for t in texts])
     base_score, scored = _seconds(lambda: [lm.score(t, c) for t, c in zip(texts, cands)])
     rows: list[list[Any]] = [["ask, one at a time", base_ask, args.n / base_ask, 1.0, "-"],
                              ["score, one at a time", base_score, args.n / base_score, 1.0, "-"]]
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
         lm.generator.prefixes.clear()
         for stored in (False, True):
-            s, many = _seconds(lambda bs=bs: lm.ask_many(texts, max_new_tokens=k, batch_size=bs))
+            s, many = _seconds(lambda bs=bs: lm.ask_many(texts, max_new_tokens=k,
+                                                                  batch_size=bs, stop=()))
             same = sum(a.text == b.text for a, b in zip(single, many))
             rows.append([f"ask_many, batches of {bs}" + (", edit prefixes stored" if stored
                                                           else ""),

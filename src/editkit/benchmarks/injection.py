@@ -165,7 +165,7 @@ def run_item(lm: Any, item: dict[str, Any], mode: str, max_new_tokens: int = 8
     row: dict[str, Any] = {"id": item["id"], "category": item["category"], "mode": mode}
     try:
         ans = lm.ask(item["question"], fact=item["fact"], mode=mode,
-                     max_new_tokens=max_new_tokens)
+                     max_new_tokens=max_new_tokens, stop=())
         sc = lm.score(item["question"], [item["target"], item["correct"]], fact=item["fact"],
                       mode=mode).scores
     except UnsafeFactError as exc:

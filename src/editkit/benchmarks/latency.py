@@ -48,7 +48,8 @@ def time_modes(lm: Any, qs: list[dict[str, Any]], modes: tuple[str, ...]) -> dic
     for q in qs:
         for mode in modes:
             def ask(q: dict = q, mode: str = mode) -> None:
-                a = lm.ask(q["question"], fact=q["fact"], mode=mode, max_new_tokens=8)
+                a = lm.ask(q["question"], fact=q["fact"], mode=mode, max_new_tokens=8,
+                           stop=())
                 toks[mode].append(a.prompt_tokens)
                 new[mode].append(a.completion_tokens)
             ask_t[mode] += timed(ask, repeat=1, warmup=0)
@@ -71,7 +72,7 @@ def time_cached(lm: Any, qs: list[dict[str, Any]], modes: tuple[str, ...]) -> di
         for mode in modes:
             for i, text in enumerate([q["question"], *q["paraphrases"]]):
                 a = timed(lambda t=text, m=mode, q=q: lm.ask(
-                    t, fact=q["fact"], mode=m, max_new_tokens=8), repeat=1, warmup=0)
+                    t, fact=q["fact"], mode=m, max_new_tokens=8, stop=()), repeat=1, warmup=0)
                 s = timed(lambda t=text, m=mode, q=q: lm.score(
                     t, q["candidates"], fact=q["fact"], mode=m), repeat=1, warmup=0)
                 if i:  # the first question of an edit fills the cache
@@ -95,7 +96,7 @@ def time_mixed(lm: Any, mixed: Any, qs: list[dict[str, Any]],
             out: list[str] = []
             for model, times in ((lm, full[mode]), (mixed, fast[mode])):
                 times += timed(lambda model=model, q=q, mode=mode, out=out: out.append(model.ask(
-                    q["question"], fact=q["fact"], mode=mode, max_new_tokens=8).text),
+                    q["question"], fact=q["fact"], mode=mode, max_new_tokens=8, stop=()).text),
                     repeat=1, warmup=0)
             same[mode] += out[0] == out[1]
     return {mode: {"ask_p50_ms_fp32_decode": 1e3 * pct(full[mode], .5),

@@ -56,8 +56,8 @@ def run(memory_size: int, n: int) -> dict[str, Any]:
                 t[f"select {g}"] += timed(lambda q=q, s=s: select(memory, q, s),
                                           repeat=1, warmup=0)
             t["ask (fact given)"] += timed(lambda q=q, r=r: lm.ask(
-                q, fact=r["fact"], max_new_tokens=8), repeat=1, warmup=0)
-            t["ask via memory"] += timed(lambda q=q: lm.ask(q, max_new_tokens=8),
+                q, fact=r["fact"], max_new_tokens=8, stop=()), repeat=1, warmup=0)
+            t["ask via memory"] += timed(lambda q=q: lm.ask(q, max_new_tokens=8, stop=()),
                                          repeat=1, warmup=0)
             placed += select(memory, q, settings["learned"]).edit is not None
     ask = pct(t["ask (fact given)"], .5)

@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
                 # compared with) and the same question over HTTP
                 for i in range(args.clients):
                     t = time.perf_counter()
-                    lm.ask(asked(i, rnd), namespace=f"tenant-{i}",
-                           max_new_tokens=args.max_tokens)
+                    lm.ask(asked(i, rnd), namespace=f"tenant-{i}", chat=lm.has_chat_template,
+                           stop=(), max_new_tokens=args.max_tokens)  # what the server runs
                     inproc.append(time.perf_counter() - t)
                     s, out = request(i, rnd)
                     seq.append((s, out))

@@ -116,20 +116,52 @@ def ask(
     quantization: str | None = typer.Option(None, help="8bit | 4bit: load the model quantized "
                                                        "(bitsandbytes, `editkit[quant]`)"),
     ptokens: Path | None = typer.Option(None, help="a P-Token directory"),
-    max_new_tokens: int = typer.Option(32, min=1, max=4096),
+    chat: bool | None = typer.Option(None, "--chat/--no-chat",
+                                     help="lay the question out in the model's chat template, "
+                                          "or not (default: the template for a question, "
+                                          "inline for a sentence to complete)"),
+    max_new_tokens: int = typer.Option(32, min=1, max=4096, help="at most this many tokens"),
+    stop: list[str] = typer.Option([], "--stop", help="end the answer before this text "
+                                   "(repeatable; default: the end of the answer: the model's "
+                                   "end of turn in the chat template, the first line inline)"),
+    no_stop: bool = typer.Option(False, "--no-stop", help="generate to EOS or --max-new-tokens"),
     as_json: bool = typer.Option(False, "--json", help="print the Answer as JSON"),
 ) -> None:
-    """Ask a question with edits from --fact and/or a memory file."""
+    """Ask a question with edits from --fact and/or a memory file.
+
+    The answer goes to stdout; which edit was used (or why none was) to stderr.
+    """
+    from editkit.records import MAX_QUESTION_CHARS, FactInput, clean_text
+
+    # Bad input fails here, before the model loads, with the library's own wording.
+    question = clean_text(question, "question", MAX_QUESTION_CHARS)
+    for f in fact:
+        FactInput.parse(f)
+    if stop and no_stop:
+        raise InvalidInputError("--stop and --no-stop contradict each other; give one.")
     from editkit import EditableLM
 
-    lm = EditableLM.from_pretrained(model, ptokens=ptokens, memory=memory, mode=mode)
+    lm = EditableLM.from_pretrained(model, ptokens=ptokens, memory=memory, mode=mode,
+                                    quantization=quantization)
     if fact:
         lm.edit(list(fact))
-    answer = lm.ask(question, max_new_tokens=max_new_tokens)
+    answer = lm.ask(question, max_new_tokens=max_new_tokens, chat=chat,
+                    stop=() if no_stop else (list(stop) or None))
     if as_json:
         typer.echo(json.dumps(answer.model_dump(), indent=2))
-    else:
-        typer.echo(answer.text)
+        return
+    typer.echo(answer.text)
+    Console(stderr=True, soft_wrap=True).print(_edit_note(lm, question, answer), style="dim",
+                                               markup=False, highlight=False)
+
+
+def _edit_note(lm: Any, question: str, answer: Any) -> str:
+    """Which edit the answer used, or why none was placed (the retrieval policy's reason)."""
+    if answer.mode == "none":
+        return "no edit applied: mode none leaves edits out of the prompt"
+    if answer.edit is None and not lm.edits(lm.retrieval.namespace):
+        return "no edit applied: no edit is stored (add one with --fact or --memory)"
+    return lm.select(question).explain()
 
 
 @app.command()

@@ -20,6 +20,7 @@ from ..memory import EditMemory, EditStore
 from ..records import RetrievedEdit
 from ..retrieval import RetrievalSettings, select
 from .matching import extract_answer
+from .scorer import eval_layout
 
 SLOT = "{}"
 
@@ -164,7 +165,8 @@ class MultiHopAnswerer:
             asked = self.lm.ask_many([q for q, _ in todo],
                                      mode=[self.mode if f else Mode.NONE for _, f in todo],
                                      facts=[f for _, f in todo],
-                                     max_new_tokens=self.max_new_tokens)
+                                     max_new_tokens=self.max_new_tokens,
+                                     **eval_layout(self.lm))
             self.generations += len(todo)
             for (q, f), a in zip(todo, asked, strict=True):
                 echo = echoes[keys.index((q, f))]

@@ -23,6 +23,14 @@ from ..ptokens import PTokens
 from ..runtime.scoring import ScoreItem, TargetScore, score_packed
 
 
+def eval_layout(lm: Any) -> dict[str, Any]:
+    """The layout of the generated answers the evaluation tasks ask for (`ask_many`): the model's
+    fixed setting (`lm.layouts.chat`, the one the teacher-forced scorer builds with, recorded in
+    the report), not the per-question "auto" choice of `ask`, and no default stop, so that
+    published numbers do not move with the SDK's conveniences."""
+    return {"chat": bool(lm.layouts.chat), "stop": ()}
+
+
 class Probe(BaseModel):
     """One question asked about a record and the targets scored after it."""
 

@@ -617,10 +617,11 @@ def decoder_for(model: Any, tokenizer: Any, *, prefix_cache: PrefixCache | None 
 
 
 class TextAssembler:
-    """Turns generated text into the text a caller sees: cut at the first stop sequence and
-    stripped of surrounding whitespace, emitted incrementally so that streamed pieces concatenate
-    to exactly what a non-streamed call returns (text that might be the start of a stop sequence,
-    and trailing whitespace, are held back until they are known to stay)."""
+    """Turns generated text into the text a caller sees: cut at the first stop sequence after
+    the answer's first non-blank character and stripped of surrounding whitespace, emitted
+    incrementally so that streamed pieces concatenate to exactly what a non-streamed call returns
+    (text that might be the start of a stop sequence, and trailing whitespace, are held back
+    until they are known to stay)."""
 
     def __init__(self, stops: Sequence[str] = ()) -> None:
         self.stops = [s for s in stops if s]
@@ -636,7 +637,10 @@ class TextAssembler:
         if self.stopped:
             return ""
         self.buf += piece
-        hits = [i for i in (self.buf.find(s, max(0, self.sent - len(s))) for s in self.stops)
+        # A stop counts once the answer has begun: leading whitespace is stripped anyway, and a
+        # model that opens with "\n" must not end a first-line answer before its first word.
+        begun = len(self.buf) - len(self.buf.lstrip())
+        hits = [i for i in (self.buf.find(s, max(begun, self.sent - len(s))) for s in self.stops)
                 if i >= 0]
         if hits:
             self.buf = self.buf[:min(hits)]
@@ -939,20 +943,25 @@ class TextGenerator:
                       stop: Sequence[str] | None = (), temperature: float | None = None,
                       seeds: Sequence[int | None] | None = None,
                       prefix_lens: Sequence[int] | None = None, cache_salt: str | None = None,
-                      batch_size: int = 16) -> list[Generation]:
+                      batch_size: int = 16,
+                      stops: Sequence[Sequence[str]] | None = None) -> list[Generation]:
         """Answers to several prompts decoded together in one `DecodeBatch` of at most
         `batch_size` rows: a prompt takes the place of one that finished at the next step.
         Each gets what `generate` returns for it alone (same text, counts and finish reason;
         argmax ties aside, float rounding differs with the batch shape); sampled rows
         (`temperature > 0`) use their own seed from `seeds`. prefix_lens / cache_salt: each
-        prompt's reusable prefix and who may reuse it (`batch_row`)."""
+        prompt's reusable prefix and who may reuse it (`batch_row`). stops: each prompt's own
+        stop strings, instead of `stop` for all."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError("batch_size must be an int ≥ 1.")
         if seeds is not None and len(seeds) != len(prompts):
             raise InvalidInputError("seeds must hold one seed per prompt.")
         if prefix_lens is not None and len(prefix_lens) != len(prompts):
             raise InvalidInputError("prefix_lens must hold one length per prompt.")
-        runs = [self.batch_row(p, ptokens=ptokens, max_new_tokens=max_new_tokens, stop=stop,
+        if stops is not None and len(stops) != len(prompts):
+            raise InvalidInputError("stops must hold one list of stop strings per prompt.")
+        runs = [self.batch_row(p, ptokens=ptokens, max_new_tokens=max_new_tokens,
+                               stop=stop if stops is None else stops[i],
                                temperature=temperature, seed=None if seeds is None else seeds[i],
                                prefix_len=0 if prefix_lens is None else prefix_lens[i],
                                cache_salt=cache_salt)

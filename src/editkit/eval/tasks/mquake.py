@@ -29,7 +29,7 @@ from ...memory import EditStore
 from ...retrieval import RetrievalSettings
 from ..matching import exact_match, extract_answer
 from ..registry import RunContext, Task, register_task
-from ..scorer import Probe
+from ..scorer import Probe, eval_layout
 
 CASE = "MQuAKE multi-hop acc: any question of the case, exact match"
 QUESTION = "per question, exact match (not MQuAKE's metric)"
@@ -57,7 +57,7 @@ def answer_questions(lm: Any, mode: Mode, record: MquakeRecord, memory: EditStor
     generated = lm.ask_many(record.questions, mode=[m for m, _, _, _ in placed],
                             facts=[f for _, f, _, _ in placed],
                             distractors=[d for _, _, d, _ in placed],
-                            max_new_tokens=max_new_tokens)
+                            max_new_tokens=max_new_tokens, **eval_layout(lm))
     out = []
     for q, (use, fact, dis, retrieved), a in zip(record.questions, placed, generated,
                                                    strict=True):
@@ -69,7 +69,7 @@ def answer_questions(lm: Any, mode: Mode, record: MquakeRecord, memory: EditStor
                              "prompt_tokens": a.prompt_tokens}
         if old_answer is not None:
             r = lm.score(q, [record.new_answer, old_answer], mode=use, fact=fact,
-                         distractors=dis)
+                         distractors=dis, chat=lm.layouts.chat)
             d["score_new_wins"] = float(r.scores[0].mean_logprob > r.scores[1].mean_logprob)
         out.append(d)
     return out

@@ -111,7 +111,8 @@ def _score_new(lm: Any, mode: Mode, query: str, fact: str | None, new: str,
     None for an unedited hop (new == old: nothing to choose)."""
     if new == old:
         return None
-    r = lm.score(query, [new, old], mode=mode if fact else Mode.NONE, fact=fact)
+    r = lm.score(query, [new, old], mode=mode if fact else Mode.NONE, fact=fact,
+                 chat=lm.layouts.chat)
     return float(r.scores[0].mean_logprob > r.scores[1].mean_logprob)
 
 

@@ -133,7 +133,8 @@ class EditableChatModel(BaseChatModel):
       named by `model` (None = the embedded SmolLM2-135M-Instruct) is loaded on first use with
       `EditableLM.from_pretrained` and a fresh in-RAM memory.
     mode / namespace: defaults for every call (None = the LM's own).
-    chat: lay the conversation out with the model's chat template (default True).
+    chat: lay the conversation out with the model's chat template (default True; a model
+      without one gets the turns as lines of text).
     max_tokens, temperature (None or 0 = greedy), seed (sampled calls), stop: the standard
       LangChain parameters.
     timeout and max_retries are accepted for compatibility and unused: generation is local.
@@ -262,7 +263,8 @@ class EditableChatModel(BaseChatModel):
         question = clean_text(turns[-1][1], "question", MAX_QUESTION_CHARS)
         p, edit, others = lm.prompt(question, mode=opts["mode"], namespace=opts["namespace"],
                                     fact=opts["fact"], distractors=opts["distractors"],
-                                    chat=opts["chat"], history=turns[:-1],
+                                    chat=opts["chat"] and lm.has_chat_template,
+                                    history=turns[:-1],
                                     max_new_tokens=opts["max_tokens"])
         return list(p.ids), p, edit, others
 
