@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
+from editkit.data_files import data_file
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("EDITKIT_DATA") or ROOT.parent / "shared" / "data")
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     args = ap.parse_args()
     from editkit import EditableLM
 
-    src = DATA / "counterfact" / "counterfact-rome-test.json"
+    src = data_file("counterfact", "counterfact-rome-test.json")
     raw = json.loads(src.read_text(encoding="utf-8"))
     lm = EditableLM.from_pretrained()
     for r in raw:

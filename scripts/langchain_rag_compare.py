@@ -22,13 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
 CONDITIONS = ("none", "stuff", "prompt", "ptokens")
 LABELS = {
     "none": "no RAG (question alone)",
@@ -39,8 +37,9 @@ LABELS = {
 
 
 def default_data() -> Path:
-    base = Path(os.environ.get("EDITKIT_DATA") or REPO.parent / "shared" / "data")
-    return base / "counterfact" / "counterfact-rome-test.json"
+    from editkit.data_files import data_file
+
+    return data_file("counterfact", "counterfact-rome-test.json")
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:

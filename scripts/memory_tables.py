@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/memory_tables.py results/memory/*.json
     .venv/bin/python scripts/memory_tables.py results/memory/grid-2026-11-30/*.json.gz
-    .venv/bin/python scripts/memory_tables.py --unique-in ../shared/data/zsre/zsre-test.json \\
+    .venv/bin/python scripts/memory_tables.py \\
+        --unique-in src/editkit/data/eval/zsre/zsre-test.json \\
         results/memory/grid-2026-11-30/zs*.json.gz
 
 One row per report: its file name, data set, mode, gate, memory size, records; ES/PS/NS/S through

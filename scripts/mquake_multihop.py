@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from editkit.data_files import data_file
 from editkit.datasets import load_chain_records
 from editkit.eval.answerer import HopForm
 from editkit.eval.tasks.mquake_multihop import (
@@ -28,8 +29,7 @@ from editkit.eval.tasks.mquake_multihop import (
 )
 from editkit.layouts import Mode
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mquake" / \
-    "mquake-hard-test.json"
+DATA = data_file("mquake", "mquake-hard-test.json")
 # columns of the cross-mode summary: (metric, header)
 SUMMARY = [("single_shot_case", "single-shot (any of 3, exact)"),
            ("single_shot_score", "single-shot 2-way score"),

@@ -19,7 +19,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "src" / "editkit" / "data" / "ptokens" / "SmolLM2-135M-Instruct"
 RESULTS = ROOT / "results"
-DATA = ROOT.parent / "shared" / "data" / "counterfact" / "counterfact-rome-test.json"
 
 
 def sweep() -> list[dict]:
@@ -65,9 +64,10 @@ def plot(rows: list[dict], path: Path) -> None:
 def latency(n: int) -> dict[str, float]:
     """Median seconds per score() call, P-Tokens vs IKE, same process, fresh edit per question."""
     from editkit import EditableLM
+    from editkit.data_files import data_file
     from editkit.datasets import load_records
 
-    records = load_records(DATA)[1][:n]
+    records = load_records(data_file("counterfact", "counterfact-rome-test.json"))[1][:n]
     lm = EditableLM.from_pretrained(device="cpu")
     lm.score("warm up", ["a"], mode="ptokens")  # first-call costs (lazy imports, allocations)
     out = {}

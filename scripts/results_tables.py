@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from editkit.eval import TASKS
 from editkit.metrics import rome_scores
 
 ROOT = Path("results")
+PACKAGED = Path("src/editkit/data/eval")  # the data sets that ship in the package (repo paths)
 
 
 def load(name: str) -> dict | None:
@@ -40,8 +42,7 @@ def cmd(r: dict, *, model: str | None = None,
     """The `editkit eval` command behind report `r` (`model`: the `--model` it was run with)."""
     c = r["config"]
     parts = ["editkit eval" + (f" --model {model}" if model else "") +
-             f" --data ../shared/data/{Path(c['data']).parent.name}/"
-             f"{Path(c['data']).name} --mode {c['mode']}"]
+             f" {data_options(r)} --mode {c['mode']}"]
     src = r.get("ptokens") or ""
     if c["mode"] == "ptokens" and "editkit/data/ptokens/" in src:
         # "shipped (<dir>)" or "shipped (<dir>; trained on the full-precision model, ...)"
@@ -60,6 +61,22 @@ def cmd(r: dict, *, model: str | None = None,
     if r.get("subset"):
         parts.append(f" # first {r['subset']} records of this run (scripts/results_tables.py)")
     return " ".join(parts)
+
+
+def data_options(r: dict) -> str:
+    """The options that select report `r`'s data: `--task T` when it is the task's default data
+    set (shipped in the package), else `--data` with the file (a packaged one by its path in the
+    repository) and the task if one was chosen."""
+    c = r["config"]
+    if c.get("data") is None:  # evaluated the task's default data set
+        return f"--task {c['task']}"
+    data = Path(c["data"])
+    name = f"{data.parent.name}/{data.name}"
+    task = c.get("task") or r.get("format")
+    if task in TASKS and TASKS[task].default_data == name:
+        return f"--task {task}"
+    path = PACKAGED / name if (PACKAGED / name).is_file() else data
+    return f"--data {path}" + (f" --task {c['task']}" if c.get("task") else "")
 
 
 def label(r: dict) -> str:

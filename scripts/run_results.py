@@ -7,9 +7,10 @@
     .venv/bin/python scripts/run_results.py zsre --limit 10            # fewer records (own names)
 (groups first: --modes takes every word after it)
 
-Each run is exactly `editkit eval --data D --mode M --limit N --distractors K --memory-size S
-[--ike-self-copy] --out results/<name>.json`; this script only saves reloading the model between
-runs. Existing reports are skipped unless --force.
+Each run is exactly `editkit eval --task T --mode M --limit N --distractors K --memory-size S
+[--ike-self-copy] --out results/<name>.json` (each task on its data set that ships in the package,
+or under $EDITKIT_DATA); this script only saves reloading the model between runs. Existing reports
+are skipped unless --force.
 Then `.venv/bin/python scripts/results_tables.py > docs/results_tables.md` assembles the tables.
 """
 from __future__ import annotations
@@ -19,29 +20,28 @@ import time
 from pathlib import Path
 
 from editkit import EditableLM, evaluate
+from editkit.eval import TASKS
 from editkit.ptokens import PTokens
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-ROME = DATA / "counterfact/counterfact-rome-test.json"
-EASY = DATA / "counterfact/counterfact-test.json"
-ZSRE, MQUAKE = DATA / "zsre/zsre-test.json", DATA / "mquake/mquake-hard-test.json"
+# The evaluation tasks; each runs on its default data set (`Task.default_data`)
+ROME, EASY, ZSRE, MQUAKE = "counterfact-rome", "counterfact", "zsre", "mquake"
 MODES = ["none", "prompt", "ptokens", "ike"]
 
 # Limits keep the whole grid within about an hour on 2 shared CPU cores; IKE (~1,000 prompt tokens
 # per question) gets fewer records than the cheap modes.
 GROUPS: dict[str, list[dict]] = {
-    "rome": [dict(data=ROME, mode=m, limit=None if m != "ike" else 50) for m in MODES],
-    "distractors": [dict(data=ROME, mode=m, limit=30 if k == 10 else 10, distractors=k)
+    "rome": [dict(task=ROME, mode=m, limit=None if m != "ike" else 50) for m in MODES],
+    "distractors": [dict(task=ROME, mode=m, limit=30 if k == 10 else 10, distractors=k)
                     for k in (10, 100) for m in ("prompt", "ptokens", "ike")],
-    "easyedit": [dict(data=EASY, mode=m, limit=100 if m != "ike" else 30) for m in MODES],
-    "zsre": [dict(data=ZSRE, mode=m, limit=100 if m != "ike" else 30) for m in MODES],
-    "mquake": [dict(data=MQUAKE, mode=m, limit=10) for m in MODES],
-    "memory": [dict(data=ROME, mode=m, limit=50, memory_size=1000)
+    "easyedit": [dict(task=EASY, mode=m, limit=100 if m != "ike" else 30) for m in MODES],
+    "zsre": [dict(task=ZSRE, mode=m, limit=100 if m != "ike" else 30) for m in MODES],
+    "mquake": [dict(task=MQUAKE, mode=m, limit=10) for m in MODES],
+    "memory": [dict(task=ROME, mode=m, limit=50, memory_size=1000)
                for m in ("prompt", "ptokens")],
     # the shipped trained P-Tokens at each m (the default m is the `ptokens` rows above)
-    "msweep": [dict(data=ROME, mode="ptokens", m=m) for m in (1, 3, 5, 10)],
+    "msweep": [dict(task=ROME, mode="ptokens", m=m) for m in (1, 3, 5, 10)],
     # original IKE's variant: a copy demonstration of the evaluated fact itself (audit D-2)
-    "ike-selfcopy": [dict(data=ROME, mode="ike", limit=50, ike_self_copy=True)],
+    "ike-selfcopy": [dict(task=ROME, mode="ike", limit=50, ike_self_copy=True)],
 }
 # the same P-Token rows with untrained tokens (text init " new fact", m = 3), for comparison
 GROUPS["untrained"] = [dict(c, untrained=True) for g in ("rome", "distractors", "memory",
@@ -51,7 +51,8 @@ GROUPS["untrained"] = [dict(c, untrained=True) for g in ("rome", "distractors", 
 
 def name_of(cfg: dict) -> str:
     mode = cfg["mode"] + ("-untrained" if cfg.get("untrained") else "")
-    parts = [Path(cfg["data"]).stem, mode + (f"-m{cfg['m']}" if "m" in cfg else "")]
+    data = Path(TASKS[cfg["task"]].default_data)  # reports are named after the data set
+    parts = [data.stem, mode + (f"-m{cfg['m']}" if "m" in cfg else "")]
     for key in ("limit", "distractors", "memory_size"):
         if cfg.get(key):
             parts.append(f"{key}{cfg[key]}")

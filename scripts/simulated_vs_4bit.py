@@ -13,14 +13,14 @@ from editkit.eval import evaluate
 from editkit.loading import load_model, simulate_quantized
 from editkit.ptokens import PTokens
 
-DATA = "../shared/data/counterfact/counterfact-rome-test.json"
 M10 = "src/editkit/data/ptokens/SmolLM2-135M-Instruct/m10"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=20)
-    ap.add_argument("--data", default=DATA)
+    ap.add_argument("--data", default=None,
+                    help="data file (default: the packaged counterfact-rome-test.json)")
     args = ap.parse_args()
     q = load_model(quantization="4bit")
     twin = simulate_quantized(load_model(), q)

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
+from editkit.data_files import data_file
 from editkit.embedder import DEFAULT_EMBEDDER
 from editkit.relevance import GateTrainConfig, train_gate
-
-DATA = Path(os.environ.get("EDITKIT_DATA") or
-            Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def main() -> None:
@@ -28,9 +25,9 @@ def main() -> None:
     ap.add_argument("--train-memory", type=int, default=3000)
     ap.add_argument("--no-zsre", action="store_true", help="CounterFact pairs only")
     args = ap.parse_args()
-    cfg = GateTrainConfig(train=str(DATA / "counterfact" / "counterfact-train.json"),
-                          val=str(DATA / "counterfact" / "counterfact-val.json"),
-                          zsre=None if args.no_zsre else str(DATA / "zsre" / "zsre-train.json"),
+    cfg = GateTrainConfig(train=str(data_file("counterfact", "counterfact-train.json")),
+                          val=str(data_file("counterfact", "counterfact-val.json")),
+                          zsre=None if args.no_zsre else str(data_file("zsre", "zsre-train.json")),
                           n_train=args.n_train, train_memory=args.train_memory)
     gate = train_gate(cfg)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 
 from editkit import EditableLM, EditMemory
-from editkit.benchmarks.common import data_dir as shared_data  # one definition of the data dir
+from editkit.data_files import data_dir, data_file  # the one home of "where are the data sets"
 from editkit.loading import LoadedModel, load_model
 from editkit.ptokens import PTokens
 
-__all__ = ["shared_data"]  # imported by test modules: `from conftest import shared_data`
+# Imported by test modules: `from conftest import data_file`. The data sets ship in the package
+# (editkit/data/eval); EDITKIT_DATA=/path replaces them with a folder laid out the same way.
+__all__ = ["data_dir", "data_file"]
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ zsRE localities, recorded settings; plumbing on the tiny random model, end to en
 default model."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -10,21 +11,21 @@ import random
 import pytest
 from typer.testing import CliRunner
 
-from conftest import shared_data
+from conftest import data_file
 from editkit import DatasetError, EditableLM, EditMemory, evaluate, metrics
 from editkit.cli import app
+from editkit.data_files import describe, package_data_root
 from editkit.datasets import detect_format, load_records
-from editkit.eval import TASKS, UnknownTaskError, get_task
-from editkit.eval.matching import exact_match, extract_answer
-from editkit.eval.registry import distractor_pool, sample_distractors
+from editkit.eval import TASKS, EvalConfig, UnknownTaskError, get_task
+from editkit.eval.matching import exact_match, extract_answer, normalize
+from editkit.eval.registry import data_for, distractor_pool, sample_distractors
 from editkit.loading import load_model
 from editkit.ptokens import PTokens
 
-DATA = shared_data()
-ROME = DATA / "counterfact" / "counterfact-rome-test.json"
-EASY = DATA / "counterfact" / "counterfact-test.json"
-ZSRE = DATA / "zsre" / "zsre-test.json"
-MQUAKE = DATA / "mquake" / "mquake-hard-test.json"
+ROME = data_file("counterfact", "counterfact-rome-test.json")
+EASY = data_file("counterfact", "counterfact-test.json")
+ZSRE = data_file("zsre", "zsre-test.json")
+MQUAKE = data_file("mquake", "mquake-hard-test.json")
 
 
 def test_s_is_zero_when_any_component_is_zero():
@@ -307,6 +308,63 @@ def test_eval_cli_writes_a_table_and_json(tmp_path):
     assert wrong.exit_code == 2 and "does not read 'counterfact-rome'" in wrong.output
 
 
+def test_every_task_has_a_packaged_default_data_set_in_a_format_it_reads(monkeypatch):
+    """`editkit eval --task T` needs no --data: each task's data set ships in the package (a fresh
+    clone has it), and with neither data nor task the task is counterfact-rome."""
+    monkeypatch.delenv("EDITKIT_DATA", raising=False)
+    assert EvalConfig().task == "counterfact-rome" and EvalConfig().data is None
+    assert EvalConfig(data=ROME).task is None  # a file picks its format's task
+    root = package_data_root()
+    for name, task in TASKS.items():
+        path = data_for(EvalConfig(task=name))
+        assert path.is_relative_to(root), (name, path)
+        fmt, records = load_records(path)
+        assert task.reads(fmt) and records, name
+    assert data_for(EvalConfig()) == data_for(EvalConfig(task="counterfact-rome")) == ROME
+
+
+def test_eval_cli_without_data_evaluates_the_packaged_file_and_records_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("EDITKIT_DATA", raising=False)
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(app, ["eval", "--task", "counterfact-rome", "--limit", "2",
+                                   "--mode", "prompt", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "| ES |" in res.output
+    report = json.loads(out.read_text())
+    assert report["format"] == "counterfact-rome" and len(report["records"]) == 2
+    assert report["config"]["data"] is None and report["config"]["task"] == "counterfact-rome"
+    # named by its place in the package, not by this machine's path to it, with its digest
+    assert report["data"] == {
+        "file": "editkit:data/eval/counterfact/counterfact-rome-test.json",
+        "sha256": hashlib.sha256(ROME.read_bytes()).hexdigest()}
+    assert str(package_data_root()) not in json.dumps([report["config"], report["data"]])
+
+
+def test_editkit_data_replaces_the_packaged_files_and_a_missing_one_is_a_clear_error(
+        tmp_path, monkeypatch):
+    """EDITKIT_DATA names a folder laid out like the packaged data (counterfact/, zsre/, mquake/);
+    a data set it lacks fails with a DatasetError naming EDITKIT_DATA, before any model loads."""
+    (tmp_path / "zsre").mkdir()
+    mine = tmp_path / "zsre" / "zsre-test.json"
+    mine.write_text(json.dumps(json.loads(ZSRE.read_text())[:3]))
+    monkeypatch.setenv("EDITKIT_DATA", str(tmp_path))
+    assert data_file("zsre", "zsre-test.json") == mine == data_for(EvalConfig(task="zsre"))
+    assert describe(mine)["file"] == "$EDITKIT_DATA/zsre/zsre-test.json"
+    with pytest.raises(DatasetError, match=r"counterfact/counterfact-rome-test\.json is not in "
+                                           r"EDITKIT_DATA=.*unset it"):
+        data_for(EvalConfig())
+    res = CliRunner().invoke(app, ["eval", "--task", "mquake", "--model", "no-such-model"])
+    assert res.exit_code == 2, res.output  # the data set, not the (unloadable) model, fails
+    assert "mquake/mquake-hard-test.json is not in EDITKIT_DATA=" in res.output
+    monkeypatch.setenv("EDITKIT_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(DatasetError, match="EDITKIT_DATA=.*nowhere is not a folder"):
+        data_file("zsre", "zsre-test.json")
+    monkeypatch.delenv("EDITKIT_DATA")
+    with pytest.raises(DatasetError, match="No data set zsre/nope.json ships with editkit.*"
+                                           "Set EDITKIT_DATA"):
+        data_file("zsre", "nope.json")
+
+
 def test_memory_setting_keeps_one_edit_per_fact_in_memory(tiny_lm):
     """zsRE edits one subject in several records with different new answers (record 0 and 300:
     "What company/business published Bioscience Horizons?"). With both stored, the rephrase of
@@ -389,3 +447,39 @@ def test_hard_fact_files_ship_in_rome_format_and_the_firm_split_holds_the_firmes
                  [rw["target_true"]["str"], rw["target_new"]["str"]], mode="none")
     assert s.scores[0].mean_logprob - s.scores[1].mean_logprob == pytest.approx(
         raw[0]["unedited_margin"], abs=1e-3)
+
+
+# ---- wild: generated answers to questions, as users read them -------------------------------
+def test_wild_task_answers_questions_through_the_memory_with_the_edit_given_beside_it(
+        product_lm):
+    """The shipped default (real model, shipped P-Tokens, learned gate) on 3 zsRE records and 2
+    CounterFact records: questions in, whole answers generated, judged by containment."""
+    r = evaluate(product_lm, task="wild", limit=3)
+    assert r.format == "zsre" and r.data["file"].endswith("zsre/zsre-test.json")
+    m = r.metrics
+    assert {"edit", "rephrase", "unrelated_unchanged", "given_edit", "given_rephrase",
+            "reached_edit", "reached_rephrase", "empty_answers"} <= set(m)
+    assert m["edit"].n == 3 and r.settings["memory_size"] == 3
+    assert m["reached_edit"].value == 100.0  # the fact's own question retrieves the fact
+    for row in r.records:
+        for p in row["probes"]:
+            if p["kind"] != "unrelated":  # judged by containment of the new object
+                assert p["hit"] == (normalize(p["target"]) in normalize(p["answer"])), p
+    assert "chat='auto'" in r.settings["layout"] and r.settings["max_new_tokens"] == 64
+    cf = evaluate(product_lm, task="wild", data=ROME, limit=2, max_new_tokens=12)
+    assert cf.format == "counterfact-rome" and cf.metrics["rephrase"].n == 2
+    kinds = [p["kind"] for p in cf.records[0]["probes"]]
+    assert kinds == ["edit", "rephrase", "rephrase", "unrelated", "unrelated"]
+
+
+def test_wild_task_judges_containment_and_unchanged_unrelated_answers(tiny_lm):
+    """Plumbing on the tiny random model: in mode none nothing is placed, so every unrelated
+    answer is unchanged and the answers through memory equal the edit-given ones."""
+    r = evaluate(tiny_lm, task="wild", mode="none", limit=2, max_new_tokens=4)
+    assert r.metrics["unrelated_unchanged"].value == 100.0
+    for row in r.records:
+        for p in row["probes"]:
+            if p["kind"] != "unrelated":
+                assert p["answer"] == p["given"]
+    with pytest.raises(UnknownTaskError, match="wild"):
+        evaluate(tiny_lm, task="wild", data=MQUAKE, limit=1)

@@ -405,8 +405,16 @@ def test_batch_decodes_concurrent_greedy_calls_together_with_invokes_answers(
     batches = chat_lm.batcher.batches - before[1]
     assert [m.content for m in together] == [m.content for m in one_by_one]
     assert [m.usage_metadata for m in together] == [m.usage_metadata for m in one_by_one]
-    assert [m.response_metadata["edit"] for m in together] == \
-        [m.response_metadata["edit"] for m in one_by_one]
+    # The same edit, field for field; its retrieval score only to float32 rounding: concurrent
+    # calls embed their questions together, and a batched encode differs in the last bits
+    # (0.79719138 vs 0.79719150), far below what a wrong edit or embedding would change.
+    for got, want in zip([m.response_metadata["edit"] for m in together],
+                         [m.response_metadata["edit"] for m in one_by_one], strict=True):
+        assert (got is None) == (want is None)
+        if want is not None:
+            assert {k: v for k, v in got.items() if k != "score"} == \
+                {k: v for k, v in want.items() if k != "score"}
+            assert got["score"] == pytest.approx(want["score"], abs=1e-5)
     assert requests == 4 and batches < 4  # some calls shared a batch
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import shared_data
+from conftest import data_file
 from editkit import DatasetError, EditableLM, EditMemory, evaluate
 from editkit.datasets import MquakeChainRecord, load_chain_records
 from editkit.eval.answerer import HopForm, MultiHopAnswerer, hop_chain
@@ -22,7 +22,7 @@ from editkit.loading import load_model
 from editkit.ptokens import PTokens
 from editkit.retrieval import RetrievalSettings, select
 
-MQUAKE = shared_data() / "mquake" / "mquake-hard-test.json"
+MQUAKE = data_file("mquake", "mquake-hard-test.json")
 
 
 def _case() -> dict:
@@ -121,11 +121,13 @@ class _FakeLM:
     def __init__(self):
         self.asked = []
         self.settings = RetrievalSettings(threshold=0.3)
+        self.layouts = type("Layouts", (), {"chat": False})()  # evaluation's fixed layout
 
     def select(self, question, namespace, *, memory, k):
         return select(memory, question, self.settings, namespace=namespace, k=k)
 
-    def ask_many(self, queries, *, mode, facts, max_new_tokens):
+    def ask_many(self, queries, *, mode, facts, max_new_tokens, chat, stop):
+        assert chat is False and stop == ()  # evaluation never takes ask's per-call defaults
         out = []
         for query, fact in zip(queries, facts, strict=True):
             self.asked.append((query, fact))

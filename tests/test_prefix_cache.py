@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import shared_data
+from conftest import data_file
 from editkit import EditableLM, EditMemory, InvalidInputError
 from editkit.ike import DemoStore
 from editkit.loading import load_model
@@ -18,7 +18,7 @@ from test_inference import ignoring_logits_to_keep
 
 
 def _rome(n: int) -> list[dict]:
-    recs = json.loads((shared_data() / "counterfact" / "counterfact-rome-test.json").read_text())
+    recs = json.loads(data_file("counterfact", "counterfact-rome-test.json").read_text())
     out = []
     for r in recs[:n]:
         rw = r["requested_rewrite"]

@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from conftest import shared_data
+from conftest import data_file
 from editkit import EditMemory
 from editkit.errors import ArtifactError
 from editkit.relevance import (
@@ -23,9 +23,9 @@ from editkit.relevance import (
 )
 from editkit.retrieval import RetrievalSettings, select
 
-VAL = shared_data() / "counterfact" / "counterfact-val.json"
-TRAIN = shared_data() / "counterfact" / "counterfact-train.json"
-ZSRE_TRAIN = shared_data() / "zsre" / "zsre-train.json"
+VAL = data_file("counterfact", "counterfact-val.json")
+TRAIN = data_file("counterfact", "counterfact-train.json")
+ZSRE_TRAIN = data_file("zsre", "zsre-train.json")
 
 
 def _fact(r: dict) -> str:

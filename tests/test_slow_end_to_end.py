@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from conftest import shared_data
+from conftest import data_file
 from editkit import EditableLM, EditMemory
 
 pytestmark = pytest.mark.slow
-ROME_TEST = shared_data() / "counterfact" / "counterfact-rome-test.json"
+ROME_TEST = data_file("counterfact", "counterfact-rome-test.json")
 
 
 def test_ike_mode_with_the_shipped_demonstration_store(default_model, default_ptokens):
@@ -21,8 +21,6 @@ def test_ike_mode_with_the_shipped_demonstration_store(default_model, default_pt
 
 
 def test_prompt_mode_beats_unedited_on_real_counterfact_rewrites(default_model, default_ptokens):
-    if not ROME_TEST.is_file():
-        pytest.fail(f"shared data missing: {ROME_TEST} (set EDITKIT_DATA to the data folder)")
     records = json.loads(ROME_TEST.read_text())[:40]
     lm = EditableLM(default_model, default_ptokens, EditMemory(None), mode="prompt")
     wins = {"none": 0, "prompt": 0}

@@ -266,7 +266,7 @@ def test_teacher_choice_per_question_kind_including_questions_inside_distractor_
 def test_shipped_trained_ptokens_keep_neighbours_better_than_untrained_ones(default_model,
                                                                             default_ptokens):
     """The measured effect of training on real ROME records (m=3, first 20: NS 32.5 -> 42.5)."""
-    from conftest import shared_data
+    from conftest import data_file
     from editkit import EditableLM, EditMemory, evaluate
     from editkit.editable import shipped_ptokens_dir
 
@@ -274,7 +274,7 @@ def test_shipped_trained_ptokens_keep_neighbours_better_than_untrained_ones(defa
     shipped = PTokens.from_pretrained(shipped_ptokens_dir(default_model.name, 3),
                                       default_model.model, default_model.tokenizer,
                                       name=default_model.name)
-    data = shared_data() / "counterfact" / "counterfact-rome-test.json"
+    data = data_file("counterfact", "counterfact-rome-test.json")
     ns = {}
     for label, pt in (("untrained", default_ptokens), ("trained", shipped)):
         lm = EditableLM(default_model, pt, EditMemory(None))
@@ -421,11 +421,11 @@ def test_validation_records_do_not_change_with_the_number_of_training_records(ti
 
 
 def test_a_file_in_another_format_is_refused_for_training(tmp_path):
-    from conftest import shared_data
+    from conftest import data_file
 
     with pytest.raises(InvalidInputError, match="CounterFact or zsRE"):
         load_training_records(TrainConfig(
-            data=shared_data() / "counterfact" / "counterfact-rome-test.json", n_train=1,
+            data=data_file("counterfact", "counterfact-rome-test.json"), n_train=1,
             n_val=1))
 
 

@@ -1,5 +1,5 @@
-"""Shared helpers: the data directory, timing statistics, the machine description, and result
-files. The test suite finds the data sets through `data_dir()` too (tests/conftest.py)."""
+"""Shared helpers: the data sets (`data_dir`, `data_file`: the one home is `editkit.data_files`),
+timing statistics, the machine description, and result files."""
 from __future__ import annotations
 
 import json
@@ -11,18 +11,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from editkit.data_files import data_dir, data_file
 from editkit.fileio import atomic_write
 
+__all__ = ["RESULTS", "data_dir", "data_file", "machine", "pct", "save", "table", "timed"]
+
 RESULTS = Path("results") / "bench"
-
-
-def data_dir() -> Path:
-    """The project's data sets: `$EDITKIT_DATA`, else `../shared/data` beside the repository."""
-    env = os.environ.get("EDITKIT_DATA")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[3]  # src/editkit/benchmarks/common.py -> repo
-    return repo.parent / "shared" / "data"
 
 
 def machine() -> dict[str, Any]:

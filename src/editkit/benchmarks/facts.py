@@ -15,7 +15,7 @@ import numpy as np
 
 from editkit.loading import cache_dir
 
-from .common import data_dir
+from .common import data_file
 
 SPLITS = ("counterfact-train.json", "counterfact-val.json", "counterfact-test.json")
 
@@ -24,7 +24,7 @@ def _templates() -> list[tuple[str, str, list[str]]]:
     """(subject, template, objects of that template) for every CounterFact record."""
     recs = []
     for name in SPLITS:
-        recs += json.loads((data_dir() / "counterfact" / name).read_text())
+        recs += json.loads(data_file("counterfact", name).read_text())
     pool: dict[str, set[str]] = {}
     rows = []
     for r in recs:
@@ -57,7 +57,7 @@ def facts(n: int, seed: int = 0) -> list[str]:
 
 def questions(n: int, seed: int = 1) -> list[str]:
     """Real CounterFact questions (rephrase prompts) to retrieve with."""
-    recs = json.loads((data_dir() / "counterfact" / "counterfact-test.json").read_text())
+    recs = json.loads(data_file("counterfact", "counterfact-test.json").read_text())
     rng = np.random.default_rng(seed)
     return [recs[int(i)]["rephrase_prompt"] for i in rng.choice(len(recs), n, replace=False)]
 

@@ -17,14 +17,14 @@ from typing import Any
 
 import torch
 
-from .common import data_dir, pct, save, table, timed
+from .common import data_file, pct, save, table, timed
 
 MODES = ("none", "ptokens", "prompt", "ike")
 
 
 def questions(n: int) -> list[dict[str, Any]]:
     """Real ROME CounterFact rewrites: fact, question, paraphrases, new and true objects."""
-    recs = json.loads((data_dir() / "counterfact" / "counterfact-rome-test.json").read_text())
+    recs = json.loads(data_file("counterfact", "counterfact-rome-test.json").read_text())
     out = []
     for r in recs[:n]:
         rw = r["requested_rewrite"]

@@ -17,12 +17,12 @@ import argparse
 import json
 from typing import Any
 
-from .common import data_dir, pct, save, table, timed
+from .common import data_file, pct, save, table, timed
 from .facts import facts, vectors
 
 
 def _records(n: int) -> list[dict[str, Any]]:
-    recs = json.loads((data_dir() / "counterfact" / "counterfact-rome-test.json").read_text())
+    recs = json.loads(data_file("counterfact", "counterfact-rome-test.json").read_text())
     out = []
     for r in recs[:n]:
         rw = r["requested_rewrite"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .common import data_dir, save, table
+from .common import data_file, save, table
 
 MODES = ("none", "ptokens", "prompt", "ike")
 
@@ -72,7 +72,7 @@ class FlopCounter:
 def eval_throughput(lm: Any, records: int, ike_records: int, peak: float) -> list[dict]:
     from editkit.eval import evaluate
 
-    data = data_dir() / "counterfact" / "counterfact-rome-test.json"
+    data = data_file("counterfact", "counterfact-rome-test.json")
     rows = []
     for mode in MODES:
         n = ike_records if mode == "ike" else records

@@ -186,7 +186,9 @@ def edits(
 @app.command("eval")
 @_cli_errors()
 def eval_(
-    data: Path = typer.Option(..., help="data file: ROME/EasyEdit CounterFact, zsRE or MQuAKE"),
+    data: Path | None = typer.Option(None, help="data file: ROME/EasyEdit CounterFact, zsRE or "
+                                              "MQuAKE (default: the task's data set, shipped with "
+                                              "editkit; $EDITKIT_DATA overrides the folder)"),
     mode: str = typer.Option("ptokens", help="ptokens | ike | prompt | none"),
     limit: int | None = typer.Option(None, min=1, help="first N records only"),
     distractors: int = typer.Option(0, min=0, help="unrelated other edits in every prompt"),
@@ -214,9 +216,11 @@ def eval_(
     oracle: bool = typer.Option(True, "--oracle/--no-oracle",
                                 help="memory setting: also score each record with its own edit "
                                      "given (the oracle_* rows; doubles the scoring)"),
-    task: str | None = typer.Option(None, help="evaluation task (default: the file format's); "
-                                               "counterfact-probes: ROME ES/PS/NS/S on EasyEdit "
-                                               "CounterFact"),
+    task: str | None = typer.Option(None, help="evaluation task (default: the file format's; "
+                                               "without --data, counterfact-rome): "
+                                               "counterfact-rome, counterfact, counterfact-probes "
+                                               "(ROME ES/PS/NS/S on EasyEdit CounterFact), zsre, "
+                                               "mquake"),
 ) -> None:
     """Evaluate one mode on a data set: an lm-eval-style table, and JSON with --out."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -230,13 +234,16 @@ def eval_(
                      ike_self_copy=ike_self_copy, gate=gate, task=task,
                      gate_file=gate_file, routing_only=routing_only, oracle=oracle)
     from editkit.eval import get_task
+    from editkit.eval.registry import data_for
 
-    fmt, _ = load_records(cfg.data)  # a bad data file or task fails here, before the model loads
+    # A missing data set, a bad data file or an unknown task fails here, before the model loads.
+    path = data_for(cfg)
+    fmt, _ = load_records(path)
     get_task(cfg.task or fmt, fmt)
     lm = EditableLM.from_pretrained(model, ptokens=ptokens, quantization=quantization)
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task(f"{mode} on {data.name}", total=None)
+        task = bar.add_task(f"{mode} on {path.name}", total=None)
         report = evaluate(lm, cfg, progress=lambda i, n: bar.update(task, completed=i,
                                                                       total=n))
     console.print(f"{report.format} | mode={mode} | distractors={distractors} | "

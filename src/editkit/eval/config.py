@@ -8,6 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..layouts import Mode
 
+DEFAULT_TASK = "counterfact-rome"
+"""The task `editkit eval` runs when given neither a data file nor a task."""
+
 
 class EvalConfig(BaseModel):
     """What to evaluate. `memory_size` > 0 answers every question through retrieval from a memory
@@ -16,10 +19,15 @@ class EvalConfig(BaseModel):
     `ike_self_copy` selects the IKE variant (audit D-2): False (default) is EasyEdit's current IKE,
     32 retrieved demonstrations; True appends original IKE's copy demonstration of the evaluated
     fact itself (33 in all), as in the IKE paper and EasyEdit before 2024-12.
+
+    `data` None evaluates the task's default data set (`Task.default_data`: a data set that ships
+    with editkit, or the same file under `$EDITKIT_DATA`); with neither data nor task, the task is
+    `DEFAULT_TASK`. `registry.data_for` resolves it.
     """
 
     model_config = ConfigDict(extra="forbid")
-    data: Path
+    data: Path | None = Field(None, description="data file (default: the task's default data "
+                                                "set, packaged with editkit)")
     mode: Mode = Mode.PTOKENS
     limit: int | None = Field(None, ge=1)
     distractors: int = Field(0, ge=0, le=1000)
@@ -27,11 +35,13 @@ class EvalConfig(BaseModel):
     demos: Path | None = None
     ike_self_copy: bool = Field(False, description="IKE: also a copy demonstration of the fact")
     seed: int = 0
-    max_new_tokens: int = Field(16, ge=1, le=256, description="MQuAKE generations")
+    max_new_tokens: int | None = Field(None, ge=1, le=256,
+                                       description="tokens generated per answer (MQuAKE, wild); "
+                                                   "None: the task's default (16, 64)")
     task: str | None = Field(
-        None, description="evaluation task (default: the one registered for the file's format); "
-                          "e.g. 'counterfact-probes' scores EasyEdit CounterFact with ROME's "
-                          "ES/PS/NS/S")
+        None, description="evaluation task (default: the one registered for the file's format; "
+                          f"without data, {DEFAULT_TASK!r}); e.g. 'counterfact-probes' scores "
+                          "EasyEdit CounterFact with ROME's ES/PS/NS/S")
     gate: Literal["learned", "threshold"] | None = Field(
         None, description="memory setting: the retrieval policy's relevance gate "
                           "(None: the model's `retrieval.gate`)")
@@ -42,6 +52,12 @@ class EvalConfig(BaseModel):
                                                   "scoring nothing with the model")
     oracle: bool = Field(True, description="memory setting: also score every record with its "
                                            "own edit given (the oracle row, oracle_* metrics)")
+
+    @model_validator(mode="after")
+    def _default_task(self) -> EvalConfig:
+        if self.data is None and self.task is None:
+            self.task = DEFAULT_TASK
+        return self
 
     @model_validator(mode="after")
     def _memory_options(self) -> EvalConfig:

@@ -12,13 +12,15 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from ..data_files import data_file
 from ..errors import InvalidInputError
 from ..memory import EditMemory
 from ..metrics import MetricValue
 from ..retrieval import RetrievalSettings
-from .config import EvalConfig
+from .config import DEFAULT_TASK, EvalConfig
 from .scorer import Probe, Scorer
 
 
@@ -92,6 +94,10 @@ class Task(ABC):
     for a task chosen explicitly (`EvalConfig.task`), its own name."""
     formats: ClassVar[frozenset[str] | None] = None
     """The data formats this task reads; None: only the format named `name`."""
+    default_data: ClassVar[str | None] = None
+    """The data set evaluated when no data file is given: its name in the data layout
+    (`editkit.data_files.data_file`, e.g. 'counterfact/counterfact-rome-test.json'), packaged with
+    editkit; None: the task needs a data file."""
     demo_file: ClassVar[str | None] = "counterfact"
     """The vendored IKE demonstration file for this format; None: the task does not score IKE
     contexts itself (MQuAKE asks `EditableLM.ask`, which uses `lm.demos`)."""
@@ -161,3 +167,16 @@ def get_task(name: str, fmt: str | None = None) -> Task:
         raise UnknownTaskError(f"Task {name!r} does not read {fmt!r} records; tasks that do: "
                                f"{', '.join(readers)}.")
     return task
+
+
+def data_for(cfg: EvalConfig) -> Path:
+    """The data file a config evaluates: `cfg.data`, else its task's `default_data` (from
+    `$EDITKIT_DATA` if set, else the package; `DatasetError` naming EDITKIT_DATA when missing).
+    Raises before any model loads: an unknown task is an `UnknownTaskError`."""
+    if cfg.data is not None:
+        return cfg.data
+    task = get_task(cfg.task or DEFAULT_TASK)
+    if task.default_data is None:
+        raise InvalidInputError(f"Task {task.name!r} has no default data set; give a data file "
+                                "(--data).")
+    return data_file(task.default_data)

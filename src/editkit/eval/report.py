@@ -43,9 +43,12 @@ class Report(BaseModel):
 
 
 class EvalReport(Report):
-    """Metrics (lm-eval style table), timing and per-record details; `save()` writes JSON."""
+    """Metrics (lm-eval style table), timing and per-record details; `save()` writes JSON.
+    `data` names the evaluated file without this machine's paths (`editkit.data_files.describe`:
+    `editkit:data/...` for a packaged data set) and its SHA-256."""
 
     format: str
+    data: dict[str, Any] | None = None  # None in reports saved before it
 
     def table(self) -> str:
         """A markdown table: metric, value, standard error, n, protocol."""

@@ -1,6 +1,7 @@
 """`evaluate`: run one mode over a published data file and report the field's metrics.
 
-The runner is format-agnostic: it loads the file, looks the task up by the detected format
+The runner is format-agnostic: it loads the file (`EvalConfig.data`, else the task's default data
+set, `registry.data_for`), looks the task up by the detected format
 (`registry.get_task`; `EvalConfig.task` picks another task that reads the format), skips records
 the task cannot use (counted in the report), and loops. The task decides the probes, the contexts
 and the metrics (`editkit/eval/tasks/`).
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..data_files import describe
 from ..datasets import load_records
 from ..errors import DatasetError
 from ..ike import DemoStore
@@ -19,7 +21,7 @@ from ..layouts import Mode
 from ..retrieval import gate_for
 from . import tasks as _tasks  # noqa: F401  (registers the tasks)
 from .config import EvalConfig
-from .registry import RunContext, distractor_pool, get_task
+from .registry import RunContext, data_for, distractor_pool, get_task
 from .report import EvalReport, lm_settings
 from .scorer import Scorer
 
@@ -40,9 +42,11 @@ def ike_settings(cfg: EvalConfig, demos: DemoStore | None) -> dict[str, Any] | N
 
 def evaluate(lm: Any, config: EvalConfig | None = None, *, progress: Progress | None = None,
              **kwargs: Any) -> EvalReport:
-    """Evaluate an EditableLM on a data file: `evaluate(lm, data=..., mode="ike", limit=50)`."""
+    """Evaluate an EditableLM on a data file: `evaluate(lm, data=..., mode="ike", limit=50)`;
+    without `data`, on the task's packaged data set: `evaluate(lm, task="zsre", limit=50)`."""
     cfg = config or EvalConfig(**kwargs)
-    fmt, all_records = load_records(cfg.data)
+    path = data_for(cfg)
+    fmt, all_records = load_records(path)
     task = get_task(cfg.task or fmt, fmt)
     usable, skipped = [], []
     for i, r in enumerate(all_records):
@@ -56,7 +60,7 @@ def evaluate(lm: Any, config: EvalConfig | None = None, *, progress: Progress | 
     skipped += [{"index": index[id(r)], "reason": why} for r, why in dropped]
     skipped.sort(key=lambda s: s["index"])
     if not usable:
-        raise DatasetError(f"{cfg.data}: no record can be evaluated "
+        raise DatasetError(f"{path}: no record can be evaluated "
                            f"({skipped[0]['reason']}, all {len(skipped)}).")
     records = usable[: cfg.limit] if cfg.limit else usable
     demos = None
@@ -88,6 +92,6 @@ def evaluate(lm: Any, config: EvalConfig | None = None, *, progress: Progress | 
               "prompt_tokens_per_question": run.prompt_tokens / max(q, 1)}
     settings = {**lm_settings(lm), "retrieval": retrieval.model_dump(), **task.settings(run),
                 "ike": ike_settings(cfg, demos), "skipped": skipped}
-    return EvalReport(config=json.loads(cfg.model_dump_json()), format=fmt, model=lm.name,
-                      ptokens=lm.ptokens_source, settings=settings,
+    return EvalReport(config=json.loads(cfg.model_dump_json()), format=fmt, data=describe(path),
+                      model=lm.name, ptokens=lm.ptokens_source, settings=settings,
                       metrics=task.report_metrics(run, rows), timing=timing, records=rows)

@@ -16,6 +16,7 @@ from ..scorer import Probe
 @register_task
 class CounterFactEasyEditTask(ScoredTask):
     name = "counterfact"
+    default_data = "counterfact/counterfact-test.json"
     in_scope_kinds = frozenset({"rewrite", "rephrase"})
     reference_kinds = frozenset({"locality"})
     metric_keys = [("rewrite", "rewrite_acc", "easyedit-token"),

@@ -28,6 +28,7 @@ KINDS = {"rewrite": ("es", "em"), "paraphrase": ("ps", "pm"), "neighborhood": ("
 @register_task
 class CounterFactRomeTask(ScoredTask):
     name = "counterfact-rome"
+    default_data = "counterfact/counterfact-rome-test.json"
     in_scope_kinds = frozenset({"rewrite", "paraphrase"})
 
     def probes(self, record: RomeCounterFactRecord) -> list[Probe]:
@@ -82,6 +83,7 @@ class CounterFactProbesTask(CounterFactRomeTask):
 
     name = "counterfact-probes"
     formats = frozenset({"counterfact"})
+    default_data = "counterfact/counterfact-test.json"  # --data .../counterfact-val.json to tune
 
     def probes(self, record: CounterFactRecord) -> list[Probe]:  # type: ignore[override]
         return self.probes_from_easyedit(record)

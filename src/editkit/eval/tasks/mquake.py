@@ -75,9 +75,13 @@ def answer_questions(lm: Any, mode: Mode, record: MquakeRecord, memory: EditStor
     return out
 
 
+DEFAULT_NEW_TOKENS = 16  # MQuAKE's answers are entity names: a short greedy generation
+
+
 @register_task
 class MquakeTask(Task):
     name = "mquake"
+    default_data = "mquake/mquake-hard-test.json"
     demo_file = None
 
     def probes(self, record: MquakeRecord) -> list[Probe]:
@@ -95,7 +99,8 @@ class MquakeTask(Task):
 
     def settings(self, run: RunContext) -> dict[str, Any]:
         return {"retrieval_used": True, "retrieval_k": "case edits + distractors",
-                "max_new_tokens": run.cfg.max_new_tokens, "matching": "exact (normalised)"}
+                "max_new_tokens": run.cfg.max_new_tokens or DEFAULT_NEW_TOKENS,
+                "matching": "exact (normalised)"}
 
     def run_record(self, run: RunContext, record: MquakeRecord) -> dict[str, Any]:
         memory = run.scratch_memory()
@@ -104,7 +109,8 @@ class MquakeTask(Task):
         try:
             details = answer_questions(run.lm, run.cfg.mode, record, memory, ns,
                                        k=len(record.facts) + run.cfg.distractors,
-                                       max_new_tokens=run.cfg.max_new_tokens,
+                                       max_new_tokens=run.cfg.max_new_tokens
+                                       or DEFAULT_NEW_TOKENS,
                                        settings=run.retrieval)
         finally:
             memory.clear(ns)

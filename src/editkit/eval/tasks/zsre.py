@@ -26,6 +26,7 @@ from ..scorer import Probe
 @register_task
 class ZsreTask(ScoredTask):
     name = "zsre"
+    default_data = "zsre/zsre-test.json"
     # Portability questions ask one hop beyond the edited fact about the same subject ("What is
     # the primary focus of the organization that publishes Bioscience Horizons?"): EasyEdit scores
     # them with the edit in context, so the edit reaching them is a hit, not a leak.
