@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from editkit import EditMemory, InvalidInputError
 from editkit.cli import app
+from editkit.records import MAX_QUESTION_CHARS, FactInput, clean_text
 
 runner = CliRunner()
 
@@ -21,19 +22,19 @@ runner = CliRunner()
 def _one_error_line(res) -> str:
     """The single `error:` line a failed command prints (and nothing else, no traceback)."""
     assert res.exit_code == 2, res.output
-    # transformers' own weight-loading progress bar is not editkit's output
-    lines = [line for line in res.output.splitlines()
-             if line.strip() and not line.startswith("Loading weights")]
+    lines = [line for line in res.output.splitlines() if line.strip()]  # no progress bars either
     assert len(lines) == 1 and lines[0].startswith("error: "), res.output
     return lines[0]
 
 
 def test_demo_shows_answers_before_and_after_the_edit():
-    res = runner.invoke(app, ["demo", "--max-new-tokens", "4"])
+    res = runner.invoke(app, ["demo"])
     assert res.exit_code == 0, res.output
     assert "before edit()" in res.output and "after edit()" in res.output
-    assert "English" in res.output and "French" in res.output
-    assert "P-Tokens: shipped" in res.output  # says which P-Tokens are in use
+    table = res.output[res.output.index("before edit()"):res.output.index("mean log-prob")]
+    assert "French" in table and "English" in table  # the answer before, the answer after
+    assert "English: -" in res.output and "French: -" in res.output  # the scores
+    assert res.output.count("shipped") == 1  # says which P-Tokens are in use, once
 
 
 def test_ask_with_facts_and_a_memory_file(tmp_path, tiny_model_dir):
@@ -145,3 +146,55 @@ def test_train_mixes_data_files_given_by_repeating_data(tmp_path, monkeypatch, t
 ])
 def test_hand_checked_options_are_reported_like_every_other_error(args, message):
     assert message in _one_error_line(runner.invoke(app, args))
+
+
+def test_libraries_progress_bars_show_only_with_verbose(tiny_model_dir):
+    """transformers' "Loading weights" bar (and every other library bar: downloads, the GGUF
+    conversion) is off in the CLI unless --verbose; a fresh process, as a user runs it."""
+    args = ["ask", "--fact", "The mother tongue of Danielle Darrieux is English.",
+            "The mother tongue of Danielle Darrieux is", "--mode", "prompt",
+            "--max-new-tokens", "1", "--model", str(tiny_model_dir)]
+
+    def run(*extra: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "editkit.cli", *extra, *args],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout + out.stderr
+
+    quiet = run()
+    assert "Loading weights" not in quiet and "%|" not in quiet, quiet
+    assert "Loading weights" in run("--verbose")  # the switch is what hid it
+
+
+def test_help_shows_bracketed_text_and_no_type_label_on_flags():
+    for command in ("eval", "ask"):
+        res = runner.invoke(app, [command, "--help"])
+        assert res.exit_code == 0, res.output
+        assert "`editkit[quant]`" in res.output and "<bool>" not in res.output, res.output
+    assert "--verbose" in runner.invoke(app, ["--help"]).output
+
+
+def _library_error(call) -> str:
+    with pytest.raises(InvalidInputError) as exc:
+        call()
+    return str(exc.value)
+
+
+@pytest.mark.parametrize("args, library", [
+    (["ask", "--fact", "   ", "q"], lambda: FactInput.parse("   ")),
+    (["ask", "--fact", "", "q"], lambda: FactInput.parse("")),
+    (["ask", " ", "--fact", "A fact."], lambda: clean_text(" ", "question", MAX_QUESTION_CHARS)),
+    (["demo", "--fact", "  "], lambda: FactInput.parse("  ")),
+    (["demo", "--question", ""], lambda: clean_text("", "question", MAX_QUESTION_CHARS)),
+])
+def test_empty_text_is_refused_before_the_model_loads_in_the_library_s_words(args, library,
+                                                                             monkeypatch):
+    import editkit
+
+    def no_model(*_a, **_kw):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(editkit.EditableLM, "from_pretrained", no_model)
+    line = _one_error_line(runner.invoke(app, args))
+    assert line == f"error: {_library_error(library)}"
+    assert "is empty" in line

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import random
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -48,14 +49,14 @@ def test_token_accuracy_and_unchanged_share():
 
 def test_one_registered_task_per_data_format_and_a_typed_error_naming_them():
     assert set(TASKS) == {"counterfact-rome", "counterfact", "counterfact-probes", "zsre",
-                          "mquake"}
+                          "mquake", "wild"}
     assert {n for n, t in TASKS.items() if t.formats is None} == {
         "counterfact-rome", "counterfact", "zsre", "mquake"}  # one default task per format
     assert get_task("zsre").name == "zsre"
     with pytest.raises(UnknownTaskError, match="'knowedit'.*counterfact, counterfact-probes, "
-                                               "counterfact-rome, mquake, zsre"):
+                                               "counterfact-rome, mquake, wild, zsre"):
         get_task("knowedit")
-    with pytest.raises(UnknownTaskError, match="does not read 'zsre'.*tasks that do: zsre"):
+    with pytest.raises(UnknownTaskError, match="does not read 'zsre'.*tasks that do: wild, zsre"):
         get_task("counterfact-probes", "zsre")
 
 
@@ -198,6 +199,18 @@ def test_report_records_the_settings_it_ran_with(tiny_loaded):
     assert (s["decode_dtype"], s["prefix_cache"], s["ike"]) == ("bfloat16", 2, None)
 
 
+def test_report_names_a_user_s_ptokens_by_directory_name_and_content_hash(tiny_loaded, tmp_path):
+    made = PTokens.create(tiny_loaded.model, tiny_loaded.tokenizer, name=tiny_loaded.name, m=2)
+    where = made.save_pretrained(tmp_path / "my-ptokens")
+    pt = PTokens.from_pretrained(where, tiny_loaded.model, tiny_loaded.tokenizer,
+                                 name=tiny_loaded.name)
+    assert pt.content_hash() == made.content_hash()  # a set and its saved copy hash the same
+    lm = EditableLM(tiny_loaded, pt, EditMemory(None), ptokens_source=str(where))
+    report = evaluate(lm, data=ROME, mode="ptokens", limit=1)
+    assert report.ptokens == f"my-ptokens, sha256 {pt.content_hash()}"
+    assert str(tmp_path) not in report.model_dump_json()
+
+
 def test_scorer_honours_the_chat_setting_like_the_sdk(tiny_loaded):
     """With chat on, evaluation scores the same chat-framed prompt and bare target as
     `EditableLM.score` (it used to ignore chat)."""
@@ -338,6 +351,12 @@ def test_eval_cli_without_data_evaluates_the_packaged_file_and_records_it(tmp_pa
         "file": "editkit:data/eval/counterfact/counterfact-rome-test.json",
         "sha256": hashlib.sha256(ROME.read_bytes()).hexdigest()}
     assert str(package_data_root()) not in json.dumps([report["config"], report["data"]])
+    # the P-Tokens likewise: the shipped set by its place in the package, plus its rows' hash
+    assert report["ptokens"].startswith(
+        "shipped (editkit:data/ptokens/SmolLM2-135M-Instruct/m10), sha256 "), report["ptokens"]
+    saved = out.read_text()
+    assert str(Path.cwd()) not in saved and str(package_data_root().parent) not in saved
+    assert "P-Tokens" not in res.output  # mode prompt uses none, so the header names none
 
 
 def test_editkit_data_replaces_the_packaged_files_and_a_missing_one_is_a_clear_error(

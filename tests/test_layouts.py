@@ -154,3 +154,15 @@ def test_more_ptokens_make_a_longer_prompt_by_exactly_2m(default_model):
         pt = PTokens.create(default_model.model, tok, name=default_model.name, m=m)
         lengths[m] = len(PromptBuilder(tok, pt).build("ptokens", Q, FACT))
     assert lengths[5] - lengths[1] == 8
+
+
+def test_questions_and_requests_read_as_questions_and_sentences_to_complete_do_not():
+    from editkit.layouts import reads_as_question
+
+    for q in ("What is the mother tongue of Danielle Darrieux?", "Where is the Eiffel Tower",
+              "Name three colours.", "Tell me about Paris.", "Danielle Darrieux speaks what?",
+              "  who founded Toyota  "):
+        assert reads_as_question(q), q
+    for t in ("The mother tongue of Danielle Darrieux is", "The Eiffel Tower is in the city of",
+              "Which city is the twin city of Rome? It is", "Paris is", ""):
+        assert not reads_as_question(t), t

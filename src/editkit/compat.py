@@ -17,13 +17,16 @@ transformers release is adapted here, once:
 - `embedding_scale`: the factor a family's input embedding multiplies looked-up rows by (Gemma:
   sqrt(hidden size)), which P-Token rows must get too;
 - `quiet_repeated_logs`: a library warning that repeats on every call is shown once per process
-  (bitsandbytes' 8-bit matmul logs the same line for every layer of every forward).
+  (bitsandbytes' 8-bit matmul logs the same line for every layer of every forward);
+- `quiet_progress_bars` / `gguf_progress_follows_transformers`: the libraries' progress bars off
+  (the CLI, unless --verbose), the GGUF conversion's included.
 """
 from __future__ import annotations
 
 import functools
 import inspect
 import logging
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +36,8 @@ __all__ = ["cache_kw", "cast_cache", "context_length", "crop_cache", "decode_cac
            "drop_cache_front",
            "eos_ids", "embedding_scale", "forward_last_logits", "forward_logits", "join_caches",
            "model_device", "new_cache", "row_kv", "stack_kv",
-           "quiet_repeated_logs", "sliding_window"]
+           "gguf_progress_follows_transformers", "quiet_progress_bars", "quiet_repeated_logs",
+           "sliding_window"]
 
 
 class _OncePerProcess(logging.Filter):
@@ -69,6 +73,38 @@ def quiet_repeated_logs(prefixes: Sequence[str] = REPEATING_LOGGERS) -> None:
         log = logging.getLogger(name)
         if _ONCE not in log.filters:
             log.addFilter(_ONCE)
+
+
+def quiet_progress_bars() -> None:
+    """Turn off the libraries' progress bars in this process: transformers' ("Loading weights",
+    "Writing model shards"), huggingface_hub's downloads, and so the GGUF conversion's
+    (`gguf_progress_follows_transformers`). The CLI calls this unless `--verbose`; the Python
+    API never does, so a library user keeps the libraries' defaults.
+
+    Cheap when transformers is not imported yet (the CLI's `--help` stays fast): transformers
+    reads huggingface_hub's switch when it is imported, so setting that one is enough; once it
+    is imported, its own switch is set too.
+    """
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+    hf_logging = sys.modules.get("transformers.utils.logging")
+    if hf_logging is not None:
+        hf_logging.disable_progress_bar()
+
+
+def gguf_progress_follows_transformers() -> None:
+    """Make the GGUF conversion's bar ("Converting and de-quantizing GGUF tensors") obey
+    transformers' progress-bar switch (`transformers.utils.logging.disable_progress_bar`), as its
+    other bars do: transformers draws that one with `tqdm.auto` directly. The switch is on by
+    default, so nothing changes unless someone (the CLI) turned it off. Idempotent."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # a transformers without this module: nothing to route
+        return
+    if hasattr(gguf_utils, "tqdm"):
+        gguf_utils.tqdm = hf_logging.tqdm
 
 
 def embedding_scale(embedding: Any) -> float:

@@ -100,14 +100,16 @@ def reads_as_question(text: str) -> bool:
     """Whether `text` is a question or request (answered in a chat turn) rather than the start of
     a sentence for the model to complete ("The mother tongue of X is").
 
-    A question mark at the end, or an interrogative / imperative first word. Deliberately simple
-    and predictable: callers who know better pass `chat=True` / `chat=False`.
+    A question: it ends with "?"; or it opens with an interrogative or imperative word ("What",
+    "Which", "Name", "Tell") and has no "?" before its end, since "Which city is X's twin city?
+    It is" is a question already asked, followed by text to complete. Deliberately simple and
+    predictable: callers who know better pass `chat=True` / `chat=False`.
     """
     t = text.strip()
     if t.endswith("?"):
         return True
     first = t.split(maxsplit=1)[0].strip(",:;!.").lower() if t else ""
-    return first in _QUESTION_STARTS
+    return first in _QUESTION_STARTS and "?" not in t
 
 
 def check_chat_setting(value: Any) -> ChatSetting:

@@ -105,6 +105,9 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .compat import gguf_progress_follows_transformers
+
+    gguf_progress_follows_transformers()  # its bar is off where transformers' bars are (the CLI)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     src = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     cfg = src.config.to_dict()

@@ -264,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import torch
 
     from editkit import EditableLM, FactPolicy
+    from editkit.eval.report import ptokens_label
 
     items = load_corpus(args.corpus)
     if args.limit:
@@ -282,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results[mode] = [run_item(lm, it, mode) for it in items]
         print(f"[{mode}: {len(items)} items, {time.perf_counter() - t:.0f} s]", flush=True)
     out = {"policy": args.policy, "fact_policy": lm.fact_policy.model_dump(),
-           "model": lm.name, "ptokens": lm.ptokens_source, "corpus": str(args.corpus),
+           "model": lm.name, "ptokens": ptokens_label(lm), "corpus": str(args.corpus),
            "items": len(items), "seconds": round(time.perf_counter() - started, 1),
            "machine": {"python": platform.python_version(), "torch": torch.__version__,
                        "cores": os.cpu_count()}}

@@ -20,12 +20,29 @@ from rich.table import Table
 from editkit.errors import EditkitError, InvalidInputError
 from editkit.ptokens.config import DEFAULT_M
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# rich_markup_mode=None: help text is printed as written. Rich markup would read `[quant]` in
+# "editkit[quant]" as a style tag and drop it, and Typer's rich panels label every flag `<bool>`.
+# The plain (Click) layout is 80 columns at most unless allowed wider.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"max_content_width": 120},
                   help="Edit facts a language model believes, in context, and ask about them.")
 console = Console()
 
+
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(False, "--verbose", help="show the libraries' progress bars "
+                                 "(loading weights, the first run's GGUF conversion)"),
+) -> None:
+    if not verbose:
+        from editkit.compat import quiet_progress_bars
+
+        quiet_progress_bars()
+
+
 DEMO_FACT = "The mother tongue of Danielle Darrieux is English."
-DEMO_QUESTION = "The mother tongue of Danielle Darrieux is"
+DEMO_QUESTION = "What is the mother tongue of Danielle Darrieux?"
+DEMO_CLOZE = "The mother tongue of Danielle Darrieux is"  # scored: P(English) vs P(French)
 DEMO_CANDIDATES = ["English", "French"]
 
 
@@ -80,11 +97,15 @@ def demo(
     question: str = typer.Option(DEMO_QUESTION, help="what to ask before and after the edit"),
     model: str | None = typer.Option(None, help="HF id, local path or .gguf (default: "
                                               "embedded SmolLM2-135M-Instruct)"),
-    max_new_tokens: int = typer.Option(8, min=1, max=256),
+    max_new_tokens: int = typer.Option(32, min=1, max=256, help="at most this many tokens"),
 ) -> None:
     """Edit one fact of the embedded default model and show the answers before and after."""
     from editkit import EditableLM
+    from editkit.records import MAX_QUESTION_CHARS, FactInput, clean_text
 
+    # Bad input fails here, before the model loads, with the library's own wording.
+    clean_text(question, "question", MAX_QUESTION_CHARS)
+    FactInput.parse(fact)
     console.print("[dim]loading the model (the first run converts it, ~30 s)...[/dim]")
     lm = EditableLM.from_pretrained(model)
     console.print(f"[dim]{lm!r}[/dim]")
@@ -94,15 +115,14 @@ def demo(
     lm.edit(fact)
     for m in modes:
         after = lm.ask(question, mode=m, max_new_tokens=max_new_tokens)
-        used = after.edit.edit.text if after.edit else "(none retrieved)"
+        used = after.fact or "(none applied)"
         table.add_row(m, before[m].text, after.text, used)
     console.print(f"edit(): [bold]{fact}[/bold]")
     console.print(table)
     if question == DEMO_QUESTION and fact == DEMO_FACT:
-        s = lm.score(question, DEMO_CANDIDATES, mode="ptokens")
-        console.print("mean log-prob after the edit (ptokens): " + ", ".join(
-            f"{c.candidate}: {c.mean_logprob:.2f}" for c in s.scores))
-    console.print(f"[dim]P-Tokens: {lm.ptokens_source}[/dim]")
+        s = lm.score(DEMO_CLOZE, DEMO_CANDIDATES, mode="ptokens")
+        console.print(f"mean log-prob of {DEMO_CLOZE!r} + ... after the edit (ptokens): "
+                      + ", ".join(f"{c.candidate}: {c.mean_logprob:.2f}" for c in s.scores))
 
 
 @app.command()
@@ -220,7 +240,8 @@ def eval_(
                                                "without --data, counterfact-rome): "
                                                "counterfact-rome, counterfact, counterfact-probes "
                                                "(ROME ES/PS/NS/S on EasyEdit CounterFact), zsre, "
-                                               "mquake"),
+                                               "mquake, wild (questions answered freely, judged; "
+                                               "zsRE or ROME CounterFact)"),
 ) -> None:
     """Evaluate one mode on a data set: an lm-eval-style table, and JSON with --out."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -246,9 +267,11 @@ def eval_(
         task = bar.add_task(f"{mode} on {path.name}", total=None)
         report = evaluate(lm, cfg, progress=lambda i, n: bar.update(task, completed=i,
                                                                       total=n))
+    # only P-Token mode puts the P-Tokens in a prompt: elsewhere naming them would mislead
+    used = f" | P-Tokens: {report.ptokens}" if cfg.mode == "ptokens" else ""
     console.print(f"{report.format} | mode={mode} | distractors={distractors} | "
                   f"memory={memory_size} | records={int(report.timing['records'])} | "
-                  f"{report.timing['seconds']:.0f} s | P-Tokens: {report.ptokens}")
+                  f"{report.timing['seconds']:.0f} s{used}")
     console.print(report.settings_line())
     if report.settings.get("skipped"):
         skipped = report.settings["skipped"]
@@ -387,7 +410,9 @@ BENCHMARKS = ("latency", "throughput", "memory_scale", "cold_start", "injection"
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
-                               "help_option_names": []})  # --help goes to the benchmark
+                               "help_option_names": []},  # --help goes to the benchmark
+             short_help="Run a benchmark (a table on stdout, JSON in results/bench/); extra "
+                        "options go to it.")
 @_cli_errors()
 def bench(ctx: typer.Context,
           name: str = typer.Argument(..., help=f"one of: {', '.join(BENCHMARKS)}")) -> None:

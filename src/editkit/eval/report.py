@@ -18,7 +18,7 @@ class Report(BaseModel):
 
     config: dict[str, Any]
     model: str
-    ptokens: str
+    ptokens: str  # `ptokens_label`: no machine's path (reports saved before it: the path)
     settings: dict[str, Any] = Field(default_factory=dict)  # empty in reports saved before it
     metrics: dict[str, metrics.MetricValue]
     timing: dict[str, float]
@@ -58,6 +58,28 @@ class EvalReport(Report):
                      f"{int(t['questions'])} | |")
         lines.append(f"| ms / question | {t['ms_per_question']:.1f} | | {int(t['questions'])} | |")
         return "\n".join(lines)
+
+
+def ptokens_label(lm: Any) -> str:
+    """How a report names the P-Tokens `lm` ran with, without this machine's paths: a shipped
+    set by its place in the package (`shipped (editkit:data/ptokens/<model>/m10)`, as
+    `data_files.data_label` names packaged files), a P-Token directory of the user's by its
+    name, "untrained: ..." / "given" as `lm.ptokens_source` says; then the rows' SHA-256
+    (`PTokens.content_hash`), which tells two sets apart wherever they were loaded from."""
+    from ..data_files import PACKAGED_PREFIX, data_label
+    from ..editable import shipped_ptokens_dir
+
+    def portable(path: Path) -> str:
+        label = data_label(path)
+        return label if label.startswith(PACKAGED_PREFIX) else path.name
+
+    source = lm.ptokens_source or "given"  # "": an EditableLM built around a PTokens object
+    shipped = shipped_ptokens_dir(lm.name, lm.ptokens.m, getattr(lm, "quantization", None))
+    if shipped is not None and str(shipped) in source:
+        source = source.replace(str(shipped), portable(shipped))
+    elif source != "given" and not source.startswith("untrained"):
+        source = portable(Path(source))  # the P-Token directory the user gave
+    return f"{source}, sha256 {lm.ptokens.content_hash()}"
 
 
 def lm_settings(lm: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from ..retrieval import gate_for
 from . import tasks as _tasks  # noqa: F401  (registers the tasks)
 from .config import EvalConfig
 from .registry import RunContext, data_for, distractor_pool, get_task
-from .report import EvalReport, lm_settings
+from .report import EvalReport, lm_settings, ptokens_label
 from .scorer import Scorer
 
 Progress = Callable[[int, int], None]
@@ -93,5 +93,5 @@ def evaluate(lm: Any, config: EvalConfig | None = None, *, progress: Progress | 
     settings = {**lm_settings(lm), "retrieval": retrieval.model_dump(), **task.settings(run),
                 "ike": ike_settings(cfg, demos), "skipped": skipped}
     return EvalReport(config=json.loads(cfg.model_dump_json()), format=fmt, data=describe(path),
-                      model=lm.name, ptokens=lm.ptokens_source, settings=settings,
+                      model=lm.name, ptokens=ptokens_label(lm), settings=settings,
                       metrics=task.report_metrics(run, rows), timing=timing, records=rows)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -133,6 +134,15 @@ class PTokens:
         return cls(config, rows.cpu().clone(), model)
 
     # ---- artifact -------------------------------------------------------------------------
+    def content_hash(self) -> str:
+        """SHA-256 (16 hex) of the rows as `save_pretrained` stores them (in `config.dtype`):
+        names this set by its content, wherever its directory lives; a set and its saved or
+        reloaded copy hash the same."""
+        rows = self.layer.weight.detach().to("cpu", getattr(torch, self.config.dtype))
+        digest = hashlib.sha256(f"{self.config.dtype} {tuple(rows.shape)}\n".encode())
+        digest.update(rows.contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """Write config JSON + safetensors (2m rows only). Files are replaced atomically."""
         from safetensors.torch import save_file

@@ -40,7 +40,7 @@ from ...memory import EditMemory
 from ...retrieval import RetrievalSettings
 from ..answerer import HopForm, MultiHopAnswerer, hop_chain, store_facts, top_edit
 from ..matching import matches
-from ..report import Report, lm_settings
+from ..report import Report, lm_settings, ptokens_label
 from .mquake import answer_questions
 
 Progress = Callable[[int, int], None]
@@ -196,7 +196,7 @@ def run(lm: Any, config: MultiHopConfig | None = None, *, progress: Progress | N
     settings = {**lm_settings(lm), "retrieval_k": "1 per hop; single shot: the case's edits",
                 "matching": "hops: whole-word containment; single shot: exact (normalised)"}
     return MultiHopReport(config=json.loads(cfg.model_dump_json()), model=lm.name,
-                          ptokens=lm.ptokens_source, settings=settings, metrics=values,
+                          ptokens=ptokens_label(lm), settings=settings, metrics=values,
                           timing={"seconds": seconds, "cases": float(len(rows)),
                                   "generations": float(ans.generations)},
                           records=rows)
