@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import data_file
-from editkit import DatasetError, EditableLM, EditMemory, evaluate, metrics
+from editkit import DatasetError, EditableLM, EditMemory, InvalidInputError, evaluate, metrics
 from editkit.cli import app
 from editkit.data_files import describe, package_data_root
 from editkit.datasets import detect_format, load_records
@@ -502,3 +502,7 @@ def test_wild_task_judges_containment_and_unchanged_unrelated_answers(tiny_lm):
                 assert p["answer"] == p["given"]
     with pytest.raises(UnknownTaskError, match="wild"):
         evaluate(tiny_lm, task="wild", data=MQUAKE, limit=1)
+    with pytest.raises(InvalidInputError, match="ike_self_copy applies.*the wild task"):
+        evaluate(tiny_lm, task="wild", mode="ike", ike_self_copy=True, limit=1)
+    with pytest.raises(InvalidInputError, match="ike_self_copy applies.*MQuAKE"):
+        evaluate(tiny_lm, data=MQUAKE, mode="ike", ike_self_copy=True, limit=1)

@@ -177,11 +177,15 @@ def ask(
 
 def _edit_note(lm: Any, question: str, answer: Any) -> str:
     """Which edit the answer used, or why none was placed (the retrieval policy's reason)."""
+    from editkit.retrieval import Selection
+
     if answer.mode == "none":
         return "no edit applied: mode none leaves edits out of the prompt"
-    if answer.edit is None and not lm.edits(lm.retrieval.namespace):
+    if answer.edit is not None:  # the answer carries the placed edit: no second retrieval
+        return Selection(answer.edit, answer.distractors).explain()
+    if not lm.edits(lm.retrieval.namespace):
         return "no edit applied: no edit is stored (add one with --fact or --memory)"
-    return lm.select(question).explain()
+    return lm.select(question).explain()  # why none: the candidates and the gate's verdicts
 
 
 @app.command()

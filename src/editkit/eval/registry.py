@@ -169,6 +169,14 @@ def get_task(name: str, fmt: str | None = None) -> Task:
     return task
 
 
+def refuse_ike_self_copy(cfg: EvalConfig, task: str, asks: str) -> None:
+    """`ike_self_copy` is the scored tasks' IKE variant: a task that generates through
+    `EditableLM` (`asks`) gets the lm's own IKE, so the option would silently do nothing."""
+    if cfg.ike_self_copy:
+        raise InvalidInputError(f"ike_self_copy applies to the scored tasks; {task} asks "
+                                f"through {asks}, which uses the lm's IKE.")
+
+
 def data_for(cfg: EvalConfig) -> Path:
     """The data file a config evaluates: `cfg.data`, else its task's `default_data` (from
     `$EDITKIT_DATA` if set, else the package; `DatasetError` naming EDITKIT_DATA when missing).

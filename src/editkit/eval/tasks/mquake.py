@@ -28,7 +28,7 @@ from ...layouts import Mode
 from ...memory import EditStore
 from ...retrieval import RetrievalSettings
 from ..matching import exact_match, extract_answer
-from ..registry import RunContext, Task, register_task
+from ..registry import RunContext, Task, refuse_ike_self_copy, register_task
 from ..scorer import Probe, eval_layout
 
 CASE = "MQuAKE multi-hop acc: any question of the case, exact match"
@@ -93,9 +93,7 @@ class MquakeTask(Task):
         if run.cfg.memory_size:
             raise InvalidInputError("MQuAKE always answers through a memory of each case's own "
                                     "edits; memory_size does not apply (use distractors).")
-        if run.cfg.ike_self_copy:
-            raise InvalidInputError("ike_self_copy applies to the scored tasks; MQuAKE asks "
-                                    "through EditableLM.ask, which uses the lm's IKE.")
+        refuse_ike_self_copy(run.cfg, "MQuAKE", "EditableLM.ask")
 
     def settings(self, run: RunContext) -> dict[str, Any]:
         return {"retrieval_used": True, "retrieval_k": "case edits + distractors",

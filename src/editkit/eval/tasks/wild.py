@@ -33,7 +33,7 @@ from ...errors import InvalidInputError
 from ...layouts import Mode
 from ..config import EvalConfig
 from ..matching import matches, normalize
-from ..registry import RunContext, Task, register_task
+from ..registry import RunContext, Task, refuse_ike_self_copy, register_task
 from ..scored import fill_memory
 from ..scorer import Probe
 
@@ -41,7 +41,6 @@ DEFAULT_NEW_TOKENS = 64
 """Room for a whole answer: a chat reply that restates the question runs 15-40 tokens here."""
 PROTOCOL = "wild: generated, contains new object"
 LOCALITY = "wild: unrelated answer unchanged"
-KIND_METRICS = [("edit", "edit"), ("rephrase", "rephrase")]
 
 
 @dataclass
@@ -96,9 +95,7 @@ class WildTask(Task):
         if run.cfg.distractors:
             raise InvalidInputError("The wild task answers through the memory, where the "
                                     "retrieval policy places the distractors; use memory_size.")
-        if run.cfg.ike_self_copy:
-            raise InvalidInputError("ike_self_copy applies to the scored tasks; the wild task "
-                                    "asks through EditableLM.ask_many, which uses the lm's IKE.")
+        refuse_ike_self_copy(run.cfg, "the wild task", "EditableLM.ask_many")
         fill_memory(run.scratch_memory(), records, usable,
                     max(run.cfg.memory_size, len(records)), run.namespace)
 
