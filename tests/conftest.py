@@ -10,6 +10,7 @@ from editkit import EditableLM, EditMemory
 from editkit.data_files import data_dir, data_file  # the one home of "where are the data sets"
 from editkit.loading import LoadedModel, load_model
 from editkit.ptokens import PTokens
+from pg_fixtures import local_pg, make_store, pg_url  # noqa: F401  (fixtures: PostgreSQL)
 
 # Imported by test modules: `from conftest import data_file`. The data sets ship in the package
 # (editkit/data/eval); EDITKIT_DATA=/path replaces them with a folder laid out the same way.

@@ -1,4 +1,8 @@
-"""Edit memory: CRUD, persistence, two processes, namespaces, retrieval threshold, corrupt files."""
+"""Edit memory: CRUD, persistence, two processes, namespaces, retrieval threshold, corrupt files.
+
+Tests that take `make_store` are about the `EditStore` behaviour and run on both backends:
+SQLite (`EditMemory`) and PostgreSQL (`PostgresEditMemory`, a real server: tests/pg_fixtures.py).
+"""
 from __future__ import annotations
 
 import sqlite3
@@ -19,8 +23,8 @@ from editkit import (
 EIFFEL = "The Eiffel Tower is located in Rome."
 
 
-def test_add_list_forget_clear(tmp_path):
-    mem = EditMemory(tmp_path / "m.sqlite")
+def test_add_list_forget_clear(make_store, tmp_path):
+    mem = make_store(tmp_path / "m.sqlite")
     [a] = mem.add(EIFFEL)
     b, c = mem.add(["Toko Yasuda plays the piano.",
                     {"text": "Danielle Darrieux speaks English.", "subject": "Danielle Darrieux",
@@ -35,8 +39,8 @@ def test_add_list_forget_clear(tmp_path):
     assert mem.clear() == 2 and mem.edits() == []
 
 
-def test_forget_in_a_namespace_leaves_another_namespaces_edit_alone(tmp_path):
-    mem = EditMemory(tmp_path / "m.sqlite")
+def test_forget_in_a_namespace_leaves_another_namespaces_edit_alone(make_store, tmp_path):
+    mem = make_store(tmp_path / "m.sqlite")
     [a] = mem.add(EIFFEL, namespace="alice")
     with pytest.raises(EditNotFoundError, match="namespace 'bob'"):
         mem.forget(a.id, "bob")
@@ -73,8 +77,8 @@ def test_two_processes_see_each_others_committed_edits(tmp_path):
     assert hits and hits[0].edit.text == "Toko Yasuda plays the piano."
 
 
-def test_retrieval_ranks_by_similarity_and_applies_the_threshold():
-    mem = EditMemory(None)
+def test_retrieval_ranks_by_similarity_and_applies_the_threshold(make_store):
+    mem = make_store(None)
     mem.add([EIFFEL, "Toko Yasuda plays the piano.", "The Louvre is located in Berlin."])
     hits = mem.retrieve("The Eiffel Tower is located in the city of", k=3, threshold=0.0)
     assert hits[0].edit.text == EIFFEL
@@ -84,8 +88,8 @@ def test_retrieval_ranks_by_similarity_and_applies_the_threshold():
                             threshold=-1.0)) == 1
 
 
-def test_namespaces_never_leak_into_each_other():
-    mem = EditMemory(None)
+def test_namespaces_never_leak_into_each_other(make_store):
+    mem = make_store(None)
     mem.add(EIFFEL, namespace="alice")
     assert mem.retrieve("The Eiffel Tower is located in the city of", namespace="bob") == []
     assert mem.retrieve("The Eiffel Tower is located in the city of", namespace="alice")
@@ -99,8 +103,8 @@ def test_namespaces_never_leak_into_each_other():
     ("bad \ud800 surrogate", InvalidInputError), ({"txt": "typo"}, InvalidInputError),
     ([], InvalidInputError), (["ok fact.", ""], InvalidInputError),
 ])
-def test_bad_facts_are_refused_and_nothing_is_stored(bad, err):
-    mem = EditMemory(None)
+def test_bad_facts_are_refused_and_nothing_is_stored(make_store, bad, err):
+    mem = make_store(None)
     mem.add("An existing fact.")
     with pytest.raises(err):
         mem.add(bad)
@@ -148,10 +152,10 @@ def test_a_failed_change_log_prune_rolls_back_and_leaves_the_memory_usable(tmp_p
 
 
 @pytest.mark.parametrize("k", [True, False, 0, -1, 1.0, "2", None])
-def test_k_must_be_a_positive_int_and_a_bool_is_not_one(k):
+def test_k_must_be_a_positive_int_and_a_bool_is_not_one(make_store, k):
     from editkit.memory import check_k
 
-    mem = EditMemory(None)
+    mem = make_store(None)
     mem.add(EIFFEL)
     with pytest.raises(InvalidInputError, match="k must be an int"):
         check_k(k)
@@ -201,7 +205,7 @@ def test_retrieval_reads_all_hits_in_one_query_best_first():
     assert {h.edit.text for h in hits} == set(facts)
 
 
-def test_the_edit_store_protocol_declares_the_embedder():
+def test_the_edit_store_protocol_declares_the_embedder(make_store):
     from editkit.memory import EditStore
 
     class NoEmbedder:
@@ -213,7 +217,7 @@ def test_the_edit_store_protocol_declares_the_embedder():
         def clear(self, namespace=None): ...
         def retrieve(self, question, *, k=4, threshold=0.5, namespace="default"): ...
 
-    mem = EditMemory(None)
+    mem = make_store(None)
     assert isinstance(mem, EditStore) and mem.embedder.dim > 0
     assert not isinstance(NoEmbedder(), EditStore)
 

@@ -10,6 +10,7 @@ import pytest
 from conftest import data_file
 from editkit import DatasetError, EditableLM, EditMemory, evaluate
 from editkit.datasets import MquakeChainRecord, load_chain_records
+from editkit.errors import InvalidInputError
 from editkit.eval.answerer import HopForm, MultiHopAnswerer, hop_chain
 from editkit.eval.matching import extract_answer, matches, normalize
 from editkit.eval.tasks.mquake_multihop import (
@@ -195,3 +196,20 @@ def test_real_cases_run_hop_by_hop(lm):
         assert row["cloze_hop1"] == 1.0, gold[0]
         assert gold[0]["prompt_tokens"] > len(gold[0]["query"].split())
         assert len(row["cloze_details"]["chain"]) >= 1
+
+
+def test_mquake_multihop_is_a_registered_task_with_the_runners_numbers(tiny_model_dir):
+    """`editkit eval --task mquake-multihop` (no data file: the shipped MQuAKE-hard) reports
+    what the hop-by-hop runner reports for the same cases."""
+    from editkit.eval.tasks.mquake_multihop import run
+
+    loaded = load_model(tiny_model_dir, device="cpu")
+    pt = PTokens.create(loaded.model, loaded.tokenizer, name=loaded.name, m=2)
+    lm = EditableLM(loaded, pt, EditMemory(None), mode="prompt")
+    task = evaluate(lm, task="mquake-multihop", mode="prompt", limit=1, max_new_tokens=3)
+    script = run(lm, data=MQUAKE, mode="prompt", limit=1, max_new_tokens=3)
+    assert task.metrics.keys() == script.metrics.keys()
+    assert {k: v.value for k, v in task.metrics.items()} == {
+        k: v.value for k, v in script.metrics.items()}
+    with pytest.raises(InvalidInputError, match="memory_size"):
+        evaluate(lm, task="mquake-multihop", mode="prompt", limit=1, distractors=2)

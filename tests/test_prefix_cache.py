@@ -105,7 +105,7 @@ def test_fresh_edits_reuse_the_edit_independent_head_and_score_as_without_it(
         got = lm.score(q, r["cands"], fact=r["fact"], mode=mode)
         p, _, _ = lm.prompt(q, mode=mode, fact=r["fact"])
         want = scoring.score_continuations(
-            lm.model, lm._ptokens_for(p), p.ids,
+            lm.model, lm.engine._ptokens_for(p), p.ids,
             [lm.layouts.target_ids(c, chat=p.chat) for c in r["cands"]])
         assert p.head_len > 1
         for s, w in zip(got.scores, want, strict=True):

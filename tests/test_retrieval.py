@@ -239,3 +239,20 @@ def test_a_gate_file_rewritten_in_place_is_read_again(tmp_path):
     path.write_text(text.replace(threshold, '"threshold": 0.99'))
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     assert load_gate(str(path)).artifact.threshold == 0.99
+
+
+def test_lm_retrieve_is_the_gated_policy_and_the_raw_search_says_it_is_raw(product_lm):
+    # `lm.retrieve` used to return the memory's raw top-k: a similar edit about another subject
+    # came back although `ask` would never place it. One public answer to "which edits apply".
+    darrieux = "The mother tongue of Danielle Darrieux is English."
+    product_lm.edit([darrieux, "The Eiffel Tower is located in Rome."])
+    other = "What is the mother tongue of Thomas Joannes Stieltjes?"
+    assert product_lm.retrieve(other) == []
+    assert product_lm.select(other).edit is None
+    assert darrieux in [h.edit.text for h in product_lm.retrieve_raw(other)]
+    own = "What is the mother tongue of Danielle Darrieux?"
+    placed = product_lm.retrieve(own)
+    assert placed[0].edit.text == darrieux
+    answer = product_lm.ask(own)
+    assert [h.edit.id for h in placed] == [answer.edit.edit.id] + [
+        d.edit.id for d in answer.distractors]

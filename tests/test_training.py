@@ -553,3 +553,34 @@ def test_a_checkpoint_of_an_older_editkit_is_refused_with_what_to_do(tiny_model,
     path.write_text(json.dumps({**old, "best": 1.5, "bad_epochs": 0}))
     with pytest.raises(InvalidInputError, match="older editkit.*without --resume"):
         Trainer(*args, cfg).run(tmp_path / "pt", resume=True)
+
+
+def test_chat_question_pairs_score_exactly_the_prompt_ask_sends_in_the_chat_template(
+        default_model, shipped_ptokens, mixed_files):
+    # The shipped tokens were trained inline and lose half their effect inside the chat template
+    # that `ask` now uses for questions: `chat_questions` trains on the product's own prompt.
+    from editkit.layouts import Mode, PromptBuilder, reads_as_question
+
+    args = (default_model.model, default_model.tokenizer, default_model.name)
+    cfg = TrainConfig(data=list(mixed_files), n_train=4, n_val=2, m=shipped_ptokens.m,
+                      chat_questions=True, hard_neighbours=True, absent_pairs=True)
+    tr = Trainer(*args, cfg)
+    pairs = tr.train_pairs
+    assert {p.chat for p in pairs} == {True, False}  # zsRE questions in chat, clozes inline
+    assert all(p.chat == (reads_as_question(p.question) and bool(p.answer.strip()))
+               for p in pairs)
+    product = PromptBuilder(default_model.tokenizer, shipped_ptokens, chat=True)
+    inline = PromptBuilder(default_model.tokenizer, shipped_ptokens, chat=False)
+    checked = 0
+    for prefix, items, chosen in tr.student_trees(shipped_ptokens, pairs, range(len(pairs))):
+        for item, i in zip(items, chosen):
+            p = pairs[i]
+            lay = product if p.chat else inline
+            sent = lay.build(Mode.PTOKENS, p.question, "" if p.fact is None else p.fact,
+                             p.distractors)
+            assert prefix + item.question == sent.ids
+            assert item.targets[0] == lay.target_ids(p.answer, chat=p.chat)
+            checked += p.chat
+    assert checked >= 4
+    plain = Trainer(*args, cfg.model_copy(update={"chat_questions": False}))
+    assert not any(p.chat for p in plain.train_pairs)

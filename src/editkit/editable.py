@@ -14,10 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import ValidationError
 
-from .compat import context_length
 from .errors import InvalidInputError, PTokenMismatchError, UnsafeFactError
 from .ike import DemoStore
 from .layouts import (
@@ -30,7 +28,7 @@ from .layouts import (
     reads_as_question,
 )
 from .loading import LoadedModel, load_model
-from .memory import EditMemory, EditStore
+from .memory import EditStore
 from .ptokens import DEFAULT_M, PTokens, fingerprint, warn_untrained
 from .records import (
     DEFAULT_NAMESPACE,
@@ -53,22 +51,19 @@ from .retrieval import (
     Selection,
     select,
 )
-from .runtime.batching import BatchedStream, MicroBatcher
+from .runtime.engine import Engine, GenerateOptions, InProcessEngine, TextStream
 from .runtime.generation import (
     DEFAULT_PREFIX_BYTES,
     FinishReason,
     Generation,
-    GenerationStream,
-    TextGenerator,
     check_generation_args,
-    decoder_for,
+    check_stop,
 )
-from .runtime.mixed_decode import decode_copy
-from .runtime.prefix_cache import CachedScorer, PrefixCache
-from .runtime.scoring import ScoreItem, forests, packed_logprobs_many, target_logprobs
 from .safety import FactPolicy, tokenizer_special_strings
 
 log = logging.getLogger(__name__)
+_IN_PROCESS_PARTS = frozenset({"generator", "scorer", "batcher", "prefix_cache",
+                               "decode_model"})
 
 
 def shipped_ptokens_dir(model_name: str, m: int, quantization: str | None = None, *,
@@ -121,6 +116,23 @@ def _answer_stop(stop: Sequence[str] | None, chat: bool) -> Sequence[str]:
     return stop
 
 
+def _over_engine(model: Any, url: str, served_as: str | None
+                 ) -> tuple[LoadedModel, Any, Engine, str]:
+    """The client side of a model an engine serves: the export's tokenizer and P-Token layout
+    (no weights) and the `RemoteEngine` that reaches it."""
+    from .export import load_export
+    from .runtime.remote import RemoteEngine
+
+    if model is None:
+        raise InvalidInputError("With engine=..., name the exported directory the engine serves "
+                                "(`editkit export OUT`, then model=OUT).")
+    layout, tokenizer, ctx = load_export(model)
+    eng = RemoteEngine(url, tokenizer, model=served_as, context_length=ctx)
+    name = str(layout.base_model.get("name") or Path(model).name)
+    return (LoadedModel(model=None, tokenizer=tokenizer, name=name), layout, eng,
+            f"export ({Path(model).name}) served by {url} as {eng.model}")
+
+
 def _per_question(values: Any, name: str, n: int) -> list[Any]:
     """`facts` / `distractors` of `ask_many`: None for all, or one entry (maybe None) each."""
     if values is None:
@@ -140,7 +152,7 @@ class AnswerStream:
     generation at its next step; `with lm.stream(q) as s:` closes it on exit.
     """
 
-    def __init__(self, generation: GenerationStream, prompt: Prompt, edit: RetrievedEdit | None,
+    def __init__(self, generation: TextStream, prompt: Prompt, edit: RetrievedEdit | None,
                  distractors: list[RetrievedEdit]) -> None:
         self._gen = generation
         self.prompt_tokens = len(prompt)
@@ -198,12 +210,10 @@ class EditableLM:
                  ptokens_source: str = "",
                  fact_policy: FactPolicy | dict[str, Any] | None = None,
                  prefix_cache: int = 0, decode_dtype: str | None = None,
-                 prefix_store_mb: float = DEFAULT_PREFIX_BYTES / 2**20) -> None:
+                 prefix_store_mb: float = DEFAULT_PREFIX_BYTES / 2**20,
+                 engine: Engine | None = None) -> None:
         self.model, self.tokenizer, self.name = loaded.model, loaded.tokenizer, loaded.name
         self.quantization = loaded.quantization
-        # Optional bf16/fp16 copy of the weights for greedy decoding after an fp32 prefill
-        # (editkit.runtime.mixed_decode): faster on CPUs where decoding is memory-bound.
-        self.decode_model = decode_copy(self.model, decode_dtype) if decode_dtype else None
         self.fact_policy = fact_policy  # validated by the property setter
         # The builder holds the one P-Token set; `self.ptokens` reads and assigns it there.
         # Its own default layout (what evaluation's scorer builds) is inline unless chat=True;
@@ -212,27 +222,26 @@ class EditableLM:
         self.layouts = PromptBuilder(self.tokenizer, ptokens, chat=self.chat is True)
         self.ptokens_source = ptokens_source
         self.memory = memory
-        # KV caches of the last `prefix_cache` prompt prefixes (demonstrations + fact), for
-        # repeated questions about one edit; 0 = off. Greedy generation and score() use them.
-        self.prefix_cache = PrefixCache(self.model, prefix_cache) if prefix_cache else None
-        # The decode stack (editkit.runtime): which decoder and which cached scorer run is
-        # decided here, once, from the settings; ask/stream/score just call them. The scorer
-        # always keeps the KV cache of the edit-independent head (chat head, the m P-Token begin
-        # markers), so a question about a fresh edit computes only what follows it.
-        # The batched paths (ask_many, generate_batched: the server, LangChain's batch) also
-        # reuse the keys and values of prompt starts across requests, up to `prefix_store_mb`
-        # (runtime.generation.PrefixStore).
+        # What runs the model (runtime.engine): every generation and score goes through it.
+        # In process by default: the batched decoder, KV caches of prompt prefixes reused per
+        # namespace up to `prefix_store_mb`, optionally the last `prefix_cache` edit prefixes
+        # (0 = off) and a bf16/fp16 decode copy (`decode_dtype`).
         _check_prefix_store_mb(prefix_store_mb)
-        self.generator = TextGenerator(self.model, self.tokenizer, decoder_for(
-            self.model, self.tokenizer, prefix_cache=self.prefix_cache,
-            decode_model=self.decode_model), prefix_bytes=int(prefix_store_mb * 2**20))
-        self.scorer = CachedScorer(self.model, self.prefix_cache)
-        # Concurrent greedy requests (LangChain's batch, a server's requests) decoded together.
-        self.batcher = MicroBatcher(self.generator)
+        self.engine: Engine = engine if engine is not None else InProcessEngine(
+            self.model, self.tokenizer, ptokens, prefix_cache=prefix_cache,
+            decode_dtype=decode_dtype, prefix_store_mb=prefix_store_mb)
         self.mode = Mode.parse(mode)
         self.retrieval = retrieval or RetrievalSettings()
         self._demos = demos
         self._special = tokenizer_special_strings(self.tokenizer)
+
+    def __getattr__(self, name: str) -> Any:
+        # The in-process runtime's parts (generator, scorer, batcher, prefix_cache,
+        # decode_model), read where benchmarks and tests look inside; they live in the engine.
+        if name in _IN_PROCESS_PARTS and isinstance(self.__dict__.get("engine"),
+                                                     InProcessEngine):
+            return getattr(self.__dict__["engine"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def fact_policy(self) -> FactPolicy:
@@ -266,6 +275,8 @@ class EditableLM:
             raise InvalidInputError(f"ptokens must be a PTokens object, got "
                                     f"{type(value).__name__}.")
         self.layouts.ptokens = value
+        if isinstance(self.engine, InProcessEngine):
+            self.engine.ptokens = value
 
     def check_fact(self, text: str, what: str = "fact") -> None:
         """Raise `UnsafeFactError` if the fact policy refuses `text`."""
@@ -296,12 +307,15 @@ class EditableLM:
         prefix_cache: int = 0,
         decode_dtype: str | None = None,
         prefix_store_mb: float = DEFAULT_PREFIX_BYTES / 2**20,
+        engine: str | None = None,
+        engine_model: str | None = None,
     ) -> EditableLM:
         """Load a model (None = the embedded SmolLM2-135M-Instruct), P-Tokens and a memory.
 
         ptokens: a P-Token directory or object; None picks the trained set shipped for the model,
         or, where none ships, fresh untrained tokens initialised from the text " new fact".
-        memory: an SQLite file path (persistent), None (in RAM for this process), or any object
+        memory: an SQLite file path (persistent), None (in RAM for this process), a
+        postgresql:// URL (one memory shared by replicas, `editkit[postgres]`), or any object
         implementing `editkit.memory.EditStore` (e.g. the LangChain vector-store memory).
         fact_policy: what facts may contain (None: the strict default, `FactPolicy.off()`: no
         prompt-injection checks); see `editkit.safety`.
@@ -320,6 +334,12 @@ class EditableLM:
         P-Token markers) that the batched paths (`ask_many`, `generate_batched`: the server and
         LangChain's `batch`) reuse for the next question about the same edit in the same
         namespace (0 = only the edit-independent head; docs/serving.md).
+        engine: the URL of an OpenAI-compatible engine (`http://host:port/v1`: vLLM, SGLang,
+        TGI, llama.cpp's server, `transformers serve`) serving `model`, which must then be the
+        directory `editkit export` wrote (docs/engines.md). Memory, retrieval, the gate and the
+        layout stay here; only the rendered prompt goes to the engine. engine_model: the id the
+        engine serves it under (None: the only model it lists). Loading, quantization and
+        decoding options are the engine's then, and `score` needs prompt log-probabilities.
         """
         mode = Mode.parse(mode)
         _check_prefix_store_mb(prefix_store_mb)
@@ -329,13 +349,26 @@ class EditableLM:
                                           namespace=check_namespace(namespace))
         except ValidationError as exc:
             raise InvalidInputError(f"Invalid retrieval settings: {exc}") from exc
-        loaded = load_model(model, quantization=quantization, device=device, dtype=dtype,
-                            trust_remote_code=trust_remote_code)
-        pt, source = cls._resolve_ptokens(loaded, ptokens, m)
-        # A path or None opens an EditMemory (its embedder loads on first use); anything else
-        # must implement the protocol (isinstance reads `embedder`, which may load it).
+        eng: Engine | None = None
+        if engine is None:
+            loaded = load_model(model, quantization=quantization, device=device, dtype=dtype,
+                                trust_remote_code=trust_remote_code)
+            pt, source = cls._resolve_ptokens(loaded, ptokens, m)
+        else:
+            in_process = {"ptokens": ptokens, "quantization": quantization, "dtype": dtype,
+                          "decode_dtype": decode_dtype, "prefix_cache": prefix_cache}
+            given = [k for k, v in in_process.items() if v]
+            if given:
+                raise InvalidInputError(f"{', '.join(given)} apply to a model loaded here, not "
+                                        "to one an engine serves; leave them out with engine=.")
+            loaded, pt, eng, source = _over_engine(model, engine, engine_model)
+        # A path or None opens an EditMemory (its embedder loads on first use), a postgresql://
+        # URL a PostgresEditMemory (memory_url.open_memory); anything else must implement the
+        # protocol (isinstance reads `embedder`, which may load it).
         if memory is None or isinstance(memory, (str, os.PathLike)):
-            mem: EditStore = EditMemory(memory)
+            from .memory_url import open_memory
+
+            mem: EditStore = open_memory(memory)
         elif isinstance(memory, EditStore):
             mem = memory
         else:
@@ -344,7 +377,7 @@ class EditableLM:
         return cls(loaded, pt, mem, mode, retrieval=retrieval, chat=chat, demos=demos,
                    ptokens_source=source, fact_policy=fact_policy, prefix_cache=prefix_cache,
                    prefix_store_mb=prefix_store_mb,
-                   decode_dtype=decode_dtype)
+                   decode_dtype=decode_dtype, engine=eng)
 
     @staticmethod
     def _resolve_ptokens(loaded: LoadedModel, ptokens: Any, m: int) -> tuple[PTokens, str]:
@@ -410,7 +443,17 @@ class EditableLM:
         return self.memory.clear(namespace)
 
     def retrieve(self, question: str, namespace: str | None = None) -> list[RetrievedEdit]:
-        """Relevant stored edits for a question, best first (empty if none passes the threshold)."""
+        """The stored edits `ask` would place for a question, through the retrieval policy and
+        its relevance gate (`select`): the edit about the question first, then the others placed
+        beside it as distractors; [] when the policy places none. The one public answer to
+        "which edits apply" (LangChain's retriever gives the same)."""
+        sel = self.select(question, namespace)
+        return ([sel.edit] if sel.edit is not None else []) + sel.distractors
+
+    def retrieve_raw(self, question: str, namespace: str | None = None) -> list[RetrievedEdit]:
+        """The memory's raw search: the top-k stored edits by cosine similarity above the
+        threshold, best first, with no relevance gate. A candidate list, not a decision: a
+        similar edit about another subject is in it (use `retrieve` or `select` for that)."""
         q = clean_text(question, "question", MAX_QUESTION_CHARS)
         r = self.retrieval
         return self.memory.retrieve(q, k=r.top_k, threshold=r.threshold,
@@ -489,7 +532,7 @@ class EditableLM:
         """InvalidInputError when a prompt of `prompt_tokens` plus `new_tokens` generated (or
         scored) tokens would overrun the model's context. The one context rule: `ask`,
         `stream`, `score` and the LangChain chat model all apply it."""
-        limit = context_length(self.model)
+        limit = self.engine.context_length
         if limit and prompt_tokens + new_tokens > limit:
             raise InvalidInputError(
                 f"The prompt has {prompt_tokens} tokens and the answer needs up to {new_tokens} "
@@ -519,7 +562,8 @@ class EditableLM:
 
         Args:
             question: the question, or the start of a sentence to complete.
-            max_new_tokens: at most this many new tokens (1-4096); prompt plus answer must fit
+            max_new_tokens: at most this many new tokens (`limits.MAX_NEW_TOKENS`); prompt plus
+                answer must fit
                 the model's context.
             stop: strings that end the answer; the text is cut before the first one found
                 (`finish_reason` "stop", as for EOS; "length" when `max_new_tokens` ran out).
@@ -584,19 +628,18 @@ class EditableLM:
         modes = _per_question_modes(mode, len(questions))
         given = _per_question(facts, "facts", len(questions))
         others = _per_question(distractors, "distractors", len(questions))
+        seeds = _per_question(seeds, "seeds", len(questions))
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError("batch_size must be an int ≥ 1.")
         placed = [self.prompt(q, mode=m, namespace=namespace, chat=chat, fact=f, distractors=d,
                               max_new_tokens=max_new_tokens)
                   for q, m, f, d in zip(questions, modes, given, others, strict=True)]
-        # One P-Token set serves every row: it only replaces P-Token ids, which the prompts of
-        # the other modes do not hold.
-        gens = self.generator.generate_many([p.ids for p, _, _ in placed], ptokens=self.ptokens,
-                                            max_new_tokens=max_new_tokens,
-                                            stops=[_answer_stop(stop, p.chat)
-                                                   for p, _, _ in placed],
-                                            temperature=temperature if do_sample else None,
-                                            seeds=seeds, batch_size=batch_size,
-                                            prefix_lens=[p.prefix_len for p, _, _ in placed],
-                                            cache_salt=self._salt(namespace))
+        gens = self.engine.generate_many(
+            [p for p, _, _ in placed],
+            [self._options(max_new_tokens, _answer_stop(stop, p.chat),
+                           temperature if do_sample else None, seed, namespace)
+             for (p, _, _), seed in zip(placed, seeds, strict=True)],
+            batch_size=batch_size)
         return [Answer(text=g.text, mode=p.mode.value, edit=edit, distractors=ds,
                        prompt_tokens=len(p), completion_tokens=g.completion_tokens,
                        finish_reason=g.finish_reason or "stop")
@@ -605,65 +648,40 @@ class EditableLM:
     def generate_batched(self, prompt: Prompt, *, max_new_tokens: int = 32,
                          stop: Sequence[str] | None = (), temperature: float | None = None,
                          seed: int | None = None, namespace: str | None = None) -> Generation:
-        """The whole generation after `prompt`, the result `generate_from` gives run to its end.
-
-        Requests from other threads join the same running batch as they arrive
-        (`runtime.batching.MicroBatcher`: LangChain's `batch`, the server), greedy or sampled
-        (each sampled request with its own `seed`). Models with a prefix cache or a bf16
-        decode copy (per-sequence decoders) run each request alone through their decoder.
-        namespace: the one whose edits built the prompt (default: the model's); the keys and
-        values of the prompt's prefix are reused by later requests of that namespace only
-        (`runtime.generation.PrefixStore`).
+        """The whole generation after `prompt` on the engine's shared path: requests from other
+        threads are decoded together (in process: they join the running batch, greedy or each
+        sampled with its own `seed`; remote: concurrent requests to the engine). The server and
+        LangChain's `batch` generate through this. namespace: the one whose edits built the
+        prompt (default: the model's); cached keys and values of its prefix serve later
+        requests of that namespace only (`runtime.generation.PrefixStore`).
         """
-        if self._decodes_alone:
-            return self.generator.generate(prompt.ids, ptokens=self._ptokens_for(prompt),
-                                           max_new_tokens=max_new_tokens,
-                                           temperature=temperature, stop=stop,
-                                           prefix_len=prompt.prefix_len, seed=seed)
-        # Every prompt shares this model's P-Token set: it only replaces P-Token ids, so the
-        # prompts of all modes can share a batch.
-        return self.batcher.generate(prompt.ids, ptokens=self.ptokens,
-                                     max_new_tokens=max_new_tokens, stop=stop,
-                                     temperature=temperature, seed=seed,
-                                     prefix_len=prompt.prefix_len,
-                                     cache_salt=self._salt(namespace))
-
-    def _salt(self, namespace: str | None) -> str:
-        """Who may reuse a prompt prefix's keys and values: its namespace's requests."""
-        return namespace or self.retrieval.namespace
-
-    @property
-    def _decodes_alone(self) -> bool:
-        """A prefix cache or a bf16 decode copy: decoders that hold one sequence, so requests
-        do not join the running batch."""
-        return self.prefix_cache is not None or self.decode_model is not None
+        return self.engine.generate(prompt, self._options(max_new_tokens, stop, temperature,
+                                                          seed, namespace), shared=True)
 
     def stream_batched(self, prompt: Prompt, *, max_new_tokens: int = 32,
                        stop: Sequence[str] | None = (), temperature: float | None = None,
-                       seed: int | None = None,
-                       namespace: str | None = None) -> BatchedStream | GenerationStream:
-        """`generate_batched`, streamed: the text pieces of a row of the running batch (the
-        server's `stream: true`). Models with per-sequence decoders stream alone
-        (`generate_from`)."""
-        if self._decodes_alone:
-            return self.generate_from(prompt, max_new_tokens=max_new_tokens, stop=stop,
-                                      temperature=temperature, seed=seed)
-        return self.batcher.stream(prompt.ids, ptokens=self.ptokens,
-                                   max_new_tokens=max_new_tokens, stop=stop,
-                                   temperature=temperature, seed=seed,
-                                   prefix_len=prompt.prefix_len,
-                                   cache_salt=self._salt(namespace))
+                       seed: int | None = None, namespace: str | None = None) -> TextStream:
+        """`generate_batched`, streamed (the server's `stream: true`)."""
+        return self.engine.stream(prompt, self._options(max_new_tokens, stop, temperature, seed,
+                                                        namespace), shared=True)
 
     def generate_from(self, prompt: Prompt, *, max_new_tokens: int = 32,
                       stop: Sequence[str] | None = (),
                       temperature: float | None = None,
-                      seed: int | None = None) -> GenerationStream:
+                      seed: int | None = None) -> TextStream:
         """A generation stream after a prompt built by `prompt()` (greedy unless
-        `temperature > 0`, then sampled with `seed`), through this model's decoder (prefix
-        cache, bf16 decoding). The LangChain chat model generates through this."""
-        return self.generator.stream(prompt.ids, ptokens=self._ptokens_for(prompt),
-                                     max_new_tokens=max_new_tokens, temperature=temperature,
-                                     stop=stop, prefix_len=prompt.prefix_len, seed=seed)
+        `temperature > 0`, then sampled with `seed`), this caller's own request (in process:
+        through the model's decoder, prefix cache and bf16 decoding included)."""
+        return self.engine.stream(prompt, self._options(max_new_tokens, stop, temperature, seed,
+                                                        None))
+
+    def _options(self, max_new_tokens: int, stop: Sequence[str] | None,
+                 temperature: float | None, seed: int | None,
+                 namespace: str | None) -> GenerateOptions:
+        """One request's settings; the namespace decides who may reuse its prefix's cache."""
+        return GenerateOptions(max_new_tokens=max_new_tokens, stop=tuple(check_stop(stop)),
+                               temperature=temperature, seed=seed,
+                               namespace=namespace or self.retrieval.namespace)
 
     def score(self, question: str, candidates: Sequence[str], *,
               mode: Mode | str | None = None, namespace: str | None = None,
@@ -676,12 +694,9 @@ class EditableLM:
         """
         req = self._score_request(question, candidates, mode=mode, namespace=namespace,
                                   fact=fact, distractors=distractors, chat=chat)
-        p = req[0]
-        logps = self.scorer.continuations(p.ids, self._ptokens_for(p), req[4],
-                                          prefix_len=p.prefix_len, head_len=p.head_len)
+        [logps] = self.engine.score([(req[0], req[4])])
         return self._score_result(req, logps)
 
-    @torch.no_grad()
     def score_many(self, questions: Sequence[str], candidates: Sequence[Sequence[str]], *,
                    mode: Mode | str | Sequence[Mode | str] | None = None,
                    namespace: str | None = None, chat: bool | None = None,
@@ -703,17 +718,7 @@ class EditableLM:
         modes = _per_question_modes(mode, len(questions))
         reqs = [self._score_request(q, c, mode=m, namespace=namespace, chat=chat)
                 for q, c, m in zip(questions, candidates, modes, strict=True)]
-        # Trees of every mode share one forward: the P-Token rows only replace P-Token ids, so
-        # the prompts without any are embedded as they would be alone.
-        trees = [(r[0].ids, [ScoreItem(question=[], targets=[list(c) for c in r[4]])], i)
-                 for i, r in enumerate(reqs)]
-        logps: list[list[list[float]]] = [[] for _ in reqs]
-        for run in forests(trees, forest_tokens):
-            dists = packed_logprobs_many(self.model, self.ptokens,
-                                         [(ids, items) for ids, items, _ in run])
-            for (_, items, i), tree in zip(run, dists, strict=True):
-                logps[i] = [target_logprobs(d, t).tolist()
-                            for d, t in zip(tree[0], items[0].targets, strict=True)]
+        logps = self.engine.score([(r[0], r[4]) for r in reqs], forest_tokens=forest_tokens)
         return [self._score_result(r, lp) for r, lp in zip(reqs, logps, strict=True)]
 
     def _score_request(self, question: str, candidates: Sequence[str], **prompt_kw: Any
@@ -738,10 +743,6 @@ class EditableLM:
                   for c, lp in zip(cands, logps, strict=True)]
         return ScoreResult(mode=p.mode.value, scores=scores, edit=edit, distractors=others,
                            prompt_tokens=len(p))
-
-    def _ptokens_for(self, prompt: Prompt) -> PTokens | None:
-        """The P-Tokens a prompt's ids refer to (only P-Token layouts hold any)."""
-        return self.ptokens if prompt.mode is Mode.PTOKENS else None
 
     def __repr__(self) -> str:
         return (f"EditableLM(model={self.name!r}, mode={self.mode.value!r}, m={self.ptokens.m}, "

@@ -49,6 +49,24 @@ class MemoryCorruptError(EditMemoryError):
     """The edit-memory database file is not a readable editkit database; it was left untouched."""
 
 
+class MemoryUnavailableError(EditMemoryError):
+    """The edit memory's database cannot be reached (down, restarting, refusing connections).
+
+    The call that raised it was not acknowledged: an add may or may not have been stored, a
+    forget or clear may or may not have happened. The next call reconnects on its own once the
+    database answers again."""
+
+
+class MemorySchemaError(EditMemoryError):
+    """The database holds an editkit schema this editkit cannot use (a newer version, written by
+    a newer editkit), or lacks what the schema needs (the pgvector extension)."""
+
+
+class MemoryBackendMissingError(EditMemoryError, ImportError):
+    """The memory named a backend whose optional packages are not installed (e.g. a
+    postgresql:// URL without `editkit[postgres]`)."""
+
+
 class EditNotFoundError(EditMemoryError, KeyError):
     """`forget(id)` named an edit that is not in the memory."""
 
@@ -58,3 +76,18 @@ class EditNotFoundError(EditMemoryError, KeyError):
 
 class DatasetError(EditkitError):
     """A data file is missing or not in the expected published format."""
+
+
+class EngineError(EditkitError):
+    """The inference engine behind a remote `EditableLM` refused or failed a request; the
+    message carries what it said."""
+
+
+class EngineUnavailableError(EngineError):
+    """The inference engine cannot be reached (down, restarting, timing out). No edit is lost:
+    the memory is editkit's and is untouched; retry once the engine answers again."""
+
+
+class EngineCapabilityError(EngineError):
+    """The engine cannot do what was asked (e.g. `score` needs prompt log-probabilities, which
+    not every OpenAI-compatible engine returns); the message names the missing capability."""

@@ -10,16 +10,18 @@ one. A prompt is then plain text: `<BEGIN_EDIT_0>..fact..<END_EDIT_0>..\\n(distr
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
-from .errors import InvalidInputError
+from .errors import ArtifactError, InvalidInputError
 from .layouts import LAYOUT_VERSION, ptoken_text
 from .ptokens import PTokens
 
@@ -142,3 +144,69 @@ Never put user text through the tokenizer with these strings in it unsplit: stri
 (editkit tokenizes user text with `split_special_tokens=True`). The P-Tokens have zero output rows
 and are listed in `generation_config.suppress_tokens`, so they are never generated.
 """
+
+
+class ExportedPTokens:
+    """The P-Token layout of an export, read without its weights: what a client needs to build
+    prompts for an engine that serves the export (`RemoteEngine`). It stands where `PTokens`
+    stands in a `PromptBuilder`: token names, their ids in the export's tokenizer, m."""
+
+    def __init__(self, path: Path, layout: dict[str, Any], tokenizer: Any) -> None:
+        if layout.get("format") != EXPORT_FORMAT:
+            raise ArtifactError(f"{path} was exported with layout {layout.get('format')!r}; this "
+                                f"editkit writes prompts in {EXPORT_FORMAT!r}: export it again "
+                                "with this editkit.")
+        names = list(layout["begin_tokens"]) + list(layout["end_tokens"])
+        ids = tokenizer.convert_tokens_to_ids(names)
+        if ids != [layout["token_ids"][n] for n in names]:
+            raise ArtifactError(f"The tokenizer in {path} does not hold the P-Tokens that "
+                                f"{LAYOUT_NAME} names; export the model again.")
+        self.path = path
+        self.config = SimpleNamespace(begin_tokens=list(layout["begin_tokens"]),
+                                      end_tokens=list(layout["end_tokens"]), m=int(layout["m"]),
+                                      trained=bool(layout.get("trained")))
+        self.base_model = dict(layout.get("base_model") or {})
+        self._ids = ids
+        self._digest = hashlib.sha256((path / LAYOUT_NAME).read_bytes()).hexdigest()
+
+    @property
+    def m(self) -> int:
+        return int(self.config.m)
+
+    @property
+    def begin_ids(self) -> list[int]:
+        return self._ids[: self.m]
+
+    @property
+    def end_ids(self) -> list[int]:
+        return self._ids[self.m:]
+
+    def token_string(self, token_id: int) -> str:
+        names = self.config.begin_tokens + self.config.end_tokens
+        return names[self._ids.index(token_id)]
+
+    def content_hash(self) -> str:
+        """SHA-256 of the export's layout file (it records the P-Token names and ids)."""
+        return self._digest
+
+
+def load_export(path: str | os.PathLike[str]) -> tuple[ExportedPTokens, Any, int | None]:
+    """An export's P-Token layout, tokenizer and context length, read from its directory (no
+    weights): what `EditableLM.from_pretrained(path, engine=URL)` needs on the client."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = Path(path)
+    if not (path / LAYOUT_NAME).is_file():
+        raise InvalidInputError(
+            f"With engine=..., model must be the directory `editkit export` wrote (the engine "
+            f"serves it); {path} has no {LAYOUT_NAME}. Run `editkit export OUT`, serve OUT, and "
+            "pass OUT here.")
+    try:
+        layout = json.loads((path / LAYOUT_NAME).read_text())
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ArtifactError(f"{path} is not a readable editkit export: {exc}") from exc
+    ctx = getattr(getattr(config, "get_text_config", lambda: config)(),
+                  "max_position_embeddings", None)
+    return ExportedPTokens(path, layout, tokenizer), tokenizer, ctx

@@ -103,6 +103,18 @@ def new_edits(facts: Any, namespace: str) -> list[Edit]:
             for p in parsed]
 
 
+def unit_vectors(vectors: Any, n: int, dim: int) -> np.ndarray:
+    """Validate `n` precomputed embeddings of dimension `dim` (finite, non-zero) and return them
+    normalised, float32, so that cosine similarity stays a dot product."""
+    vecs = np.asarray(vectors, dtype=np.float32)
+    if vecs.ndim != 2 or vecs.shape != (n, dim):
+        raise InvalidInputError(f"vectors must have shape ({n}, {dim}), got {vecs.shape}.")
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    if not np.isfinite(vecs).all() or (norms == 0).any():
+        raise InvalidInputError("vectors must be finite and non-zero.")
+    return vecs / norms
+
+
 class EditMemory:
     """SQLite-backed store of edits. `path=None` or ':memory:' keeps it in RAM for this process."""
 
@@ -211,14 +223,7 @@ class EditMemory:
         finite; they are normalised here so cosine stays a dot product.
         """
         edits = new_edits(facts, namespace)
-        vecs = np.asarray(vectors, dtype=np.float32)
-        if vecs.ndim != 2 or vecs.shape != (len(edits), self.embedder.dim):
-            raise InvalidInputError(f"vectors must have shape ({len(edits)}, "
-                                    f"{self.embedder.dim}), got {vecs.shape}.")
-        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-        if not np.isfinite(vecs).all() or (norms == 0).any():
-            raise InvalidInputError("vectors must be finite and non-zero.")
-        return self._insert(edits, vecs / norms)
+        return self._insert(edits, unit_vectors(vectors, len(edits), self.embedder.dim))
 
     def _insert(self, edits: list[Edit], vecs: np.ndarray) -> list[Edit]:
         with self._tx() as c:
@@ -239,11 +244,11 @@ class EditMemory:
         ns = None if namespace is None else check_namespace(namespace)
         with self._tx() as c:
             row = c.execute(f"SELECT {_COLS} FROM edits WHERE id = ?", (edit_id,)).fetchone()
-            if row is None or (ns is not None and _edit(row).namespace != ns):
+            if row is None or (ns is not None and edit_from_row(row).namespace != ns):
                 where = self.path if ns is None else f"namespace {ns!r} of {self.path}"
                 raise EditNotFoundError(f"No edit with id {edit_id!r} in {where}.")
             c.execute("DELETE FROM edits WHERE id = ?", (edit_id,))
-        return _edit(row)
+        return edit_from_row(row)
 
     def clear(self, namespace: str | None = None) -> int:
         """Delete every edit (of one namespace if given); return how many were deleted."""
@@ -265,7 +270,7 @@ class EditMemory:
                 rows = self._conn.execute(
                     f"SELECT {_COLS} FROM edits WHERE namespace = ? ORDER BY created_at, rowid",
                     (check_namespace(namespace),))
-            return [_edit(r) for r in rows.fetchall()]
+            return [edit_from_row(r) for r in rows.fetchall()]
 
     def __len__(self) -> int:
         with self._lock:
@@ -277,7 +282,7 @@ class EditMemory:
                                      (edit_id,)).fetchone()
         if row is None:
             raise EditNotFoundError(f"No edit with id {edit_id!r} in {self.path}.")
-        return _edit(row)
+        return edit_from_row(row)
 
     def _edits_by_id(self, ids: Sequence[str]) -> dict[str, Edit]:
         """The stored edits among `ids` (missing ones are left out), in one query per 500."""
@@ -288,7 +293,7 @@ class EditMemory:
                 rows = self._conn.execute(
                     f"SELECT {_COLS} FROM edits WHERE id IN ({','.join('?' * len(chunk))})",
                     chunk).fetchall()
-                out.update((r[0], _edit(r)) for r in rows)
+                out.update((r[0], edit_from_row(r)) for r in rows)
         return out
 
     def _index(self, namespace: str) -> _NamespaceIndex:
@@ -373,7 +378,8 @@ class EditMemory:
         return f"EditMemory({self.path!r}, edits={len(self)})"
 
 
-_COLS = "id, text, subject, relation, object, namespace, created_at"
+# the columns of an Edit, in the order both backends (SQLite, PostgreSQL) read them
+EDIT_COLUMNS = _COLS = "id, text, subject, relation, object, namespace, created_at"
 _MAX_PARAMS = 500  # bound parameters per query: SQLite caps them (999 in older builds)
 
 
@@ -452,7 +458,8 @@ class _NamespaceIndex:
             self.index.add(labels, mat)
 
 
-def _edit(row: Iterable[Any]) -> Edit:
+def edit_from_row(row: Iterable[Any]) -> Edit:
+    """An Edit from a row of _COLS (both backends store them in this order)."""
     r = list(row)
     return Edit(id=r[0], text=r[1], subject=r[2], relation=r[3], object=r[4], namespace=r[5],
                 created_at=r[6])

@@ -7,9 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
 
 from .errors import FactTooLongError, InvalidInputError
+from .limits import MAX_FACT_CHARS, MAX_QUESTION_CHARS  # noqa: F401  (defined once, there)
 
-MAX_FACT_CHARS = 1_000  # a fact is one sentence-sized statement; longer text belongs in RAG
-MAX_QUESTION_CHARS = 4_000
 DEFAULT_NAMESPACE = "default"
 
 

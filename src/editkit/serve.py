@@ -31,7 +31,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from .editable import EditableLM
-from .errors import EditkitError, EditNotFoundError
+from .errors import (
+    EditkitError,
+    EditNotFoundError,
+    EngineError,
+    EngineUnavailableError,
+    MemoryUnavailableError,
+)
+from .limits import MAX_NEW_TOKENS
 from .records import DEFAULT_NAMESPACE
 
 __all__ = ["create_app", "serve_in_thread"]
@@ -46,8 +53,8 @@ class ChatMessage(BaseModel):
 class _Sampling(BaseModel):
     model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields editkit does not use
     model: str | None = None
-    max_tokens: int | None = Field(None, ge=1, le=4096)
-    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
     temperature: float | None = Field(None, ge=0, le=2)
     seed: int | None = None  # sampled requests: the same seed gives the same answer
     stop: str | list[str] | None = None
@@ -104,7 +111,11 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
 
     @app.exception_handler(EditkitError)
     async def _editkit_error(_: Request, exc: EditkitError) -> JSONResponse:
-        status = 404 if isinstance(exc, EditNotFoundError) else 400
+        # The engine or the memory's database down: 503, a retry can succeed; the engine
+        # refusing a request: 502; the caller's input: 400 (404 for an unknown edit).
+        status = (404 if isinstance(exc, EditNotFoundError) else
+                  503 if isinstance(exc, (EngineUnavailableError, MemoryUnavailableError)) else
+                  502 if isinstance(exc, EngineError) else 400)
         return error(status, str(exc))
 
     def namespace(request: Request) -> str:
@@ -129,7 +140,7 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
         generation, a row of the running batch. The prompt is built inside `arriving()`: an
         idle batch waits for requests sent together to be built, so they are prefilled
         together."""
-        with lm.batcher.arriving():
+        with lm.engine.arriving():
             p, _, _ = lm.prompt(question, namespace=ns, history=history, chat=chat,
                                 max_new_tokens=req.budget())
             gen = (lm.stream_batched if stream else lm.generate_batched)(

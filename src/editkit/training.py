@@ -29,7 +29,7 @@ from .embedder import DEFAULT_EMBEDDER
 from .errors import InvalidInputError
 from .fileio import atomic_write, cache_dir
 from .ike import DEMO_SCHEDULE_VERSION, DemoStore, default_train_file
-from .layouts import LAYOUT_VERSION, Mode, PromptBuilder
+from .layouts import LAYOUT_VERSION, Mode, PromptBuilder, reads_as_question
 from .ptokens import DEFAULT_INIT_TEXT, DEFAULT_M, PTokens, fingerprint
 from .runtime.scoring import ScoreItem, forests, packed_logprobs_many, target_logprobs
 
@@ -101,6 +101,10 @@ class TrainConfig(BaseModel):
                                    "this many training records, besides each epoch's end")
     forest_tokens: int = Field(1024, ge=64, description="most tokens in one packed forward "
                                "(a batch's pairs go through in as few forwards as fit)")
+    chat_questions: bool = Field(False, description="lay out every pair whose question reads "
+                                 "as one (`layouts.reads_as_question`) in the model's chat "
+                                 "template, for teacher and student, as `EditableLM(chat='auto')` "
+                                 "sends it; sentences to complete stay inline")
     seed: int = 0
 
     @field_validator("data", mode="before")
@@ -113,7 +117,7 @@ class TrainConfig(BaseModel):
 TEACHER_FIELDS = frozenset({"edit_teacher", "neighbour_teacher", "distractor_teacher", "topk"})
 """Fields that change the teacher's distributions for a given pair: hashed into the cache key."""
 PAIR_FIELDS = frozenset({"data", "n_train", "n_val", "max_distractors", "seed",
-                         "hard_neighbours", "absent_pairs"})
+                         "hard_neighbours", "absent_pairs", "chat_questions"})
 """Fields that choose the pairs: the key hashes the pairs themselves, so these reach it that way."""
 DEMO_FIELDS = frozenset({"demos"})
 """The IKE teacher's demonstration file: the key hashes its content, not its path."""
@@ -138,6 +142,7 @@ class Pair(BaseModel):
     question: str
     answer: str
     contrast: str | None = None  # the competing answer of the margin term (None: no margin)
+    chat: bool = False  # laid out in the chat template (teacher and student), answer bare
 
     @property
     def keeps_old_answer(self) -> bool:
@@ -204,15 +209,25 @@ def build_pairs(records: Sequence[CounterFactRecord], cfg: TrainConfig,
             pairs.append(Pair(kind="absent", fact=foreign[0], distractors=foreign[1:],
                               question=r.prompt, answer=r.ground_truth,
                               contrast=_contrast(r.ground_truth, r.target_new), **common))
+    if cfg.chat_questions:
+        pairs = [p.model_copy(update={"chat": True}) if _chat_pair(p) else p for p in pairs]
     return pairs
 
 
+def _chat_pair(p: Pair) -> bool:
+    """A question (as `ask` would lay it out in the chat template) whose answers are not empty:
+    a few zsRE records have an empty new object, which inline reads as " " but in a chat reply
+    has no token at all."""
+    return (reads_as_question(p.question) and bool(p.answer.strip())
+            and (p.contrast is None or bool(p.contrast.strip())))
+
+
 def _groups(pairs: Sequence[Pair], idx: Sequence[int]) -> dict[tuple[Any, ...], list[int]]:
-    """Pairs (by index) that share a context (fact, distractors): one packed pass each."""
+    """Pairs (by index) that share a context (fact, distractors, layout): one packed pass each."""
     out: dict[tuple[Any, ...], list[int]] = {}
     for i in idx:
         p = pairs[i]
-        out.setdefault((p.record, p.fact, tuple(p.distractors)), []).append(i)
+        out.setdefault((p.record, p.fact, tuple(p.distractors), p.chat), []).append(i)
     return out
 
 
@@ -378,6 +393,7 @@ class Trainer:
         self.device = model.device  # where the teacher's distributions are kept for the loss
         self._demos: DemoStore | None = None
         self._demos_digest: str | None = None
+        self._chat_frame: tuple[list[int], list[int]] | None = None
 
     # ---- teacher ----------------------------------------------------------------------------
     def _teacher_mode(self, p: Pair) -> Mode:
@@ -390,10 +406,25 @@ class Trainer:
         return Mode.PROMPT if self.cfg.edit_teacher == "prompt" else Mode.IKE
 
     def _items(self, layouts: Any, mode: Mode, pairs: Sequence[Pair]) -> list[ScoreItem]:
+        """The pairs' questions (with the chat template's tail in chat pairs) and answers, laid
+        out as `PromptBuilder.build` lays them out: what training scores is what `ask` sends."""
         edited = mode is not Mode.NONE
         return [ScoreItem(question=layouts.text_ids(layouts.question_text(mode, p.question,
-                                                                          edited)),
-                          targets=[layouts.target_ids(p.answer)]) for p in pairs]
+                                                                          edited))
+                          + (self._frame(layouts, p.chat)[1]),
+                          targets=[layouts.target_ids(p.answer, chat=p.chat)]) for p in pairs]
+
+    def _frame(self, layouts: Any, chat: bool) -> tuple[list[int], list[int]]:
+        """Ids before the context and after the question: BOS inline; the chat template's head
+        (its default system turn included) and tail (the assistant's turn opened) in chat."""
+        if not chat:
+            return list(layouts.bos), []
+        if self._chat_frame is None:  # the template renders the same for every pair: once
+            self._chat_frame = layouts.frame(True)
+        return self._chat_frame
+
+    def _contrast_ids(self, layouts: Any, p: Pair) -> list[int]:
+        return layouts.target_ids(p.contrast or "", chat=p.chat)
 
     def _cache_path(self, pairs: Sequence[Pair]) -> Path:
         if self._demos_digest is None:
@@ -419,7 +450,7 @@ class Trainer:
         clean = self.cfg.distractor_teacher == "clean"
         teacher_pairs = [p.model_copy(update={"distractors": []}) if clean else p for p in pairs]
         trees = []
-        for (_, fact, dis), idx in _groups(teacher_pairs, range(len(pairs))).items():
+        for (_, fact, dis, chat), idx in _groups(teacher_pairs, range(len(pairs))).items():
             by_mode: dict[Mode, list[int]] = {}
             for i in idx:
                 by_mode.setdefault(self._teacher_mode(pairs[i]), []).append(i)
@@ -427,8 +458,8 @@ class Trainer:
                 demos = (self._demos.retrieve(fact, exclude=[pairs[ids[0]].case_id]).text
                          if mode is Mode.IKE else "")
                 ctx, _ = lay.context(mode, fact if mode is not Mode.NONE else None, dis, demos)
-                trees.append((lay.bos + ctx, self._items(lay, mode, [pairs[i] for i in ids]),
-                              ids))
+                trees.append((self._frame(lay, chat)[0] + ctx,
+                              self._items(lay, mode, [pairs[i] for i in ids]), ids))
         for run in forests(trees, self.cfg.forest_tokens):
             for (_, _, ids), dists in zip(run, packed_logprobs_many(
                     self.model, None, [(pre, items) for pre, items, _ in run])):
@@ -447,12 +478,13 @@ class Trainer:
         margins = [torch.tensor(float("nan")) for _ in pairs]
         wanted = [i for i, p in enumerate(pairs) if p.contrast is not None and p.keeps_old_answer]
         step = max(1, self.cfg.forest_tokens // 32)  # questions are short: ~32 tokens a branch
-        for s in range(0, len(wanted), step):
-            ids = wanted[s: s + step]
+        by_chat = [[i for i in wanted if pairs[i].chat == c] for c in (False, True)]
+        for ids in (b[s: s + step] for b in by_chat for s in range(0, len(b), step)):
             items = self._items(lay, Mode.NONE, [pairs[i] for i in ids])
             for i, item in zip(ids, items):
-                item.targets.append(lay.target_ids(pairs[i].contrast or ""))
-            [dists] = packed_logprobs_many(self.model, None, [(lay.bos, items)])
+                item.targets.append(self._contrast_ids(lay, pairs[i]))
+            head = self._frame(lay, pairs[ids[0]].chat)[0]
+            [dists] = packed_logprobs_many(self.model, None, [(head, items)])
             for i, item, (a, c) in zip(ids, items, dists):
                 margins[i] = answer_margin(target_logprobs(a, item.targets[0]),
                                            target_logprobs(c, item.targets[1]))
@@ -475,16 +507,8 @@ class Trainer:
         The pairs of one context are one packed tree; the trees go through in forests of at most
         `forest_tokens` tokens (one forward each)."""
         cfg = self.cfg
-        lay = PromptBuilder(self.tokenizer, pt)
         total, weight_sum, per_kind = torch.zeros(()), 0.0, {}
-        trees = []
-        for (_, fact, dis), chosen in _groups(pairs, idx).items():
-            ctx, _ = lay.context(Mode.PTOKENS, "" if fact is None else fact, dis)
-            items = self._items(lay, Mode.PTOKENS, [pairs[i] for i in chosen])
-            for i, item in zip(chosen, items):
-                if self._margin_applies(pairs[i]):
-                    item.targets.append(lay.target_ids(pairs[i].contrast or ""))
-            trees.append((lay.bos + ctx, items, chosen))
+        trees = self.student_trees(pt, pairs, idx)
         for run in forests(trees, cfg.forest_tokens):
             outs = packed_logprobs_many(self.model, pt, [(pre, items) for pre, items, _ in run])
             for (_, items, chosen), dists in zip(run, outs):
@@ -506,6 +530,22 @@ class Trainer:
                     weight_sum += w
                     per_kind.setdefault(pairs[i].kind, []).append(float(kl.detach()))
         return total, weight_sum, per_kind
+
+    def student_trees(self, pt: PTokens, pairs: Sequence[Pair], idx: Sequence[int]
+                      ) -> list[tuple[list[int], list[ScoreItem], list[int]]]:
+        """(prefix, items, pair indices) per shared context, under the P-Token layout: prefix +
+        item.question is exactly the prompt `PromptBuilder.build` makes for `ask`; item.targets
+        are the answer (and the margin's competing answer where it applies)."""
+        lay = PromptBuilder(self.tokenizer, pt)
+        trees = []
+        for (_, fact, dis, chat), chosen in _groups(pairs, idx).items():
+            ctx, _ = lay.context(Mode.PTOKENS, "" if fact is None else fact, dis)
+            items = self._items(lay, Mode.PTOKENS, [pairs[i] for i in chosen])
+            for i, item in zip(chosen, items):
+                if self._margin_applies(pairs[i]):
+                    item.targets.append(self._contrast_ids(lay, pairs[i]))
+            trees.append((self._frame(lay, chat)[0] + ctx, items, chosen))
+        return trees
 
     def _margin_applies(self, p: Pair) -> bool:
         return bool(self.cfg.margin_weight) and p.contrast is not None and \

@@ -72,3 +72,49 @@ def save(name: str, payload: dict[str, Any], out: str | None = None) -> Path:
     path = Path(out) if out else RESULTS / f"{name}.json"
     text = json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2)
     return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_process(cmd: list[str], ready_url: str, *, timeout_s: float = 300.0,
+                  cwd: Path | None = None) -> Any:
+    """Start a server (`cmd`) in its own process group, offline, and wait until `ready_url`
+    answers 200; the benchmarks' and tests' servers on loopback start here."""
+    import subprocess
+
+    import httpx
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd[:3]} exited with {proc.returncode} before it answered")
+        try:
+            if httpx.get(ready_url, timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    stop_process(proc)
+    raise RuntimeError(f"{cmd[:3]} did not answer {ready_url} within {timeout_s:.0f} s")
+
+
+def stop_process(proc: Any, sig: int | None = None) -> None:
+    """Stop the process group of a server started by `start_process` (by its pid)."""
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM if sig is None else sig)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)

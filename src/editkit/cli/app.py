@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from editkit.errors import EditkitError, InvalidInputError
+from editkit.limits import MAX_NEW_TOKENS
 from editkit.ptokens.config import DEFAULT_M
 
 # rich_markup_mode=None: help text is printed as written. Rich markup would read `[quant]` in
@@ -125,12 +126,21 @@ def demo(
                       + ", ".join(f"{c.candidate}: {c.mean_logprob:.2f}" for c in s.scores))
 
 
+# --engine / --engine-model of ask, eval and serve (docs/engines.md)
+ENGINE_OPTION = typer.Option(None, "--engine", help="URL of an OpenAI-compatible engine "
+                             "(http://host:port/v1) serving --model, an `editkit export` "
+                             "directory; docs/engines.md")
+ENGINE_MODEL_OPTION = typer.Option(None, "--engine-model", help="the id the engine serves the "
+                                   "model under (default: the only one it lists)")
+
+
 @app.command()
 @_cli_errors()
 def ask(
     question: str = typer.Argument(..., help="the question or prompt to complete"),
     fact: list[str] = typer.Option([], "--fact", "-f", help="a fact to edit in (repeatable)"),
-    memory: Path | None = typer.Option(None, help="SQLite edit memory to read (and add to)"),
+    memory: str | None = typer.Option(None, help="edit memory to read (and add to): an SQLite "
+                                                 "file or a postgresql:// URL"),
     mode: str = typer.Option("ptokens", help="ptokens | ike | prompt | none"),
     model: str | None = typer.Option(None, help="HF id, local path or .gguf"),
     quantization: str | None = typer.Option(None, help="8bit | 4bit: load the model quantized "
@@ -140,12 +150,15 @@ def ask(
                                      help="lay the question out in the model's chat template, "
                                           "or not (default: the template for a question, "
                                           "inline for a sentence to complete)"),
-    max_new_tokens: int = typer.Option(32, min=1, max=4096, help="at most this many tokens"),
+    max_new_tokens: int = typer.Option(32, min=1, max=MAX_NEW_TOKENS,
+                                       help="at most this many tokens"),
     stop: list[str] = typer.Option([], "--stop", help="end the answer before this text "
                                    "(repeatable; default: the end of the answer: the model's "
                                    "end of turn in the chat template, the first line inline)"),
     no_stop: bool = typer.Option(False, "--no-stop", help="generate to EOS or --max-new-tokens"),
     as_json: bool = typer.Option(False, "--json", help="print the Answer as JSON"),
+    engine: str | None = ENGINE_OPTION,
+    engine_model: str | None = ENGINE_MODEL_OPTION,
 ) -> None:
     """Ask a question with edits from --fact and/or a memory file.
 
@@ -162,7 +175,8 @@ def ask(
     from editkit import EditableLM
 
     lm = EditableLM.from_pretrained(model, ptokens=ptokens, memory=memory, mode=mode,
-                                    quantization=quantization)
+                                    quantization=quantization, engine=engine,
+                                    engine_model=engine_model)
     if fact:
         lm.edit(list(fact))
     answer = lm.ask(question, max_new_tokens=max_new_tokens, chat=chat,
@@ -191,17 +205,17 @@ def _edit_note(lm: Any, question: str, answer: Any) -> str:
 @app.command()
 @_cli_errors()
 def edits(
-    memory: Path = typer.Argument(..., help="SQLite edit memory file"),
+    memory: str = typer.Argument(..., help="SQLite edit memory file, or a postgresql:// URL"),
     namespace: str | None = typer.Option(None, help="only this namespace"),
 ) -> None:
-    """List the edits stored in a memory file."""
-    from editkit.memory import EditMemory
+    """List the edits stored in a memory file or a PostgreSQL memory."""
+    from editkit.memory_url import open_memory, url_scheme
 
-    if not memory.is_file():
+    if url_scheme(memory) is None and not Path(memory).is_file():
         raise InvalidInputError(f"no memory file at {memory}")
-    with EditMemory(memory) as mem:
+    with open_memory(memory) as mem:
         rows = mem.edits(namespace)
-    table = _table(f"{len(rows)} edits in {memory}", "id", "namespace", "text")
+    table = _table(f"{len(rows)} edits in {mem.path}", "id", "namespace", "text")
     for e in rows:
         table.add_row(e.id, e.namespace, e.text)
     console.print(table)
@@ -246,6 +260,8 @@ def eval_(
                                                "(ROME ES/PS/NS/S on EasyEdit CounterFact), zsre, "
                                                "mquake, wild (questions answered freely, judged; "
                                                "zsRE or ROME CounterFact)"),
+    engine: str | None = ENGINE_OPTION,
+    engine_model: str | None = ENGINE_MODEL_OPTION,
 ) -> None:
     """Evaluate one mode on a data set: an lm-eval-style table, and JSON with --out."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -265,7 +281,8 @@ def eval_(
     path = data_for(cfg)
     fmt, _ = load_records(path)
     get_task(cfg.task or fmt, fmt)
-    lm = EditableLM.from_pretrained(model, ptokens=ptokens, quantization=quantization)
+    lm = EditableLM.from_pretrained(model, ptokens=ptokens, quantization=quantization,
+                                    engine=engine, engine_model=engine_model)
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(f"{mode} on {path.name}", total=None)
@@ -379,12 +396,16 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8000, min=1, max=65535),
     model: str | None = typer.Option(None, help="HF id, local path, .gguf or short name"),
-    memory: Path | None = typer.Option(None, help="SQLite edit memory (default: in RAM)"),
+    memory: str | None = typer.Option(None, help="edit memory: an SQLite file or a "
+                                                 "postgresql:// URL shared by replicas "
+                                                 "(default: in RAM)"),
     keys: Path | None = typer.Option(None, help="JSON file {api key: namespace}; without it "
                                                 "the server is open (default namespace)"),
     prefix_store_mb: float = typer.Option(64.0, min=0.0,
                                           help="memory for the keys and values of edit prefixes "
                                                "reused across a tenant's requests (0: off)"),
+    engine: str | None = ENGINE_OPTION,
+    engine_model: str | None = ENGINE_MODEL_OPTION,
 ) -> None:
     """Serve the OpenAI API (/v1/chat/completions, /v1/completions) plus /v1/edits."""
     import json
@@ -403,14 +424,16 @@ def serve(
         if not isinstance(key_map, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in key_map.items()):
             raise InvalidInputError(f"--keys {keys}: expected {{\"api key\": \"namespace\"}}.")
-    lm = EditableLM.from_pretrained(model, memory=memory, prefix_store_mb=prefix_store_mb)
+    lm = EditableLM.from_pretrained(model, memory=memory, prefix_store_mb=prefix_store_mb,
+                                    engine=engine, engine_model=engine_model)
     console.print(f"editkit serve: {lm.name} on http://{host}:{port}/v1 "
+                  f"{'(engine ' + engine + ') ' if engine else ''}"
                   f"({'keys: ' + str(len(key_map)) if key_map else 'open, no keys'})")
     uvicorn.run(create_app(lm, key_map), host=host, port=port, log_level="warning")
 
 
 BENCHMARKS = ("latency", "throughput", "memory_scale", "cold_start", "injection", "retrieval",
-              "batched", "serve_load")
+              "batched", "serve_load", "engines")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,

@@ -45,6 +45,9 @@ class RunContext:
     questions: int = 0
     prompt_tokens: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    """A task's own objects for this run (made in `prepare`); tasks are registered once and
+    shared, so per-run state lives here, not on the task."""
 
     def rng(self, record: Any) -> random.Random:
         """A generator seeded by the config's seed and the record (order-independent)."""

@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..ptokens import PTokens
-from .generation import DecodeBatch, Generation, RunResults, TextGenerator
+from .decode_batch import DecodeBatch
+from .generation import Generation, RunResults, TextGenerator
 
 __all__ = ["BatchedStream", "MicroBatcher"]
 
@@ -60,7 +61,7 @@ class MicroBatcher:
         """The `Generation` for `ids` (greedy unless `temperature > 0`), decoded in the running
         batch with every other caller's (blocks until it is done). prefix_len / cache_salt:
         the leading ids that later requests with the same salt may start from
-        (`generation.PrefixStore`)."""
+        (`prefix_store.PrefixStore`)."""
         run = self._enqueue(ids, ptokens, max_new_tokens, stop, temperature, seed, prefix_len,
                             cache_salt)
         while not run.left.is_set():

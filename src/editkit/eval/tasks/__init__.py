@@ -1,4 +1,5 @@
-"""One module per data format; importing this package registers them all."""
-from . import counterfact_easyedit, counterfact_rome, mquake, wild, zsre
+"""One module per data format or protocol; importing this package registers them all."""
+from . import counterfact_easyedit, counterfact_rome, mquake, mquake_multihop, wild, zsre
 
-__all__ = ["counterfact_easyedit", "counterfact_rome", "mquake", "wild", "zsre"]
+__all__ = ["counterfact_easyedit", "counterfact_rome", "mquake", "mquake_multihop", "wild",
+           "zsre"]

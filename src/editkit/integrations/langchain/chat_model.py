@@ -41,6 +41,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_vali
 from ...editable import EditableLM
 from ...errors import InvalidInputError
 from ...layouts import Mode
+from ...limits import MAX_NEW_TOKENS
 from ...loading import DEFAULT_MODEL_NAME
 from ...records import MAX_QUESTION_CHARS, RetrievedEdit, check_namespace, clean_text
 from ...runtime.generation import check_generation_args
@@ -148,7 +149,7 @@ class EditableChatModel(BaseChatModel):
     mode: str | None = None
     namespace: str | None = None
     chat: bool = True
-    max_tokens: int = Field(default=32, ge=1, le=4096)
+    max_tokens: int = Field(default=32, ge=1, le=MAX_NEW_TOKENS)
     temperature: float | None = Field(default=None, ge=0.0)
     seed: int | None = None
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
@@ -295,7 +296,7 @@ class EditableChatModel(BaseChatModel):
         Models with per-sequence decoders run alone, as `EditableLM.ask` / `stream` do."""
         opts = self._options(kwargs)
         lm = self.editable_lm
-        with lm.batcher.arriving():
+        with lm.engine.arriving():
             ids, p, edit, others = self._build(messages, opts)
             gen = (lm.stream_batched if stream else lm.generate_batched)(
                 p, max_new_tokens=opts["max_tokens"], temperature=opts["temperature"],
