@@ -54,7 +54,7 @@ def _reference_rows(paths: list[Path], ptoken_cfg: dict) -> list[dict]:
     """Validation scores of other P-Tokens on the run's validation records."""
     from editkit.loading import load_model
     from editkit.ptokens import PTokens
-    from editkit.training import TrainConfig, Trainer
+    from editkit.train import TrainConfig, Trainer
 
     loaded = load_model(None)
     cfg = TrainConfig.model_validate(ptoken_cfg["training"]["config"])

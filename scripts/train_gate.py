@@ -15,7 +15,7 @@ from pathlib import Path
 
 from editkit.data_files import data_file
 from editkit.embedder import DEFAULT_EMBEDDER
-from editkit.relevance import GateTrainConfig, train_gate
+from editkit.train.gate import GateTrainConfig, train_gate
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from editkit.ike import default_train_file
-from editkit.training import TrainConfig, load_training_records
+from editkit.train import TrainConfig, load_training_records
 
 
 def main(config: str, out: str) -> None:

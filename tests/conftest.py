@@ -31,7 +31,7 @@ def default_ptokens(default_model: LoadedModel) -> PTokens:
 @pytest.fixture(scope="session")
 def shipped_ptokens(default_model: LoadedModel) -> PTokens:
     """The trained P-Tokens that ship for the default model (what `from_pretrained()` loads)."""
-    from editkit.editable import shipped_ptokens_dir
+    from editkit.building import shipped_ptokens_dir
     from editkit.ptokens.config import DEFAULT_M
 
     path = shipped_ptokens_dir(default_model.name, DEFAULT_M)

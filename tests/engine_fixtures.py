@@ -14,6 +14,11 @@ import pytest
 # one home for starting and stopping servers on loopback, shared with the benchmarks
 from editkit.benchmarks.common import free_port, start_process, stop_process
 
+# Continuous batching sizes its KV cache from free memory unless told: on a CPU that was ~14 GB,
+# and two such servers on one machine run it out of memory. 256 blocks of 32 tokens hold 8k
+# tokens (~0.4 GB on the default model), ample for 16 concurrent answers.
+ENGINE_FLAGS = ("--continuous-batching", "--cb-num-blocks", "256", "--cb-block-size", "32")
+
 
 def serve_export(export_dir: Path) -> tuple[subprocess.Popen, str]:
     """`transformers serve --continuous-batching` on an export (concurrent requests proceed
@@ -21,7 +26,7 @@ def serve_export(export_dir: Path) -> tuple[subprocess.Popen, str]:
     minutes on a loaded 2-core machine)."""
     port = free_port()
     exe = Path(sys.executable).parent / "transformers"
-    proc = start_process([str(exe), "serve", str(export_dir), "--continuous-batching",
+    proc = start_process([str(exe), "serve", str(export_dir), *ENGINE_FLAGS,
                           "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
                           "--log-level", "warning"],
                          f"http://127.0.0.1:{port}/v1/models", cwd=export_dir.parent)

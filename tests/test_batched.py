@@ -332,7 +332,7 @@ def test_no_head_is_computed_when_it_would_save_less_than_its_own_forward(tiny_m
 def test_ptoken_prompts_share_their_begin_tokens_on_the_real_model(default_model):
     """The shipped m10 layout: 10 begin tokens open every P-Token prompt."""
     from editkit import EditableLM, EditMemory
-    from editkit.editable import shipped_ptokens_dir
+    from editkit.building import shipped_ptokens_dir
     from editkit.ptokens import PTokens
 
     m10 = PTokens.from_pretrained(shipped_ptokens_dir(default_model.name, 10),

@@ -134,7 +134,7 @@ def test_the_shipped_gemma_tokens_are_a_trained_m10_set_for_the_short_names_mode
 
     from safetensors.torch import load_file
 
-    from editkit.editable import shipped_ptokens_dir
+    from editkit.building import shipped_ptokens_dir
 
     path = shipped_ptokens_dir("gemma-3-270m-q4_k_m", 10)
     assert path is not None and path.name == "m10"

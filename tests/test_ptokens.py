@@ -147,7 +147,7 @@ def test_save_leaves_no_temporary_files(tiny_model, tmp_path):
 
 
 def test_every_shipped_ptoken_set_is_trained_and_loads_on_the_default_model(default_model):
-    from editkit.editable import shipped_ptokens_dir
+    from editkit.building import shipped_ptokens_dir
     from editkit.ptokens import DEFAULT_M
 
     found = {m: shipped_ptokens_dir(default_model.name, m) for m in (1, 3, 5, 10)}

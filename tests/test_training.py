@@ -268,7 +268,7 @@ def test_shipped_trained_ptokens_keep_neighbours_better_than_untrained_ones(defa
     """The measured effect of training on real ROME records (m=3, first 20: NS 32.5 -> 42.5)."""
     from conftest import data_file
     from editkit import EditableLM, EditMemory, evaluate
-    from editkit.editable import shipped_ptokens_dir
+    from editkit.building import shipped_ptokens_dir
 
     assert default_ptokens.m == 3 and not default_ptokens.config.trained
     shipped = PTokens.from_pretrained(shipped_ptokens_dir(default_model.name, 3),

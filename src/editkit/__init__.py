@@ -36,7 +36,7 @@ from .ptokens import PTokenConfig, PTokens
 from .records import Answer, Edit, RetrievedEdit, ScoreResult
 from .retrieval import RetrievalSettings, Selection
 from .safety import FactPolicy
-from .training import TrainConfig, Trainer
+from .train import TrainConfig, Trainer
 
 __version__ = "0.1.0"
 

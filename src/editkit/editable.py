@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
-from importlib import resources
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import InvalidInputError, PTokenMismatchError, UnsafeFactError
+from .answers import (
+    AnswerStream,
+    answer_stop,
+    check_sampling,
+    per_question,
+    per_question_modes,
+)
+from .building import (
+    check_prefix_store_mb,
+    load_parts,
+    shipped_ptokens_dir,  # noqa: F401  (its old home; users import it here)
+)
+from .errors import InvalidInputError, UnsafeFactError
 from .ike import DemoStore
 from .layouts import (
-    ANSWER_END,
     ChatSetting,
     Mode,
     Prompt,
@@ -27,9 +36,9 @@ from .layouts import (
     check_chat_setting,
     reads_as_question,
 )
-from .loading import LoadedModel, load_model
+from .loading import LoadedModel
 from .memory import EditStore
-from .ptokens import DEFAULT_M, PTokens, fingerprint, warn_untrained
+from .ptokens import DEFAULT_M, PTokens
 from .records import (
     DEFAULT_NAMESPACE,
     MAX_FACT_CHARS,
@@ -40,7 +49,6 @@ from .records import (
     FactInput,
     RetrievedEdit,
     ScoreResult,
-    check_namespace,
     clean_text,
 )
 from .retrieval import (
@@ -54,7 +62,6 @@ from .retrieval import (
 from .runtime.engine import Engine, GenerateOptions, InProcessEngine, TextStream
 from .runtime.generation import (
     DEFAULT_PREFIX_BYTES,
-    FinishReason,
     Generation,
     check_generation_args,
     check_stop,
@@ -64,140 +71,6 @@ from .safety import FactPolicy, tokenizer_special_strings
 log = logging.getLogger(__name__)
 _IN_PROCESS_PARTS = frozenset({"generator", "scorer", "batcher", "prefix_cache",
                                "decode_model"})
-
-
-def shipped_ptokens_dir(model_name: str, m: int, quantization: str | None = None, *,
-                        root: Path | None = None) -> Path | None:
-    """Trained P-Tokens shipped inside the package for a model, if any.
-
-    Tokens trained on the quantized model live in `m{m}-{quantization}` (e.g. `m10-8bit`): the
-    rows that persuade the full-precision model need not persuade its quantized copy. Where none
-    ships for that precision, the full-precision set is returned (the caller says so). `root`
-    replaces the package's `editkit/data/ptokens` (tests).
-    """
-    base = resources.files("editkit.data") / "ptokens" if root is None else root
-    names = ([f"m{m}-{quantization}"] if quantization else []) + [f"m{m}"]
-    for dirname in names:
-        # join before str(): the package root may be a MultiplexedPath, whose str() is not a path
-        path = Path(str(base / model_name / dirname))
-        if (path / "ptokens_config.json").is_file():
-            return path
-    return None
-
-
-def _per_question_modes(mode: Any, n: int) -> list[Any]:
-    """`mode` of `ask_many` / `score_many`: one for every question, or a list of one each."""
-    modes = (list(mode) if isinstance(mode, Sequence) and not isinstance(mode, str)
-             else [mode] * n)
-    if len(modes) != n:
-        raise InvalidInputError(f"{n} questions but {len(modes)} modes.")
-    return modes
-
-
-def _check_prefix_store_mb(value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise InvalidInputError(f"prefix_store_mb must be a number ≥ 0 (megabytes), not "
-                                f"{value!r}.")
-
-
-def _check_sampling(do_sample: bool, temperature: Any) -> None:
-    """`do_sample` / `temperature` of `ask`, `stream` and `ask_many`."""
-    if do_sample and not (isinstance(temperature, (int, float)) and temperature > 0):
-        raise InvalidInputError("temperature must be a number > 0 when do_sample=True.")
-
-
-def _answer_stop(stop: Sequence[str] | None, chat: bool) -> Sequence[str]:
-    """`stop` of `ask` / `stream` / `ask_many`; None: where the answer ends. In a chat turn that
-    is the model's end of turn (EOS), which instruct models emit after the reply (a reply may
-    open with "The answer is:" and give it on the next line); inline, a small model goes on
-    past the completed sentence, so the answer is its first line (`layouts.ANSWER_END`)."""
-    if stop is None:
-        return () if chat else ANSWER_END
-    return stop
-
-
-def _over_engine(model: Any, url: str, served_as: str | None
-                 ) -> tuple[LoadedModel, Any, Engine, str]:
-    """The client side of a model an engine serves: the export's tokenizer and P-Token layout
-    (no weights) and the `RemoteEngine` that reaches it."""
-    from .export import load_export
-    from .runtime.remote import RemoteEngine
-
-    if model is None:
-        raise InvalidInputError("With engine=..., name the exported directory the engine serves "
-                                "(`editkit export OUT`, then model=OUT).")
-    layout, tokenizer, ctx = load_export(model)
-    eng = RemoteEngine(url, tokenizer, model=served_as, context_length=ctx)
-    name = str(layout.base_model.get("name") or Path(model).name)
-    return (LoadedModel(model=None, tokenizer=tokenizer, name=name), layout, eng,
-            f"export ({Path(model).name}) served by {url} as {eng.model}")
-
-
-def _per_question(values: Any, name: str, n: int) -> list[Any]:
-    """`facts` / `distractors` of `ask_many`: None for all, or one entry (maybe None) each."""
-    if values is None:
-        return [None] * n
-    if isinstance(values, str) or not isinstance(values, Sequence) or len(values) != n:
-        raise InvalidInputError(f"{name} must be a list with one entry per question ({n}).")
-    return list(values)
-
-
-class AnswerStream:
-    """What `EditableLM.stream()` returns: iterate it for the answer's text pieces as they are
-    generated.
-
-    The pieces concatenate to exactly the text `ask()` returns. `text`, `completion_tokens` and
-    `finish_reason` are final once the stream is exhausted (`finish_reason` is None before, and
-    after a cancel). `close()`, leaving a `for` loop over it early, or dropping it cancels the
-    generation at its next step; `with lm.stream(q) as s:` closes it on exit.
-    """
-
-    def __init__(self, generation: TextStream, prompt: Prompt, edit: RetrievedEdit | None,
-                 distractors: list[RetrievedEdit]) -> None:
-        self._gen = generation
-        self.prompt_tokens = len(prompt)
-        self.mode = prompt.mode.value
-        self.edit = edit
-        self.distractors = distractors
-
-    @property
-    def text(self) -> str:
-        return self._gen.text
-
-    @property
-    def completion_tokens(self) -> int:
-        return self._gen.completion_tokens
-
-    @property
-    def finish_reason(self) -> FinishReason | None:
-        return self._gen.finish_reason
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._gen)
-
-    def __next__(self) -> str:
-        return next(self._gen)
-
-    def close(self) -> None:
-        """Cancel the generation and wait until it has stopped computing."""
-        self._gen.close()
-
-    def __enter__(self) -> AnswerStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def answer(self) -> Answer:
-        """Run the stream to its end (if it is not already) and return the whole `Answer`."""
-        for _ in self._gen:
-            pass
-        if self.finish_reason is None:
-            raise InvalidInputError("This answer stream was cancelled; it has no whole answer.")
-        return Answer(text=self.text, mode=self.mode, edit=self.edit,
-                      distractors=self.distractors, prompt_tokens=self.prompt_tokens,
-                      completion_tokens=self.completion_tokens,
-                      finish_reason=self.finish_reason)
 
 
 class EditableLM:
@@ -226,7 +99,7 @@ class EditableLM:
         # In process by default: the batched decoder, KV caches of prompt prefixes reused per
         # namespace up to `prefix_store_mb`, optionally the last `prefix_cache` edit prefixes
         # (0 = off) and a bf16/fp16 decode copy (`decode_dtype`).
-        _check_prefix_store_mb(prefix_store_mb)
+        check_prefix_store_mb(prefix_store_mb)
         self.engine: Engine = engine if engine is not None else InProcessEngine(
             self.model, self.tokenizer, ptokens, prefix_cache=prefix_cache,
             decode_dtype=decode_dtype, prefix_store_mb=prefix_store_mb)
@@ -342,65 +215,17 @@ class EditableLM:
         decoding options are the engine's then, and `score` needs prompt log-probabilities.
         """
         mode = Mode.parse(mode)
-        _check_prefix_store_mb(prefix_store_mb)
-        check_chat_setting(chat)
-        try:
-            retrieval = RetrievalSettings(top_k=top_k, threshold=threshold, gate=gate,
-                                          namespace=check_namespace(namespace))
-        except ValidationError as exc:
-            raise InvalidInputError(f"Invalid retrieval settings: {exc}") from exc
-        eng: Engine | None = None
-        if engine is None:
-            loaded = load_model(model, quantization=quantization, device=device, dtype=dtype,
-                                trust_remote_code=trust_remote_code)
-            pt, source = cls._resolve_ptokens(loaded, ptokens, m)
-        else:
-            in_process = {"ptokens": ptokens, "quantization": quantization, "dtype": dtype,
-                          "decode_dtype": decode_dtype, "prefix_cache": prefix_cache}
-            given = [k for k, v in in_process.items() if v]
-            if given:
-                raise InvalidInputError(f"{', '.join(given)} apply to a model loaded here, not "
-                                        "to one an engine serves; leave them out with engine=.")
-            loaded, pt, eng, source = _over_engine(model, engine, engine_model)
-        # A path or None opens an EditMemory (its embedder loads on first use), a postgresql://
-        # URL a PostgresEditMemory (memory_url.open_memory); anything else must implement the
-        # protocol (isinstance reads `embedder`, which may load it).
-        if memory is None or isinstance(memory, (str, os.PathLike)):
-            from .memory_url import open_memory
-
-            mem: EditStore = open_memory(memory)
-        elif isinstance(memory, EditStore):
-            mem = memory
-        else:
-            raise InvalidInputError(f"memory must be a path, None or an editkit EditStore; got "
-                                    f"{type(memory).__name__}.")
-        return cls(loaded, pt, mem, mode, retrieval=retrieval, chat=chat, demos=demos,
-                   ptokens_source=source, fact_policy=fact_policy, prefix_cache=prefix_cache,
-                   prefix_store_mb=prefix_store_mb,
-                   decode_dtype=decode_dtype, engine=eng)
-
-    @staticmethod
-    def _resolve_ptokens(loaded: LoadedModel, ptokens: Any, m: int) -> tuple[PTokens, str]:
-        lm, tok, name = loaded.model, loaded.tokenizer, loaded.name
-        if isinstance(ptokens, PTokens):
-            here = fingerprint(lm, tok, name)
-            if not ptokens.config.base_model.same_base(here):
-                raise PTokenMismatchError(
-                    f"These P-Tokens were made for {ptokens.config.base_model.short()}, "
-                    f"not for {here.short()}.")
-            return ptokens, "given"
-        if ptokens is not None:
-            return PTokens.from_pretrained(ptokens, lm, tok, name=name), str(ptokens)
-        shipped = shipped_ptokens_dir(name, m, loaded.quantization)
-        if shipped is not None:
-            pt = PTokens.from_pretrained(shipped, lm, tok, name=name)
-            if loaded.quantization and not shipped.name.endswith(loaded.quantization):
-                return pt, (f"shipped ({shipped}; trained on the full-precision model, none "
-                            f"trained for {loaded.quantization} ships yet)")
-            return pt, f"shipped ({shipped})"
-        warn_untrained(name, m)  # once per (model, m): mode="ptokens" would edit poorly
-        pt = PTokens.create(lm, tok, name=name, m=m, init="text")
-        return pt, f"untrained: m={m}, initialised from the text {pt.config.init_text!r}"
+        parts = load_parts(model, ptokens, memory, quantization=quantization, device=device,
+                           dtype=dtype, m=m, top_k=top_k, threshold=threshold,
+                           namespace=namespace, gate=gate, chat=chat,
+                           trust_remote_code=trust_remote_code, prefix_cache=prefix_cache,
+                           decode_dtype=decode_dtype, prefix_store_mb=prefix_store_mb,
+                           engine=engine, engine_model=engine_model)
+        return cls(parts.loaded, parts.ptokens, parts.memory, mode, retrieval=parts.retrieval,
+                   chat=chat, demos=demos, ptokens_source=parts.source,
+                   fact_policy=fact_policy, prefix_cache=prefix_cache,
+                   prefix_store_mb=prefix_store_mb, decode_dtype=decode_dtype,
+                   engine=parts.engine)
 
     @property
     def demos(self) -> DemoStore:
@@ -593,12 +418,12 @@ class EditableLM:
         Generation starts on the first piece requested. Closing the stream (or leaving a `for`
         loop over it early) cancels the generation at its next step.
         """
-        _check_sampling(do_sample, temperature)
+        check_sampling(do_sample, temperature)
         check_generation_args(max_new_tokens)
         p, edit, others = self.prompt(question, mode=mode, namespace=namespace, fact=fact,
                                       distractors=distractors, chat=chat,
                                       max_new_tokens=max_new_tokens)
-        gen = self.generate_from(p, max_new_tokens=max_new_tokens, stop=_answer_stop(stop, p.chat),
+        gen = self.generate_from(p, max_new_tokens=max_new_tokens, stop=answer_stop(stop, p.chat),
                                  temperature=temperature if do_sample else None, seed=seed)
         return AnswerStream(gen, p, edit, others)
 
@@ -624,11 +449,11 @@ class EditableLM:
         if isinstance(questions, str):
             raise InvalidInputError("questions must be a list of strings.")
         check_generation_args(max_new_tokens)
-        _check_sampling(do_sample, temperature)
-        modes = _per_question_modes(mode, len(questions))
-        given = _per_question(facts, "facts", len(questions))
-        others = _per_question(distractors, "distractors", len(questions))
-        seeds = _per_question(seeds, "seeds", len(questions))
+        check_sampling(do_sample, temperature)
+        modes = per_question_modes(mode, len(questions))
+        given = per_question(facts, "facts", len(questions))
+        others = per_question(distractors, "distractors", len(questions))
+        seeds = per_question(seeds, "seeds", len(questions))
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError("batch_size must be an int ≥ 1.")
         placed = [self.prompt(q, mode=m, namespace=namespace, chat=chat, fact=f, distractors=d,
@@ -636,7 +461,7 @@ class EditableLM:
                   for q, m, f, d in zip(questions, modes, given, others, strict=True)]
         gens = self.engine.generate_many(
             [p for p, _, _ in placed],
-            [self._options(max_new_tokens, _answer_stop(stop, p.chat),
+            [self._options(max_new_tokens, answer_stop(stop, p.chat),
                            temperature if do_sample else None, seed, namespace)
              for (p, _, _), seed in zip(placed, seeds, strict=True)],
             batch_size=batch_size)
@@ -715,7 +540,7 @@ class EditableLM:
         if len(questions) != len(candidates):
             raise InvalidInputError(f"{len(questions)} questions but {len(candidates)} candidate "
                                     "lists: give one candidate list per question.")
-        modes = _per_question_modes(mode, len(questions))
+        modes = per_question_modes(mode, len(questions))
         reqs = [self._score_request(q, c, mode=m, namespace=namespace, chat=chat)
                 for q, c, m in zip(questions, candidates, modes, strict=True)]
         logps = self.engine.score([(r[0], r[4]) for r in reqs], forest_tokens=forest_tokens)

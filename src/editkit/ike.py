@@ -53,7 +53,7 @@ def demo_text(record: CounterFactRecord, kind: str) -> str:
 
 DEMO_SCHEDULE_VERSION = 2
 """How demonstration kinds are laid out: 1 = one fixed shuffle for every fact; 2 = shuffled per
-fact (seeded by it), as original IKE does. Part of the teacher-cache key (training.py)."""
+fact (seeded by it), as original IKE does. Part of the teacher-cache key (train/teacher.py)."""
 
 
 def kind_schedule(k: int, seed: int | str = 0) -> list[str]:

@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
     exe = str(Path(sys.executable).parent / "transformers")
     ports = [free_port() for _ in range(3)]
     engine_url = f"http://127.0.0.1:{ports[0]}/v1"
-    procs = [start_process([exe, "serve", str(export), "--continuous-batching", "--host",
+    # continuous batching with a bounded KV cache (unbounded, it takes ~14 GB on a CPU)
+    procs = [start_process([exe, "serve", str(export), "--continuous-batching",
+                            "--cb-num-blocks", "256", "--cb-block-size", "32", "--host",
                             "127.0.0.1", "--port", str(ports[0]), "--device", "cpu",
                             "--log-level", "warning"], f"{engine_url}/models")]
     cli = [sys.executable, "-m", "editkit.cli", "serve", "--host", "127.0.0.1"]

@@ -108,7 +108,7 @@ def time_mixed(lm: Any, mixed: Any, qs: list[dict[str, Any]],
 def sweep(lm: Any, qs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """How P-Token score latency grows with distractors, m and question length (fp32)."""
     from editkit import EditableLM
-    from editkit.editable import shipped_ptokens_dir
+    from editkit.building import shipped_ptokens_dir
     from editkit.ptokens import PTokens
 
     others = [q["fact"] for q in questions(150)][50:]  # real facts of other records

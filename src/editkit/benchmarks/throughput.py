@@ -91,7 +91,7 @@ def eval_throughput(lm: Any, records: int, ike_records: int, peak: float) -> lis
 def training_steps(loaded: Any, steps: int = 3) -> dict[str, float]:
     """Seconds per optimiser step (4 records, 20 pairs, IKE teacher) with and without the cache."""
     from editkit.ptokens import PTokens
-    from editkit.training import TrainConfig, Trainer
+    from editkit.train import TrainConfig, Trainer
 
     cfg = TrainConfig(n_train=4 * steps, n_val=1, batch_size=4, edit_teacher="ike")
     old = os.environ.get("EDITKIT_CACHE")

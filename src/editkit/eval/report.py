@@ -66,8 +66,8 @@ def ptokens_label(lm: Any) -> str:
     `data_files.data_label` names packaged files), a P-Token directory of the user's by its
     name, "untrained: ..." / "given" as `lm.ptokens_source` says; then the rows' SHA-256
     (`PTokens.content_hash`), which tells two sets apart wherever they were loaded from."""
+    from ..building import shipped_ptokens_dir
     from ..data_files import PACKAGED_PREFIX, data_label
-    from ..editable import shipped_ptokens_dir
 
     def portable(path: Path) -> str:
         label = data_label(path)

@@ -217,6 +217,7 @@ class RemoteStream:
         o = self._opts
         body: dict[str, Any] = {"model": self._engine.model, "prompt": self._text,
                                 "max_tokens": o.max_new_tokens, "stream": True,
+                                "stream_options": {"include_usage": True},
                                 "temperature": 0.0 if o.temperature is None else o.temperature}
         if o.temperature is not None and o.seed is not None:
             body["seed"] = o.seed
@@ -225,6 +226,7 @@ class RemoteStream:
     def _run(self) -> Iterator[str]:
         eng = self._engine
         reason: str | None = None
+        usage: int | None = None
         for attempt in range(eng.retries + 1):
             try:
                 with eng._client.stream("POST", eng.url + "/completions",
@@ -235,6 +237,9 @@ class RemoteStream:
                     for chunk in _events(resp.iter_lines()):
                         if self._closed:
                             return
+                        if chunk.get("usage") and not chunk.get("choices"):
+                            usage = int(chunk["usage"].get("completion_tokens", 0)) or None
+                            continue
                         choice = (chunk.get("choices") or [{}])[0]
                         piece = choice.get("text") or ""
                         self._raw += piece
@@ -255,10 +260,11 @@ class RemoteStream:
         rest = self._assembler.finish()
         if rest:
             yield rest
-        # Counted client-side with the engine's tokenizer (the stream's pieces are text), plus
-        # the end-of-sequence token where the engine stopped at it, as the in-process count does.
-        n = len(eng.tokenizer(self._raw, add_special_tokens=False).input_ids)
-        n += reason == "stop" and not self._assembler.stopped
+        # The engine's own count where it sent one (`stream_options.include_usage`), else
+        # counted here with the export's tokenizer plus the end-of-sequence token.
+        n = usage if usage is not None else (
+            len(eng.tokenizer(self._raw, add_special_tokens=False).input_ids)
+            + (reason == "stop" and not self._assembler.stopped))
         self.result = Generation(text=self._assembler.text, completion_tokens=n,
                                  finish_reason="length" if reason == "length" else "stop")
 
