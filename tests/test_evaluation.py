@@ -49,7 +49,7 @@ def test_token_accuracy_and_unchanged_share():
 
 def test_one_registered_task_per_data_format_and_a_typed_error_naming_them():
     assert set(TASKS) == {"counterfact-rome", "counterfact", "counterfact-probes", "zsre",
-                          "mquake", "wild"}
+                          "mquake", "mquake-multihop", "wild"}
     assert {n for n, t in TASKS.items() if t.formats is None} == {
         "counterfact-rome", "counterfact", "zsre", "mquake"}  # one default task per format
     assert get_task("zsre").name == "zsre"

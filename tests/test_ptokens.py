@@ -184,13 +184,13 @@ def test_ptokens_trained_under_another_layout_are_refused_with_what_to_do(tiny_m
 
 
 def test_untrained_fallback_warns_once_naming_the_model_and_how_to_train(tiny_model, caplog):
-    from editkit.editable import EditableLM
+    from editkit.building import resolve_ptokens
     from editkit.ptokens import warn_untrained
 
     warn_untrained.cache_clear()
     with caplog.at_level(logging.WARNING, logger="editkit"):
         for _ in range(2):
-            pt, source = EditableLM._resolve_ptokens(tiny_model, None, 2)
+            pt, source = resolve_ptokens(tiny_model, None, 2)
             assert source.startswith("untrained") and not pt.config.trained
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings

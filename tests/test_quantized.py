@@ -58,8 +58,8 @@ def test_tokens_trained_for_a_precision_are_picked_for_it_else_the_full_precisio
         tiny_model, tiny_ptokens, tmp_path, monkeypatch):
     import dataclasses
 
-    import editkit.editable as editable
-    from editkit.editable import EditableLM, shipped_ptokens_dir
+    import editkit.building as building
+    from editkit.building import resolve_ptokens, shipped_ptokens_dir
 
     base = tmp_path / "ptokens"
     full = _artifact(tiny_ptokens, base / tiny_model.name / "m3")
@@ -74,11 +74,11 @@ def test_tokens_trained_for_a_precision_are_picked_for_it_else_the_full_precisio
     def lookup(name, m, quantization=None):
         return shipped_ptokens_dir(name, m, quantization, root=base)
 
-    monkeypatch.setattr(editable, "shipped_ptokens_dir", lookup)
+    monkeypatch.setattr(building, "shipped_ptokens_dir", lookup)
     as_4bit = dataclasses.replace(tiny_model, quantization="4bit")
-    _, source = EditableLM._resolve_ptokens(as_4bit, None, 3)
+    _, source = resolve_ptokens(as_4bit, None, 3)
     assert str(full) in source and "none trained for 4bit" in source
-    _, source = EditableLM._resolve_ptokens(dataclasses.replace(tiny_model, quantization="8bit"),
+    _, source = resolve_ptokens(dataclasses.replace(tiny_model, quantization="8bit"),
                                             None, 3)
     assert source == f"shipped ({eight})"
 

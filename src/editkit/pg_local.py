@@ -169,7 +169,9 @@ class LocalPostgres:
             subprocess.run(["useradd", "-s", "/bin/bash", _RUN_AS], check=True,
                            capture_output=True)
         self._user = _RUN_AS
-        for parent in [self.root, *self.root.parents]:  # traversable (o+x), as pgserver does
+        # The data folder and the binaries (inside a virtualenv that may sit in a private 0700
+        # folder, e.g. mktemp -d) must be traversable (o+x) by that user, as pgserver does it.
+        for parent in {*[self.root, *self.root.parents], *self.bin.parents}:
             parent.chmod(parent.stat().st_mode | 0o011)
         self._own(self.root)
 
