@@ -54,7 +54,7 @@ def test_one_registered_task_per_data_format_and_a_typed_error_naming_them():
         "counterfact-rome", "counterfact", "zsre", "mquake"}  # one default task per format
     assert get_task("zsre").name == "zsre"
     with pytest.raises(UnknownTaskError, match="'knowedit'.*counterfact, counterfact-probes, "
-                                               "counterfact-rome, mquake, wild, zsre"):
+                       "counterfact-rome, mquake, mquake-multihop, wild, zsre"):
         get_task("knowedit")
     with pytest.raises(UnknownTaskError, match="does not read 'zsre'.*tasks that do: wild, zsre"):
         get_task("counterfact-probes", "zsre")
