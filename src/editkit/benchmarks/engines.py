@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
                      f"{args.clients / wall:.1f}", f"{base_wall / wall:.2f}x"])
     print(table(["", "one-by-one p50 ms", "p50 vs bare", f"{args.clients} at once, s",
                  "req/s", "speed vs bare"], rows))
-    same = len({tuple(sorted(a)) for a in answers.values()}) == 1
+    # editkit strips the answer's surrounding whitespace; a bare engine returns it raw
+    same = len({tuple(sorted(x.strip() for x in a)) for a in answers.values()}) == 1
     print(f"same answers from editkit serve, the bare engine and editkit serve --engine: {same}")
     out = {"clients": args.clients, "max_tokens": args.max_tokens, "rounds": args.rounds,
            "results": results, "same_answers": same}
