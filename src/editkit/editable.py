@@ -519,7 +519,7 @@ class EditableLM:
         """
         req = self._score_request(question, candidates, mode=mode, namespace=namespace,
                                   fact=fact, distractors=distractors, chat=chat)
-        [logps] = self.engine.score([(req[0], req[4])])
+        [logps] = self.engine.score([(req[0], req[4])], forest_tokens=None)
         return self._score_result(req, logps)
 
     def score_many(self, questions: Sequence[str], candidates: Sequence[Sequence[str]], *,

@@ -18,7 +18,7 @@ each signature.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -84,7 +84,7 @@ class Engine(Protocol):
                       batch_size: int = 16) -> list[Generation]: ...
     def arriving(self) -> AbstractContextManager[Any]: ...
     def score(self, requests: Sequence[tuple[Prompt, Sequence[Sequence[int]]]], *,
-              forest_tokens: int = 4096) -> list[list[list[float]]]: ...
+              forest_tokens: int | None = 4096) -> list[list[list[float]]]: ...
     @property
     def context_length(self) -> int | None: ...
 
@@ -170,12 +170,13 @@ class InProcessEngine:
 
     @torch.no_grad()
     def score(self, requests: Sequence[tuple[Prompt, Sequence[Sequence[int]]]], *,
-              forest_tokens: int = 4096) -> list[list[list[float]]]:
+              forest_tokens: int | None = 4096) -> list[list[list[float]]]:
         """Per request, the log-probability of each token of each continuation after the prompt
-        (teacher forced). One request goes through the cached scorer (the head's and, with a
-        prefix cache, the edit's KV cache reused); several go side by side in packed forests."""
-        if len(requests) == 1:
-            p, conts = requests[0]
+        (teacher forced). `forest_tokens=None` (`EditableLM.score`): one request through the
+        cached scorer (the head's and, with a prefix cache, the edit's KV cache reused); else
+        (`score_many`) the requests side by side in packed forests of at most that many tokens."""
+        if forest_tokens is None:
+            [(p, conts)] = requests
             return [self.scorer.continuations(p.ids, self._ptokens_for(p), conts,
                                               prefix_len=p.prefix_len, head_len=p.head_len)]
         # Trees of every mode share one forward: the P-Token rows only replace P-Token ids, so
@@ -191,7 +192,3 @@ class InProcessEngine:
                           for d, t in zip(tree[0], items[0].targets, strict=True)]
         return out
 
-
-def no_batch() -> AbstractContextManager[Any]:
-    """`arriving()` of engines with nothing to hold open."""
-    return nullcontext()

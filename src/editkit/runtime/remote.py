@@ -157,7 +157,7 @@ class RemoteEngine:
         return nullcontext()  # the engine batches concurrent requests itself
 
     def score(self, requests: Sequence[tuple[Prompt, Sequence[Sequence[int]]]], *,
-              forest_tokens: int = 4096) -> list[list[list[float]]]:
+              forest_tokens: int | None = 4096) -> list[list[list[float]]]:
         raise EngineCapabilityError(
             f"score (and ES/PS/NS evaluation) needs the log-probabilities of prompt tokens; "
             f"editkit's remote engine does not read them from {self.url} (OpenAI's completions "
