@@ -19,7 +19,7 @@ from pathlib import Path
 
 from editkit.data_files import data_file
 from editkit.datasets import load_chain_records
-from editkit.eval.answerer import HopForm
+from editkit.eval.hop_answering import HopForm
 from editkit.eval.tasks.mquake_multihop import (
     MemoryScope,
     MultiHopConfig,
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.retrieval_only:
         from editkit.embedder import shared_embedder
-        from editkit.memory import EditMemory
+        from editkit.retrieval import EditMemory
 
         records = load_chain_records(args.data)
         records = records[: args.limit] if args.limit else records

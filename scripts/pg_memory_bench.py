@@ -21,8 +21,8 @@ adds a row set on N real embedded facts with real CounterFact questions (editkit
 `--semi N` one on N vectors made of those real ones plus noisy copies of them (cosine ~0.85,
 as `editkit bench memory_scale` does beyond its real vectors), asked the same real questions.
 Add throughput: bulk (`add_embedded`, 10k a call) and one fact per call with the real embedder
-(`add`), on both backends. PostgreSQL is a throwaway local server (editkit.pg_local, pgserver's
-binaries) unless --url names one.
+(`add`), on both backends. PostgreSQL is a throwaway local server (editkit.retrieval.pg_local,
+pgserver's binaries) unless --url names one.
 """
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from editkit.benchmarks.common import pct, save, table
-from editkit.memory import EditMemory
-from editkit.pg_local import LocalPostgres
-from editkit.pg_memory import DEFAULT_EF_SEARCH, PostgresEditMemory
+from editkit.retrieval import EditMemory
+from editkit.retrieval.pg_local import LocalPostgres
+from editkit.retrieval.postgres import DEFAULT_EF_SEARCH, PostgresEditMemory
 
 DIM, BATCH, K = 384, 10_000, 10
 SERVER = {"shared_buffers": "2GB", "maintenance_work_mem": "3GB", "work_mem": "64MB",

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from editkit import EditMemory
-from editkit.memory import EditStore
+from editkit.retrieval import EditStore
 
 
 def new_local_pg(prefix: str = "editkit-pg-") -> Any:
@@ -23,7 +23,7 @@ def new_local_pg(prefix: str = "editkit-pg-") -> Any:
     unix socket's path); skips the test where the dev extra is missing."""
     pytest.importorskip("psycopg", reason="needs editkit[postgres] (dev extra)")
     pytest.importorskip("pgserver", reason="needs the pgserver wheel (dev extra)")
-    from editkit.pg_local import LocalPostgres
+    from editkit.retrieval.pg_local import LocalPostgres
 
     # fsync off: a server shutdown or restart still loses nothing (what the tests do to it),
     # only an OS crash could; with it on, stopping after a session's databases takes ~20 s
@@ -38,7 +38,7 @@ def new_local_pg(prefix: str = "editkit-pg-") -> Any:
 
 @pytest.fixture(scope="session")
 def local_pg() -> Iterator[Any]:
-    """The session's PostgreSQL server (a `editkit.pg_local.LocalPostgres`)."""
+    """The session's PostgreSQL server (a `editkit.retrieval.pg_local.LocalPostgres`)."""
     pg = new_local_pg()
     yield pg
     pg.destroy()
@@ -61,7 +61,7 @@ def make_store(request: pytest.FixtureRequest) -> Iterator[Callable[..., EditSto
         if request.param == "sqlite":
             mem: Any = EditMemory(path)
         else:
-            from editkit.pg_memory import PostgresEditMemory
+            from editkit.retrieval.postgres import PostgresEditMemory
 
             mem = PostgresEditMemory(request.getfixturevalue("pg_url"))
         opened.append(mem)

@@ -49,12 +49,12 @@ def test_token_accuracy_and_unchanged_share():
 
 def test_one_registered_task_per_data_format_and_a_typed_error_naming_them():
     assert set(TASKS) == {"counterfact-rome", "counterfact", "counterfact-probes", "zsre",
-                          "mquake", "mquake-multihop", "wild"}
+                          "mquake", "mquake-multihop", "wild", "wild-questions"}
     assert {n for n, t in TASKS.items() if t.formats is None} == {
         "counterfact-rome", "counterfact", "zsre", "mquake"}  # one default task per format
     assert get_task("zsre").name == "zsre"
     with pytest.raises(UnknownTaskError, match="'knowedit'.*counterfact, counterfact-probes, "
-                       "counterfact-rome, mquake, mquake-multihop, wild, zsre"):
+                       "counterfact-rome, mquake, mquake-multihop, wild, wild-questions, zsre"):
         get_task("knowedit")
     with pytest.raises(UnknownTaskError, match="does not read 'zsre'.*tasks that do: wild, zsre"):
         get_task("counterfact-probes", "zsre")
@@ -390,7 +390,7 @@ def test_memory_setting_keeps_one_edit_per_fact_in_memory(tiny_lm):
     record 0 reaches record 300's edit and the routing counts it as a miss: the memory setting
     keeps the first record of each fact and never stores a contradicting filler."""
     from editkit.datasets import one_edit_per_fact
-    from editkit.eval.scored import fill_memory
+    from editkit.eval.teacher_forced_task import fill_memory
 
     _, recs = load_records(ZSRE)
     kept, dropped = one_edit_per_fact(recs)
@@ -411,7 +411,7 @@ def test_routing_only_reports_what_reached_the_prompt_and_a_gate_file_replaces_t
         tiny_lm, tmp_path):
     from editkit import ArtifactError
     from editkit.embedder import DEFAULT_EMBEDDER
-    from editkit.relevance import shipped_gate
+    from editkit.retrieval.gate import shipped_gate
 
     base = evaluate(tiny_lm, data=ROME, mode="ptokens", limit=4, memory_size=40,
                     routing_only=True)
@@ -491,6 +491,30 @@ def test_wild_task_answers_questions_through_the_memory_with_the_edit_given_besi
     assert kinds == ["edit", "rephrase", "rephrase", "unrelated", "unrelated"]
 
 
+def test_wild_questions_asks_counterfact_as_a_user_would(product_lm):
+    """CounterFact records as questions in the chat template: the edit's own question, a
+    rephrasing, and the same question about the neighbourhood's subjects (locality)."""
+    from editkit.eval.tasks.wild_questions import QUESTIONS, prompt_subject
+
+    assert prompt_subject("Michel Rocard is a native speaker of") == "Michel Rocard"
+    assert prompt_subject("The mother tongue of Nicholas I of Russia is") == \
+        "Nicholas I of Russia"
+    assert prompt_subject("qwertz") is None
+    r = evaluate(product_lm, task="wild-questions", limit=2, max_new_tokens=24, oracle=False)
+    assert r.format == "counterfact-rome" and r.metrics["edit"].n == 2
+    rec = r.records[0]
+    first = json.loads(ROME.read_text())[0]["requested_rewrite"]
+    edit_q, rephrase_q = QUESTIONS[first["relation_id"]]
+    qs = {p["kind"]: [] for p in rec["probes"]}
+    for p in rec["probes"]:
+        qs[p["kind"]].append(p["question"])
+    assert qs["edit"] == [edit_q.format(first["subject"])]
+    assert qs["rephrase"] == [rephrase_q.format(first["subject"])]
+    assert len(qs["unrelated"]) == 2 and all(q.endswith("?") for q in qs["unrelated"])
+    assert all(p["question"].endswith("?") for row in r.records for p in row["probes"])
+    assert "questions" in r.settings and r.settings["memory_size"] == 2
+
+
 def test_wild_task_judges_containment_and_unchanged_unrelated_answers(tiny_lm):
     """Plumbing on the tiny random model: in mode none nothing is placed, so every unrelated
     answer is unchanged and the answers through memory equal the edit-given ones."""
@@ -500,6 +524,12 @@ def test_wild_task_judges_containment_and_unchanged_unrelated_answers(tiny_lm):
         for p in row["probes"]:
             if p["kind"] != "unrelated":
                 assert p["answer"] == p["given"]
+    # --no-oracle: no edit-given answers are generated at all, and none are reported
+    lean = evaluate(tiny_lm, task="wild", mode="none", limit=2, max_new_tokens=4, oracle=False)
+    assert "given_edit" not in lean.metrics and "edit" in lean.metrics
+    assert all("given" not in p for row in lean.records for p in row["probes"])
+    assert [p["answer"] for row in lean.records for p in row["probes"]] == \
+        [p["answer"] for row in r.records for p in row["probes"]]
     with pytest.raises(UnknownTaskError, match="wild"):
         evaluate(tiny_lm, task="wild", data=MQUAKE, limit=1)
     with pytest.raises(InvalidInputError, match="ike_self_copy applies.*the wild task"):

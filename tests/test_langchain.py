@@ -30,7 +30,7 @@ from editkit.integrations.langchain import (
     docs_to_edit_kwargs,
 )
 from editkit.integrations.langchain.rag import stuffed_question
-from editkit.memory import EditStore
+from editkit.retrieval import EditStore
 from langchain_fixtures import DARRIEUX, FACTS
 
 chat_lm, fact_memory = lcf.chat_lm, lcf.fact_memory  # fixtures used below

@@ -133,7 +133,7 @@ def test_foreign_sqlite_database_is_not_written_into(tmp_path):
 
 
 def test_a_failed_change_log_prune_rolls_back_and_leaves_the_memory_usable(tmp_path, monkeypatch):
-    from editkit import memory as memory_mod
+    from editkit.retrieval import sqlite as memory_mod
 
     mem = EditMemory(tmp_path / "m.sqlite")
     [kept] = mem.add(EIFFEL)
@@ -153,7 +153,7 @@ def test_a_failed_change_log_prune_rolls_back_and_leaves_the_memory_usable(tmp_p
 
 @pytest.mark.parametrize("k", [True, False, 0, -1, 1.0, "2", None])
 def test_k_must_be_a_positive_int_and_a_bool_is_not_one(make_store, k):
-    from editkit.memory import check_k
+    from editkit.retrieval.store import check_k
 
     mem = make_store(None)
     mem.add(EIFFEL)
@@ -206,7 +206,7 @@ def test_retrieval_reads_all_hits_in_one_query_best_first():
 
 
 def test_the_edit_store_protocol_declares_the_embedder(make_store):
-    from editkit.memory import EditStore
+    from editkit.retrieval import EditStore
 
     class NoEmbedder:
         path = "x"

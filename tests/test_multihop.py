@@ -1,4 +1,4 @@
-"""Multi-hop answering (editkit.eval.answerer, editkit.eval.tasks.mquake_multihop): hop chains,
+"""Multi-hop answering (editkit.eval.hop_answering, editkit.eval.tasks.mquake_multihop): hop chains,
 per-hop retrieval through the retrieval policy, answer matching, one single-shot path, and the
 pipeline on real MQuAKE cases with the real default model."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from conftest import data_file
 from editkit import DatasetError, EditableLM, EditMemory, evaluate
 from editkit.datasets import MquakeChainRecord, load_chain_records
 from editkit.errors import InvalidInputError
-from editkit.eval.answerer import HopForm, MultiHopAnswerer, hop_chain
+from editkit.eval.hop_answering import HopForm, MultiHopAnswerer, hop_chain
 from editkit.eval.matching import extract_answer, matches, normalize
 from editkit.eval.tasks.mquake_multihop import (
     MemoryScope,

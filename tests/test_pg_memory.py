@@ -24,8 +24,8 @@ from editkit import (  # noqa: E402
     MemorySchemaError,
     MemoryUnavailableError,
 )
-from editkit.memory_url import open_memory  # noqa: E402
-from editkit.pg_memory import SCHEMA_VERSION, PostgresEditMemory, redact  # noqa: E402
+from editkit.retrieval.postgres import SCHEMA_VERSION, PostgresEditMemory, redact  # noqa: E402
+from editkit.retrieval.urls import open_memory  # noqa: E402
 from pg_fixtures import new_local_pg  # noqa: E402
 
 EIFFEL = "The Eiffel Tower is located in Rome."
@@ -113,7 +113,7 @@ def test_a_multi_fact_add_that_fails_midway_stores_nothing(pg_url):
 
 
 def test_an_unreachable_database_or_a_bad_url_fails_at_open_with_an_actionable_error():
-    from editkit.pg_local import free_port
+    from editkit.retrieval.pg_local import free_port
 
     t = time.perf_counter()
     with pytest.raises(MemoryUnavailableError, match="is unavailable") as exc:
@@ -235,7 +235,7 @@ def test_open_memory_takes_none_a_path_or_a_postgres_url_and_refuses_other_schem
 
 def test_a_postgres_url_without_the_extra_installed_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if psycopg were not installed
-    monkeypatch.delitem(sys.modules, "editkit.pg_memory", raising=False)
+    monkeypatch.delitem(sys.modules, "editkit.retrieval.postgres", raising=False)
     with pytest.raises(MemoryBackendMissingError, match=r"pip install 'editkit\[postgres\]'"):
         open_memory("postgresql://u@127.0.0.1/db")
 

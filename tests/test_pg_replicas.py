@@ -19,8 +19,8 @@ pytest.importorskip("psycopg", reason="needs editkit[postgres] (dev extra)")
 pytest.importorskip("uvicorn", reason="needs editkit[serve]")
 import httpx  # noqa: E402
 
-from editkit.pg_local import free_port  # noqa: E402
-from editkit.pg_memory import PostgresEditMemory  # noqa: E402
+from editkit.retrieval.pg_local import free_port  # noqa: E402
+from editkit.retrieval.postgres import PostgresEditMemory  # noqa: E402
 from pg_fixtures import new_local_pg  # noqa: E402
 
 pytestmark = pytest.mark.slow

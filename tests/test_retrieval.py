@@ -13,15 +13,9 @@ import pytest
 from conftest import data_file
 from editkit import EditMemory
 from editkit.errors import ArtifactError
-from editkit.relevance import (
-    FEATURE_NAMES,
-    GateTrainConfig,
-    RelevanceGate,
-    question_views,
-    shipped_gate,
-    train_gate,
-)
 from editkit.retrieval import RetrievalSettings, select
+from editkit.retrieval.gate import FEATURE_NAMES, RelevanceGate, question_views, shipped_gate
+from editkit.train.gate import GateTrainConfig, train_gate
 
 VAL = data_file("counterfact", "counterfact-val.json")
 TRAIN = data_file("counterfact", "counterfact-train.json")
@@ -145,7 +139,7 @@ def test_gate_artifact_round_trips_and_bad_files_raise_artifact_errors(tmp_path)
 
 
 def test_a_rare_word_the_fact_lacks_lowers_relevance():
-    from editkit.relevance import Candidate
+    from editkit.retrieval.gate import Candidate
 
     gate = shipped_gate("all-MiniLM-L6-v2")
     fact = "Porsche 911, created by Honda"
@@ -207,7 +201,7 @@ def test_question_form_rephrases_reach_their_edit_and_nq_questions_get_none():
     """zsRE's reworded questions ("Which business did Bioscience Horizons release?" for "What
     company published Bioscience Horizons?") from the hold-out the gate was calibrated on (the
     last 20% of zsRE train with distinct subjects), among CounterFact facts."""
-    from editkit.relevance import _load_zsre
+    from editkit.train.gate import _load_zsre
 
     zs = _load_zsre(str(ZSRE_TRAIN))
     hold = zs[int(round(len(zs) * 0.8)):][:60]
@@ -226,7 +220,7 @@ def test_a_gate_file_rewritten_in_place_is_read_again(tmp_path):
     import os
 
     from editkit.embedder import DEFAULT_EMBEDDER
-    from editkit.relevance import load_gate, shipped_gate
+    from editkit.retrieval.gate import load_gate, shipped_gate
 
     gate = shipped_gate(DEFAULT_EMBEDDER)
     path = tmp_path / "gate.json"
@@ -256,3 +250,64 @@ def test_lm_retrieve_is_the_gated_policy_and_the_raw_search_says_it_is_raw(produ
     answer = product_lm.ask(own)
     assert [h.edit.id for h in placed] == [answer.edit.edit.id] + [
         d.edit.id for d in answer.distractors]
+
+
+class SubjectWordsJudge:
+    """A user's own relevance step (the `Judge` protocol): an edit is about the question when it
+    shares one of the question's capitalised words. A stand-in for a cross-encoder that the
+    tests can build without downloading one."""
+
+    threshold = 0.5
+    candidate_threshold = 0.0
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def probabilities(self, question, candidates):
+        self.calls.append((question, [c.text for c in candidates]))
+        names = {w.strip("?,.") for w in question.split() if w[:1].isupper()}
+        return [1.0 if names & {w.strip("?,.") for w in c.text.split()} else 0.0
+                for c in candidates]
+
+
+def test_a_judge_of_your_own_decides_which_edits_apply_in_select_and_in_the_model(product_lm):
+    from editkit.retrieval import Judge
+
+    judge = SubjectWordsJudge()
+    assert isinstance(judge, Judge)
+    mem = EditMemory(None)
+    mem.add(["The mother tongue of Danielle Darrieux is English.",
+             "Thomas Joannes Stieltjes was born in Oslo."])
+    q = "What is the mother tongue of Thomas Joannes Stieltjes?"
+    shipped = select(mem, q, RetrievalSettings())
+    own = select(mem, q, RetrievalSettings(judge=judge))
+    assert judge.calls and judge.calls[0][0] == q
+    # the judge's verdicts are the policy's: it keeps the Stieltjes edit, drops Darrieux's
+    assert own.fact == "Thomas Joannes Stieltjes was born in Oslo."
+    assert [j.hit.edit.text for j in own.judged if not j.kept] == [
+        "The mother tongue of Danielle Darrieux is English."]
+    assert shipped.gate == own.gate == "learned"
+    # through the model: from_pretrained's gate= and the settings of a live model
+    product_lm.edit(["The mother tongue of Danielle Darrieux is English."])
+    q2 = "Which language did Danielle Darrieux speak first?"
+    assert [h.edit.text for h in product_lm.retrieve(q2)] == [
+        "The mother tongue of Danielle Darrieux is English."]
+    product_lm.retrieval.judge = SubjectWordsJudge()
+    assert product_lm.retrieve("What is the mother tongue of Sting?") == []
+    assert product_lm.ask(q2, max_new_tokens=8).edit is not None
+
+
+def test_a_judge_that_is_not_one_is_refused_with_a_message_naming_the_protocol():
+    from pydantic import ValidationError
+
+    from editkit import EditableLM
+    from editkit.errors import InvalidInputError
+
+    with pytest.raises(ValidationError, match="editkit.retrieval.Judge"):
+        RetrievalSettings(judge=lambda q, c: [1.0] * len(c))
+    with pytest.raises(ValidationError, match="gate='threshold' would ignore it"):
+        RetrievalSettings(judge=SubjectWordsJudge(), gate="threshold")
+    with pytest.raises(InvalidInputError, match="editkit.retrieval.Judge"):
+        EditableLM.from_pretrained(gate=object())  # refused before any weights load
+    settings = RetrievalSettings(judge=SubjectWordsJudge())
+    assert "judge" not in settings.model_dump()  # reports carry settings, not the object

@@ -6,10 +6,10 @@ import sqlite3
 import numpy as np
 import pytest
 
-from editkit import memory as memory_mod
 from editkit.errors import InvalidInputError
-from editkit.memory import EditMemory
-from editkit.vector_index import ExactIndex, FaissIndex, build_index
+from editkit.retrieval import EditMemory
+from editkit.retrieval import sqlite as memory_mod
+from editkit.retrieval.index import ExactIndex, FaissIndex, build_index
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -160,7 +160,7 @@ def test_add_embedded_validates_shape_and_values_and_stores_nothing_on_error() -
 def test_a_faiss_memory_turns_ivf_past_the_threshold_and_still_finds_and_forgets(
         tmp_path, monkeypatch) -> None:
     pytest.importorskip("faiss")
-    from editkit import vector_index
+    from editkit.retrieval import index as vector_index
 
     monkeypatch.setattr(vector_index, "IVF_MIN", 400)
     path = tmp_path / "m.sqlite"

@@ -31,10 +31,9 @@ from .errors import (
 from .eval import EvalConfig, EvalReport, evaluate
 from .export import export_hf
 from .layouts import Mode, Prompt
-from .memory import EditMemory, EditStore
 from .ptokens import PTokenConfig, PTokens
 from .records import Answer, Edit, RetrievedEdit, ScoreResult
-from .retrieval import RetrievalSettings, Selection
+from .retrieval import EditMemory, EditStore, RetrievalSettings, Selection
 from .safety import FactPolicy
 from .train import TrainConfig, Trainer
 

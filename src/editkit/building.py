@@ -14,10 +14,9 @@ from pydantic import ValidationError
 from .errors import InvalidInputError, PTokenMismatchError
 from .layouts import check_chat_setting
 from .loading import LoadedModel, load_model
-from .memory import EditStore
 from .ptokens import PTokens, fingerprint, warn_untrained
 from .records import check_namespace
-from .retrieval import RetrievalSettings
+from .retrieval import EditStore, RetrievalSettings
 from .runtime.engine import Engine
 
 
@@ -35,14 +34,17 @@ class Parts:
 
 def load_parts(model: Any, ptokens: Any, memory: Any, *, quantization: str | None,
                device: str, dtype: str | None, m: int, top_k: int, threshold: float,
-               namespace: str, gate: str, chat: Any, trust_remote_code: bool,
+               namespace: str, gate: Any, chat: Any, trust_remote_code: bool,
                prefix_cache: int, decode_dtype: str | None, prefix_store_mb: float,
                engine: str | None, engine_model: str | None) -> Parts:
     """`EditableLM.from_pretrained`'s arguments made into parts (see its docstring)."""
     check_prefix_store_mb(prefix_store_mb)
     check_chat_setting(chat)
     try:
-        retrieval = RetrievalSettings(top_k=top_k, threshold=threshold, gate=gate,
+        # gate: "learned" / "threshold", or a Judge of the user's own (learned policy, their judge)
+        judge = None if isinstance(gate, str) else gate
+        retrieval = RetrievalSettings(top_k=top_k, threshold=threshold,
+                                      gate=gate if judge is None else "learned", judge=judge,
                                       namespace=check_namespace(namespace))
     except ValidationError as exc:
         raise InvalidInputError(f"Invalid retrieval settings: {exc}") from exc
@@ -63,7 +65,7 @@ def load_parts(model: Any, ptokens: Any, memory: Any, *, quantization: str | Non
     # URL a PostgresEditMemory (memory_url.open_memory); anything else must implement the
     # protocol (isinstance reads `embedder`, which may load it).
     if memory is None or isinstance(memory, (str, os.PathLike)):
-        from .memory_url import open_memory
+        from .retrieval.urls import open_memory
 
         mem: EditStore = open_memory(memory)
     elif isinstance(memory, EditStore):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from editkit.memory import EditMemory
+from editkit.retrieval import EditMemory
 
 from .common import pct, save, table, timed
 from .facts import facts, questions, vectors

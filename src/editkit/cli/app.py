@@ -141,7 +141,7 @@ def edits(
     namespace: str | None = typer.Option(None, help="only this namespace"),
 ) -> None:
     """List the edits stored in a memory file or a PostgreSQL memory."""
-    from editkit.memory_url import open_memory, url_scheme
+    from editkit.retrieval.urls import open_memory, url_scheme
 
     if url_scheme(memory) is None and not Path(memory).is_file():
         raise InvalidInputError(f"no memory file at {memory}")

@@ -51,8 +51,10 @@ def eval_(
                                                "without --data, counterfact-rome): "
                                                "counterfact-rome, counterfact, counterfact-probes "
                                                "(ROME ES/PS/NS/S on EasyEdit CounterFact), zsre, "
-                                               "mquake, wild (questions answered freely, judged; "
-                                               "zsRE or ROME CounterFact)"),
+                                               "mquake, mquake-multihop, wild (questions answered "
+                                               "freely, judged; zsRE or ROME CounterFact), "
+                                               "wild-questions (ROME CounterFact asked as "
+                                               "questions)"),
     engine: str | None = ENGINE_OPTION,
     engine_model: str | None = ENGINE_MODEL_OPTION,
 ) -> None:

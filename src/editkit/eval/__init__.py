@@ -12,7 +12,7 @@ from .config import EvalConfig
 from .registry import TASKS, RunContext, Task, UnknownTaskError, get_task, register_task
 from .report import EvalReport, Report
 from .runner import evaluate
-from .scorer import Probe, Scorer
+from .teacher_forcing import Probe, Scorer
 
 __all__ = ["TASKS", "EvalConfig", "EvalReport", "Probe", "Report", "RunContext", "Scorer", "Task",
            "UnknownTaskError", "evaluate", "get_task", "register_task"]

@@ -17,11 +17,10 @@ from typing import Any, ClassVar, TypeVar
 
 from ..data_files import data_file
 from ..errors import InvalidInputError
-from ..memory import EditMemory
 from ..metrics import MetricValue
-from ..retrieval import RetrievalSettings
+from ..retrieval import EditMemory, RetrievalSettings
 from .config import DEFAULT_TASK, EvalConfig
-from .scorer import Probe, Scorer
+from .teacher_forcing import Probe, Scorer
 
 
 class UnknownTaskError(InvalidInputError):

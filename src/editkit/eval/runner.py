@@ -23,7 +23,7 @@ from . import tasks as _tasks  # noqa: F401  (registers the tasks)
 from .config import EvalConfig
 from .registry import RunContext, data_for, distractor_pool, get_task
 from .report import EvalReport, lm_settings, ptokens_label
-from .scorer import Scorer
+from .teacher_forcing import Scorer
 
 Progress = Callable[[int, int], None]
 

@@ -17,7 +17,7 @@ One module per concept, so that a change reads one file:
 - `objective`: the loss of one pair (KL, cross-entropy, answer-margin hinge) and its weight;
 - `loop`: `Trainer` (teacher and student forwards, validation, the optimisation loop, resume);
 - `artifact`: the files a run writes (the selected P-Tokens with their record, checkpoints);
-- `gate`: training the relevance gate (`editkit.relevance`), a separate, numpy-only model.
+- `gate`: training the relevance gate (`editkit.retrieval.gate`), a separate, numpy-only model.
 
 `editkit.training` re-exports the names it held before this package existed.
 """

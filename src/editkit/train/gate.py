@@ -1,7 +1,7 @@
 """Training the relevance gate: mine (question, retrieved edit) pairs, fit, calibrate.
 
 The gate itself (features, the logistic regression's use, the artifact and its loading) is
-`editkit.relevance`, which runs at question time and does not import this module. This module is
+`editkit.retrieval.gate`, which runs at question time and does not import this module. This one is
 what makes the shipped artifact: on the CounterFact (and zsRE) train splits it asks each record's
 rewrite, paraphrase and neighbourhood questions of a memory of facts, labels every retrieved
 candidate (own edit for rewrite/paraphrase = in scope, anything else = out of scope), fits the
@@ -9,9 +9,7 @@ weights by Newton steps, and calibrates the threshold on validation sets so that
 `target_recall` of the paraphrases keep their own edit. `routing` counts where each question's
 candidates went, which the artifact's provenance records.
 
-Called by scripts/train_gate.py (the shipped artifact) and tests/test_retrieval.py. Messages
-about a missing gate point to `editkit.relevance.train_gate`, so `GateTrainConfig`, `train_gate`
-and `_load_zsre` stay importable from there (looked up here on first use).
+Called by scripts/train_gate.py (the shipped artifact) and tests/test_retrieval.py.
 """
 from __future__ import annotations
 
@@ -30,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..datasets import Format, load_records, one_edit_per_fact
 from ..errors import DatasetError, InvalidInputError
-from ..relevance import (
+from ..retrieval.gate import (
     FEATURE_NAMES,
     Candidate,
     GateArtifact,

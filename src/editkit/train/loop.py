@@ -229,8 +229,8 @@ class Trainer:
         aggregation), here on the EasyEdit records (one paraphrase and one neighbour each), so it
         tracks the real metric cheaply during training rather than replacing it.
         """
-        from ..eval.scorer import Scorer
         from ..eval.tasks.counterfact_rome import CounterFactRomeTask
+        from ..eval.teacher_forcing import Scorer
 
         task = CounterFactRomeTask()
         scorer = Scorer(self.model, PromptBuilder(self.tokenizer, pt), pt)

@@ -1,5 +1,13 @@
 """One module per data format or protocol; importing this package registers them all."""
-from . import counterfact_easyedit, counterfact_rome, mquake, mquake_multihop, wild, zsre
+from . import (
+    counterfact_easyedit,
+    counterfact_rome,
+    mquake,
+    mquake_multihop,
+    wild,
+    wild_questions,
+    zsre,
+)
 
 __all__ = ["counterfact_easyedit", "counterfact_rome", "mquake", "mquake_multihop", "wild",
-           "zsre"]
+           "wild_questions", "zsre"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from ...datasets import CounterFactRecord
 from ..registry import register_task
-from ..scored import ScoredTask
-from ..scorer import Probe
+from ..teacher_forced_task import ScoredTask
+from ..teacher_forcing import Probe
 
 
 @register_task

@@ -19,8 +19,8 @@ from ... import metrics
 from ...datasets import CounterFactRecord, RomeCounterFactRecord
 from ...runtime.scoring import TargetScore
 from ..registry import register_task
-from ..scored import ScoredTask
-from ..scorer import Probe
+from ..teacher_forced_task import ScoredTask
+from ..teacher_forcing import Probe
 
 KINDS = {"rewrite": ("es", "em"), "paraphrase": ("ps", "pm"), "neighborhood": ("ns", "nm")}
 

@@ -25,11 +25,10 @@ from ... import metrics
 from ...datasets import MquakeRecord
 from ...errors import InvalidInputError
 from ...layouts import Mode
-from ...memory import EditStore
-from ...retrieval import RetrievalSettings
+from ...retrieval import EditStore, RetrievalSettings
 from ..matching import exact_match, extract_answer
 from ..registry import RunContext, Task, refuse_ike_self_copy, register_task
-from ..scorer import Probe, eval_layout
+from ..teacher_forcing import Probe, eval_layout
 
 CASE = "MQuAKE multi-hop acc: any question of the case, exact match"
 QUESTION = "per question, exact match (not MQuAKE's metric)"

@@ -4,7 +4,7 @@ Why: asking the whole multi-hop question once (the `mquake` task, "single shot")
 135M default model; it does not chain facts inside one forward pass. MeLLo (Zhong et al., 2023) and
 DeepEdit instead split the question into hops, retrieve the edit relevant to each hop from an edit
 memory, answer the hop, and feed the answer into the next hop. This module does that on top of
-`EditableLM` (`editkit.eval.answerer`):
+`EditableLM` (`editkit.eval.hop_answering`):
 
 1. all edits of a case go into a real `EditMemory` (in RAM), one namespace per case
    (`memory="case"`) or all evaluated cases together (`memory="all"`, a harder retrieval);
@@ -36,13 +36,12 @@ from ... import metrics
 from ...datasets import MquakeChainRecord, load_chain_records
 from ...errors import InvalidInputError
 from ...layouts import Mode
-from ...memory import EditMemory
-from ...retrieval import RetrievalSettings
-from ..answerer import HopForm, MultiHopAnswerer, hop_chain, store_facts, top_edit
+from ...retrieval import EditMemory, RetrievalSettings
+from ..hop_answering import HopForm, MultiHopAnswerer, hop_chain, store_facts, top_edit
 from ..matching import matches
 from ..registry import RunContext, Task, data_for, refuse_ike_self_copy, register_task
 from ..report import Report, lm_settings, ptokens_label
-from ..scorer import Probe
+from ..teacher_forcing import Probe
 from .mquake import answer_questions
 
 Progress = Callable[[int, int], None]

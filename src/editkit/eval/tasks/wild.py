@@ -34,8 +34,8 @@ from ...layouts import Mode
 from ..config import EvalConfig
 from ..matching import matches, normalize
 from ..registry import RunContext, Task, refuse_ike_self_copy, register_task
-from ..scored import fill_memory
-from ..scorer import Probe
+from ..teacher_forced_task import fill_memory
+from ..teacher_forcing import Probe
 
 DEFAULT_NEW_TOKENS = 64
 """Room for a whole answer: a chat reply that restates the question runs 15-40 tokens here."""
@@ -75,13 +75,17 @@ class WildTask(Task):
     default_data = "zsre/zsre-test.json"
     demo_file = None  # answers through EditableLM.ask_many, which uses lm.demos for IKE
 
+    def item(self, record: Any) -> WildItem:
+        """The record as questions (`wild_item`; `wild-questions` asks CounterFact otherwise)."""
+        return wild_item(record)
+
     def skip_reason(self, record: Any) -> str | None:
         if isinstance(record, ZsreRecord) and not record.alt.strip():
             return "empty alt (no new answer to edit toward)"
         return None
 
     def probes(self, record: Any) -> list[Probe]:
-        item = wild_item(record)
+        item = self.item(record)
         return ([Probe(kind="edit", question=q, targets=[item.new]) for q in item.edit]
                 + [Probe(kind="rephrase", question=q, targets=[item.new])
                    for q in item.rephrase]
@@ -112,39 +116,51 @@ class WildTask(Task):
     def run_record(self, run: RunContext, record: Any) -> dict[str, Any]:
         lm, cfg = run.lm, run.cfg
         probes = self.probes(record)
-        item = wild_item(record)
+        item = self.item(record)
         questions = [p.question for p in probes]
         n, k = len(questions), self.new_tokens(cfg)
         edited = cfg.mode is not Mode.NONE
-        # through the memory (the product's path), the record's own edit given, unedited
+        # Through the memory (the product's path) for every question; the record's own edit
+        # given (oracle) for the edit and rephrased questions; unedited only for the unrelated
+        # ones, whose answer through the memory must equal it. One batch, nothing asked twice.
         memory = [lm.select(q, run.namespace, memory=run.memory, settings=run.retrieval)
                   for q in questions]
+        edit_qs = [p.question for p in probes if p.kind != "unrelated"] if cfg.oracle else []
+        unrelated = [p.question for p in probes if p.kind == "unrelated"]
         asked = lm.ask_many(
-            questions * 3,
+            questions + edit_qs + unrelated,
             mode=[cfg.mode if edited and s.edit is not None else Mode.NONE for s in memory]
-            + [cfg.mode] * n + [Mode.NONE] * n,
-            facts=[s.fact for s in memory] + [item.fact if edited else None] * n + [None] * n,
-            distractors=[s.distractor_texts for s in memory] + [None] * (2 * n),
+            + [cfg.mode] * len(edit_qs) + [Mode.NONE] * len(unrelated),
+            facts=[s.fact for s in memory] + [item.fact if edited else None] * len(edit_qs)
+            + [None] * len(unrelated),
+            distractors=[s.distractor_texts for s in memory]
+            + [None] * (len(edit_qs) + len(unrelated)),
             max_new_tokens=k)
-        via, given, plain = asked[:n], asked[n:2 * n], asked[2 * n:]
+        via = asked[:n]
+        given = iter(asked[n:n + len(edit_qs)])
+        plain = iter(asked[n + len(edit_qs):])
         run.count(n, sum(a.prompt_tokens for a in via))
         row: dict[str, Any] = {"case_id": record.case_id}
         detail = []
         by: dict[str, list[float]] = {}
-        for p, s, a, g, u in zip(probes, memory, via, given, plain, strict=True):
+        for p, s, a in zip(probes, memory, via, strict=True):
             d: dict[str, Any] = {"kind": p.kind, "question": p.question, "answer": a.text,
                                  "placed": s.fact, "own_edit": s.fact == item.fact}
             if p.kind == "unrelated":
+                u = next(plain)
                 same = normalize(a.text) == normalize(u.text)
                 d.update(unedited=u.text, unchanged=same)
                 by.setdefault("unrelated", []).append(float(same))
             else:
-                d.update(target=item.new, hit=matches(a.text, [item.new]), given=g.text,
-                         given_hit=matches(g.text, [item.new]), empty=not a.text.strip())
+                d.update(target=item.new, hit=matches(a.text, [item.new]),
+                         empty=not a.text.strip())
                 by.setdefault(p.kind, []).append(float(d["hit"]))
-                by.setdefault(f"given_{p.kind}", []).append(float(d["given_hit"]))
                 by.setdefault(f"reached_{p.kind}", []).append(float(d["own_edit"]))
                 by.setdefault("empty", []).append(float(d["empty"]))
+                if cfg.oracle:
+                    g = next(given)
+                    d.update(given=g.text, given_hit=matches(g.text, [item.new]))
+                    by.setdefault(f"given_{p.kind}", []).append(float(d["given_hit"]))
             detail.append(d)
         row.update({key: sum(v) / len(v) for key, v in by.items()})
         row["probes"] = detail

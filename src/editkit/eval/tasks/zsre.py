@@ -19,8 +19,8 @@ from typing import Any
 
 from ...datasets import ZsreRecord
 from ..registry import register_task
-from ..scored import ScoredTask
-from ..scorer import Probe
+from ..teacher_forced_task import ScoredTask
+from ..teacher_forcing import Probe
 
 
 @register_task

@@ -20,7 +20,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
 from ...errors import InvalidInputError
-from ...memory import check_k
+from ...retrieval.store import check_k
 
 Filter = Callable[[Document], bool] | dict[str, Any] | None
 

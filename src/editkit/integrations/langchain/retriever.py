@@ -22,17 +22,18 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from ...editable import EditableLM
 from ...errors import InvalidInputError
-from ...memory import EditStore, check_k
 from ...records import DEFAULT_NAMESPACE, MAX_QUESTION_CHARS, check_namespace, clean_text
 from ...retrieval import (
     DEFAULT_CANDIDATES,
     DEFAULT_GATE,
     DEFAULT_THRESHOLD,
     DEFAULT_TOP_K,
+    EditStore,
     Gate,
     RetrievalSettings,
     select,
 )
+from ...retrieval.store import check_k
 from .vectorstore_memory import edit_to_document
 
 
@@ -64,7 +65,7 @@ class EditMemoryRetriever(BaseRetriever):
         if not isinstance(value, EditStore):
             # ValueError (not TypeError): pydantic turns it into the ValidationError that
             # __init__ reports as InvalidInputError.
-            raise ValueError(f"memory must implement editkit.memory.EditStore (add, "  # noqa: TRY004
+            raise ValueError(f"memory must implement editkit.retrieval.EditStore (add, "  # noqa: TRY004
                              f"forget, edits, clear, retrieve, path, embedder); got "
                              f"{type(value).__name__}.")
         return value

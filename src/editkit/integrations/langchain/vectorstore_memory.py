@@ -1,6 +1,6 @@
 """An edit memory that keeps its index in any LangChain `VectorStore`.
 
-`VectorStoreEditMemory` implements `editkit.memory.EditStore`, so it drops into
+`VectorStoreEditMemory` implements `editkit.retrieval.EditStore`, so it drops into
 `EditableLM(..., memory=...)` or `EditableLM.from_pretrained(memory=...)` in place of the SQLite
 memory:
 
@@ -23,9 +23,9 @@ from langchain_core.vectorstores import VectorStore
 
 from ...embedder import Embedder, shared_embedder
 from ...errors import EditNotFoundError, InvalidInputError
-from ...memory import check_k, new_edits
 from ...records import DEFAULT_NAMESPACE, Edit, FactInput, RetrievedEdit, check_namespace
 from ...retrieval import DEFAULT_THRESHOLD, DEFAULT_TOP_K
+from ...retrieval.store import check_k, new_edits
 
 FilterStyle = Literal["callable", "dict", "post"]
 EDIT_MARK = "editkit_edit"

@@ -3,19 +3,18 @@
 Every path that puts stored edits into a prompt asks this module: `EditableLM.prompt/ask/score`,
 evaluation's memory setting, MQuAKE (single shot and hop by hop) and the LangChain retriever and
 RAG chain. It turns (question, memory) into a `Selection`: the edit placed as the fact, the others
-placed as distractors, or nothing. Its defaults are defined here once; the stores' own
-`retrieve(k=..., threshold=...)` take them as arguments.
+placed as distractors, or nothing. Its settings and defaults are `settings.py`'s.
 
 The policy, step by step:
-1. **Candidates.** The question is matched by each of its views (`relevance.question_views`: the
+1. **Candidates.** The question is matched by each of its views (`gate.question_views`: the
    whole question, and its last sentence when an unrelated sentence comes first); each view
    retrieves up to `candidates` edits above the candidate cosine threshold, and an edit's score
    is its best cosine over the views.
-2. **Relevance.** `gate="learned"` (default) keeps a candidate only if the relevance gate
-   (`editkit.relevance`, trained per embedder and shipped) judges it to be about the question's
-   subject; `gate="threshold"` keeps every candidate above the cosine threshold (the policy
-   before the gate existed). A caller's `accept` check (the fact policy of `editkit.safety`)
-   drops or refuses candidates that must never reach a prompt.
+2. **Relevance.** `gate="learned"` (default) keeps a candidate only if the judge (the relevance
+   gate of `gate.py`, trained per embedder and shipped, or the settings' own `Judge`) finds it to
+   be about the question's subject; `gate="threshold"` keeps every candidate above the cosine
+   threshold (the policy before the gate existed). A caller's `accept` check (the fact policy
+   of `editkit.safety`) drops or refuses candidates that must never reach a prompt.
 3. **Placement.** The most relevant kept edit is the fact; up to `top_k - 1` further kept edits
    are distractors. With the learned gate those are other edits about the same subject; edits
    that are merely similar stay out of the prompt, where they would only cost tokens and move
@@ -28,46 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from .errors import ArtifactError
-from .records import DEFAULT_NAMESPACE, RetrievedEdit
-from .relevance import Candidate, RelevanceGate, load_gate, question_views, shipped_gate
+from ..errors import ArtifactError
+from ..records import RetrievedEdit
+from .gate import Candidate, Judge, load_gate, question_views, shipped_gate
+from .settings import DEFAULT_GATE, RetrievalSettings
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TOP_K = 4
-"""Candidates per question: the best becomes the fact, the rest distractors."""
-DEFAULT_THRESHOLD = 0.5
-"""The threshold gate's minimum cosine similarity (all-MiniLM-L6-v2) for an edit to be placed."""
-DEFAULT_CANDIDATES = 8
-"""Edits retrieved per question view before the relevance decision."""
-Gate = Literal["learned", "threshold"]
-DEFAULT_GATE: Gate = "learned"
-
-
-class RetrievalSettings(BaseModel):
-    """Which stored edits reach the prompt: top-k above a cosine threshold, in one namespace."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-    top_k: int = Field(DEFAULT_TOP_K, ge=1, le=200,
-                       description="best is the edit, the rest distractors")
-    threshold: float = Field(DEFAULT_THRESHOLD, ge=-1.0, le=1.0,
-                             description="minimum cosine similarity (threshold gate; and the "
-                                         "candidate cut-off of the learned gate when set lower "
-                                         "than the gate's own)")
-    namespace: str = DEFAULT_NAMESPACE
-    gate: Gate = Field(DEFAULT_GATE, description="learned: the shipped relevance gate decides; "
-                                                 "threshold: the cosine threshold alone")
-    gate_threshold: float | None = Field(None, ge=0.0, le=1.0,
-                                         description="learned gate's probability cut-off; "
-                                                     "None = the one calibrated on validation")
-    gate_file: str | None = Field(None, description="learned gate: an artifact trained with "
-                                                    "`editkit.relevance.train_gate` (its "
-                                                    "embedder must be the memory's); None = the "
-                                                    "one shipped for the embedder")
-    candidates: int = Field(DEFAULT_CANDIDATES, ge=1, le=200,
-                            description="edits retrieved per question view before the gate")
 
 
 @dataclass
@@ -118,14 +83,17 @@ class Selection:
 _warned: set[str] = set()
 
 
-def gate_for(embedder: Any, settings: RetrievalSettings) -> RelevanceGate | None:
-    """The learned gate for an embedder (a memory's), or None (threshold gate).
+def gate_for(embedder: Any, settings: RetrievalSettings) -> Judge | None:
+    """The relevance judge for an embedder (a memory's): the settings' own `judge`, a
+    `gate_file`, or the gate shipped for the embedder; None for the threshold gate.
 
     An embedder without a shipped gate falls back to the threshold gate, with one warning per
     embedder and process: the gate's features include that embedder's cosine.
     """
     if settings.gate != "learned":
         return None
+    if settings.judge is not None:
+        return settings.judge
     name = getattr(embedder, "name", None)
     if settings.gate_file is not None:
         gate = load_gate(settings.gate_file)
@@ -138,12 +106,12 @@ def gate_for(embedder: Any, settings: RetrievalSettings) -> RelevanceGate | None
     if gate is None and str(name) not in _warned:
         _warned.add(str(name))
         log.warning("No relevance gate ships for the embedder %r; using the cosine threshold "
-                    "(%.2f) alone. Train one with editkit.relevance.train_gate.", name,
+                    "(%.2f) alone. Train one with editkit.train.gate.train_gate.", name,
                     settings.threshold)
     return gate
 
 
-def _verdicts(gate: RelevanceGate | None, settings: RetrievalSettings, question: str,
+def _verdicts(gate: Judge | None, settings: RetrievalSettings, question: str,
               scored: list[tuple[str, float]]) -> list[tuple[float | None, bool]]:
     """(relevance, kept) per (text, cosine): the gate's probability against its cut-off, or,
     without a gate, the cosine against the threshold."""
@@ -179,20 +147,20 @@ def candidates(memory: Any, question: str, settings: RetrievalSettings, *,
 def select(memory: Any, question: str, settings: RetrievalSettings, *,
            namespace: str | None = None, k: int | None = None,
            accept: Callable[[RetrievedEdit], bool] | None = None,
-           gate: RelevanceGate | None | Literal["auto"] = "auto") -> Selection:
+           gate: Judge | None | Literal["auto"] = "auto") -> Selection:
     """Retrieve candidates for `question`, judge them, and split the kept ones into fact and
     distractors (see the module docstring).
 
-    memory: any `editkit.memory.EditStore`. namespace / k override the settings' namespace and
+    memory: any `EditStore` (`retrieval.store`). namespace / k override the settings' namespace and
     top_k for this call (evaluation asks for 1 + its number of distractors). accept: returns
     False for a candidate that must be left out (it may raise instead, to refuse the question).
-    gate: "auto" picks the gate from the settings and the memory's embedder.
+    gate: "auto" picks the judge from the settings and the memory's embedder.
     """
     top_k = settings.top_k if k is None else k
     g = gate_for(getattr(memory, "embedder", None), settings) if gate == "auto" else gate
     threshold = settings.threshold
     if g is not None:  # the gate judges candidates from its own (lower) cosine cut-off
-        threshold = min(threshold, g.artifact.candidate_threshold)
+        threshold = min(threshold, g.candidate_threshold)
     hits = candidates(memory, question, settings, namespace=namespace, threshold=threshold)
     if accept is not None:
         hits = [h for h in hits if accept(h)]

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from .embedder import Embedder
-from .errors import InvalidInputError, MemorySchemaError
+from ..embedder import Embedder
+from ..errors import InvalidInputError, MemorySchemaError
 
 SCHEMA_VERSION = 1
 LOCK_KEY = 0x6564_6B74  # pg_advisory_xact_lock key for schema changes ("edkt")
