@@ -111,12 +111,12 @@ def test_train_with_more_records_than_the_data_holds_is_one_line_before_the_mode
 
 def test_an_error_while_building_the_trainer_is_one_line_not_a_traceback(tmp_path, monkeypatch,
                                                                          tiny_model_dir):
-    import editkit.training
+    import editkit.train.loop
 
     def refuse(self, *_a, **_kw):
         raise InvalidInputError("the trainer refused these settings")
 
-    monkeypatch.setattr(editkit.training.Trainer, "__init__", refuse)
+    monkeypatch.setattr(editkit.train.loop.Trainer, "__init__", refuse)
     res = runner.invoke(app, ["train", "--out", str(tmp_path / "pt"), "--n-train", "2",
                               "--n-val", "1", "--model", str(tiny_model_dir)])
     assert res.exception is None or isinstance(res.exception, SystemExit)

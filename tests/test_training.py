@@ -14,20 +14,11 @@ from editkit.datasets import load_counterfact
 from editkit.errors import InvalidInputError
 from editkit.ike import default_train_file
 from editkit.ptokens import PTokens
-from editkit.training import (
-    DEMO_FIELDS,
-    PAIR_FIELDS,
-    STUDENT_FIELDS,
-    TEACHER_FIELDS,
-    TeacherCache,
-    TrainConfig,
-    Trainer,
-    build_pairs,
-    kl_topk,
-    load_training_records,
-    teacher_cache_key,
-    topk_with_rest,
-)
+from editkit.train import TrainConfig, Trainer
+from editkit.train.config import DEMO_FIELDS, PAIR_FIELDS, STUDENT_FIELDS, TEACHER_FIELDS
+from editkit.train.objective import kl_topk
+from editkit.train.pairs import build_pairs, load_training_records
+from editkit.train.teacher import TeacherCache, teacher_cache_key, topk_with_rest
 
 
 def test_topk_kl_is_exact_when_k_covers_the_vocabulary_and_a_bound_otherwise():
@@ -245,7 +236,7 @@ def test_teacher_choice_per_question_kind_including_questions_inside_distractor_
     from types import SimpleNamespace
 
     from editkit.layouts import Mode
-    from editkit.training import Pair
+    from editkit.train.pairs import Pair
 
     def mode(cfg, **kw):
         p = Pair(record=0, fact=None if kw.get("kind") == "empty" else "F.", question="q",
@@ -430,7 +421,7 @@ def test_a_file_in_another_format_is_refused_for_training(tmp_path):
 
 
 def test_hard_neighbours_share_a_subject_word_and_absent_pairs_hold_only_other_facts():
-    from editkit.training import _subject_words
+    from editkit.train.pairs import _subject_words
 
     pool = load_counterfact(default_train_file())[:400]
     cfg = TrainConfig(hard_neighbours=True, absent_pairs=True, max_distractors=3)
@@ -453,7 +444,7 @@ def test_hard_neighbours_share_a_subject_word_and_absent_pairs_hold_only_other_f
 
 
 def test_margin_hinge_asks_edits_for_the_new_object_and_others_for_the_unedited_margin():
-    from editkit.training import margin_loss
+    from editkit.train.objective import margin_loss
 
     m = torch.tensor
     assert float(margin_loss(m(0.2), 1.0, m(float("nan")), keeps_old=False)) == pytest.approx(0.8)
@@ -469,7 +460,7 @@ def test_margin_term_uses_the_cached_unedited_margin_and_only_its_kinds(tiny_mod
                                                                         tmp_path, monkeypatch):
     from editkit.layouts import Mode, PromptBuilder
     from editkit.runtime.scoring import ScoreItem, score_packed
-    from editkit.training import margin_loss
+    from editkit.train.objective import margin_loss
 
     monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path))
     args = (tiny_model.model, tiny_model.tokenizer, tiny_model.name)

@@ -19,7 +19,8 @@ One module per concept, so that a change reads one file:
 - `artifact`: the files a run writes (the selected P-Tokens with their record, checkpoints);
 - `gate`: training the relevance gate (`editkit.retrieval.gate`), a separate, numpy-only model.
 
-`editkit.training` re-exports the names it held before this package existed.
+`editkit.training` (the module before this package) still hands out its names, with a
+DeprecationWarning.
 """
 from .config import (
     DEMO_FIELDS,
