@@ -575,3 +575,53 @@ def test_chat_question_pairs_score_exactly_the_prompt_ask_sends_in_the_chat_temp
     assert checked >= 4
     plain = Trainer(*args, cfg.model_copy(update={"chat_questions": False}))
     assert not any(p.chat for p in plain.train_pairs)
+
+
+def test_generated_targets_are_the_replies_a_user_reads_and_are_cached(
+        default_model, mixed_files, tmp_path, monkeypatch):
+    """answers="generated": a chat pair's target becomes the teacher's own greedy reply (the
+    plain-prompt teacher's, kept only where it contains the new object; the unedited model's
+    where the answer must stay), generated once and read from the cache after."""
+    from editkit.eval.matching import matches
+    from editkit.layouts import Mode, PromptBuilder
+    from editkit.train import targets
+
+    monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path))
+    args = (default_model.model, default_model.tokenizer, default_model.name)
+    cfg = TrainConfig(data=list(mixed_files), n_train=3, n_val=1, chat_questions=True,
+                      answers="generated", answer_tokens=24, margin_weight=1.0)
+    tr = Trainer(*args, cfg)
+    gold = Trainer(*args, cfg.model_copy(update={"answers": "gold"}))
+    assert len(tr.train_pairs) == len(gold.train_pairs)
+    changed = 0
+    lay = PromptBuilder(default_model.tokenizer)
+    for new, old in zip(tr.train_pairs, gold.train_pairs, strict=True):
+        assert (new.kind, new.question, new.fact) == (old.kind, old.question, old.fact)
+        if not old.chat:
+            assert new == old  # inline pairs keep their gold targets
+            continue
+        if new.answer == old.answer:
+            continue
+        changed += 1
+        assert new.contrast is None  # no competing reply: no margin for this pair
+        if not old.keeps_old_answer:
+            assert matches(new.answer, [old.answer])  # an edit reply names the new object
+        if changed > 2:
+            continue  # two replies checked against transformers' own greedy decoding
+        mode = Mode.NONE if old.keeps_old_answer else Mode.PROMPT
+        prompt = lay.build(mode, old.question, None if mode is Mode.NONE else old.fact,
+                           chat=True)
+        reply = default_model.model.generate(
+            torch.tensor([prompt.ids]), max_new_tokens=24, do_sample=False,
+            pad_token_id=default_model.tokenizer.eos_token_id)
+        text = default_model.tokenizer.decode(reply[0, len(prompt.ids):],
+                                              skip_special_tokens=True).strip()
+        assert new.answer == text  # the teacher's own greedy reply, token for token
+    assert changed >= 2
+    files = list((tmp_path / "answers").glob("*.json"))
+    assert len(files) == sum(any(p.chat for p in ps) for ps in (gold.val_pairs, gold.train_pairs))
+    calls = []
+    monkeypatch.setattr(targets.InProcessEngine, "generate_many",
+                        lambda *a, **k: calls.append(1))
+    again = Trainer(*args, cfg)  # from the cache: nothing is generated
+    assert again.train_pairs == tr.train_pairs and calls == []

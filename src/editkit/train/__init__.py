@@ -13,6 +13,7 @@ One module per concept, so that a change reads one file:
 
 - `config`: `TrainConfig`, the pair kinds, and how each field reaches the teacher cache;
 - `pairs`: the records read and the pairs built from them;
+- `targets`: chat pairs' targets from the teacher's generated replies (`answers="generated"`);
 - `teacher`: the teacher cache (format, key, top-k reduction);
 - `objective`: the loss of one pair (KL, cross-entropy, answer-margin hinge) and its weight;
 - `loop`: `Trainer` (teacher and student forwards, validation, the optimisation loop, resume);

@@ -88,6 +88,12 @@ class TrainConfig(BaseModel):
                                  "as one (`layouts.reads_as_question`) in the model's chat "
                                  "template, for teacher and student, as `EditableLM(chat='auto')` "
                                  "sends it; sentences to complete stay inline")
+    answers: Literal["gold", "generated"] = Field(
+        "gold", description="chat pairs' targets: the gold object, or the teacher's own greedy "
+        "answer (edit questions: the plain-prompt teacher's, where it contains the new object; "
+        "questions whose answer must stay: the unedited model's), so training sees the answers "
+        "users read (train/targets.py)")
+    answer_tokens: int = Field(48, ge=4, le=256, description="longest generated target")
     seed: int = 0
 
     @field_validator("data", mode="before")
@@ -100,7 +106,8 @@ class TrainConfig(BaseModel):
 TEACHER_FIELDS = frozenset({"edit_teacher", "neighbour_teacher", "distractor_teacher", "topk"})
 """Fields that change the teacher's distributions for a given pair: hashed into the cache key."""
 PAIR_FIELDS = frozenset({"data", "n_train", "n_val", "max_distractors", "seed",
-                         "hard_neighbours", "absent_pairs", "chat_questions"})
+                         "hard_neighbours", "absent_pairs", "chat_questions", "answers",
+                         "answer_tokens"})
 """Fields that choose the pairs: the key hashes the pairs themselves, so these reach it that way."""
 DEMO_FIELDS = frozenset({"demos"})
 """The IKE teacher's demonstration file: the key hashes its content, not its path."""
