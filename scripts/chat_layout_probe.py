@@ -15,8 +15,6 @@ import argparse
 import json
 import time
 
-import torch
-
 from editkit import EditableLM
 from editkit.datasets import ZsreRecord
 from editkit.eval.matching import matches
@@ -41,26 +39,29 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     lm = EditableLM.from_pretrained(mode="prompt")
-    tok, model = lm.tokenizer, lm.model
+    tok = lm.tokenizer
     recs = [ZsreRecord(**r) for r in json.load(open(args.data))]
     recs = [r for r in recs if r.alt.strip()][: args.limit]
     out: dict = {"data": args.data, "records": len(recs), "variants": {}}
+    gen = lm.engine.generator  # the product's batched greedy decoder
     for name in args.variants.split(","):
         t0, hits, rows = time.time(), {"edit": [], "rephrase": []}, []
-        for r in recs:
-            for kind, q in (("edit", r.src), ("rephrase", r.rephrase)):
-                msgs, prefill = VARIANTS[name](r.fact, q)
-                text = tok.apply_chat_template([{"role": a, "content": c} for a, c in msgs],
-                                               tokenize=False, add_generation_prompt=True)
-                ids = tok(text + prefill, return_tensors="pt", add_special_tokens=False)
-                with torch.no_grad():
-                    gen = model.generate(**ids, max_new_tokens=64, do_sample=False,
-                                         pad_token_id=tok.eos_token_id)
-                ans = tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
-                hit = matches(ans, [r.alt])
-                hits[kind].append(hit)
-                rows.append({"kind": kind, "question": q, "new": r.alt, "answer": ans,
-                             "hit": hit})
+        asked = [(r, kind, q) for r in recs for kind, q in (("edit", r.src),
+                                                            ("rephrase", r.rephrase))]
+        ids = []
+        for r, _, q in asked:
+            msgs, prefill = VARIANTS[name](r.fact, q)
+            text = tok.apply_chat_template([{"role": a, "content": c} for a, c in msgs],
+                                           tokenize=False, add_generation_prompt=True)
+            ids.append(tok(text + prefill, add_special_tokens=False)["input_ids"])
+        outs = gen.generate_many(ids, ptokens=None, max_new_tokens=64, stops=[()] * len(ids),
+                                 temperature=None, seeds=[None] * len(ids), batch_size=16,
+                                 prefix_lens=[0] * len(ids), cache_salt=None)
+        for (r, kind, q), g in zip(asked, outs):
+            ans = g.text
+            hit = matches(ans, [r.alt])
+            hits[kind].append(hit)
+            rows.append({"kind": kind, "question": q, "new": r.alt, "answer": ans, "hit": hit})
         res = {k: 100 * sum(v) / len(v) for k, v in hits.items()}
         out["variants"][name] = {**res, "seconds": round(time.time() - t0), "rows": rows}
         print(f"{name:10s} edit {res['edit']:5.1f}  rephrase {res['rephrase']:5.1f}  "
