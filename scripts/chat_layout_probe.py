@@ -54,9 +54,7 @@ def main() -> None:
             text = tok.apply_chat_template([{"role": a, "content": c} for a, c in msgs],
                                            tokenize=False, add_generation_prompt=True)
             ids.append(tok(text + prefill, add_special_tokens=False)["input_ids"])
-        outs = gen.generate_many(ids, ptokens=None, max_new_tokens=64, stops=[()] * len(ids),
-                                 temperature=None, seeds=[None] * len(ids), batch_size=16,
-                                 prefix_lens=[0] * len(ids), cache_salt=None)
+        outs = gen.generate_many(ids, max_new_tokens=64, stop=(), batch_size=16)
         for (r, kind, q), g in zip(asked, outs):
             ans = g.text
             hit = matches(ans, [r.alt])

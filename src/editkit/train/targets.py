@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 
 def _teacher_mode(p: Pair) -> Mode:
     """Whose reply becomes the target: the unedited model's where the answer must stay, the
-    plain-prompt teacher's (fact given) for edit and paraphrase questions."""
+    plain-prompt teacher's (fact given) for edit and paraphrase questions, whatever
+    `edit_teacher` says: IKE's demonstrations derail this model's replies in a chat turn
+    (docs/results.md, wild task)."""
     return Mode.NONE if p.keeps_old_answer else Mode.PROMPT
 
 
@@ -62,14 +64,18 @@ def generate_replies(model: Any, tokenizer: Any, name: str, cfg: TrainConfig,
         replies = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(replies, list) and len(replies) == len(pairs):
             return replies
+    # What each pair asks the teacher. An edit question comes back in its distractor pair, and
+    # an empty and an absent pair ask the unedited model the same question: one reply each.
+    asks = [(m := _teacher_mode(p), p.question, None if m is Mode.NONE else p.fact)
+            for p in pairs]
+    unique = list(dict.fromkeys(asks))
     lay = PromptBuilder(tokenizer)
-    prompts = [lay.build(_teacher_mode(p), p.question,
-                         None if _teacher_mode(p) is Mode.NONE else p.fact, chat=True)
-               for p in pairs]
+    prompts = [lay.build(mode, q, fact, chat=True) for mode, q, fact in unique]
     engine = InProcessEngine(model, tokenizer, None)
     opts = GenerateOptions(max_new_tokens=cfg.answer_tokens)
     gens = engine.generate_many(prompts, [opts] * len(prompts), batch_size=batch_size)
-    replies = [g.text.strip() for g in gens]
+    by_ask = {a: g.text.strip() for a, g in zip(unique, gens, strict=True)}
+    replies = [by_ask[a] for a in asks]
     text = json.dumps(replies)
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return replies
