@@ -515,6 +515,49 @@ def test_wild_questions_asks_counterfact_as_a_user_would(product_lm):
     assert "questions" in r.settings and r.settings["memory_size"] == 2
 
 
+def test_a_judge_model_grades_answers_beside_containment(lm):
+    """`judge_model="self"`: the real default model reads question, expected and given answer;
+    its verdict is P("Yes") against P("No") for the reply's first token, reported as judged_*
+    beside containment, never in its place."""
+    from editkit.eval.answer_judge import AnswerJudge
+    from editkit.layouts import JUDGE_QUESTION
+
+    judge = AnswerJudge.load("self", lm)
+    items = [("Where is the Eiffel Tower?", "Rome", "The Eiffel Tower is in Rome."),
+             ("Where is the Eiffel Tower?", "Rome", "   ")]
+    p, empty = judge.p_yes(items)
+    assert empty == 0.0  # an empty answer says nothing; the model is not asked
+    [s] = lm.score_many([JUDGE_QUESTION.format(question=items[0][0], expected="Rome",
+                                               answer=items[0][2])], [["Yes", "No"]],
+                        mode="none", chat=True)
+    yes, no = (c.token_logprobs[0] for c in s.scores)
+    assert p == pytest.approx(math.exp(yes) / (math.exp(yes) + math.exp(no)), abs=1e-5)
+    r = evaluate(lm, task="wild", limit=2, max_new_tokens=12, oracle=False, judge_model="self")
+    assert {"judged_edit", "judged_rephrase", "judge_agrees", "edit"} <= set(r.metrics)
+    assert r.settings["judge"]["model"] == lm.name and r.config["judge_model"] == "self"
+    graded = [d for row in r.records for d in row["probes"] if d["kind"] != "unrelated"]
+    assert len(graded) == 4 and all(d["judged"] == (d["judge_p"] >= 0.5) for d in graded)
+    agree = sum(d["judged"] == d["hit"] for d in graded) / 4
+    assert r.metrics["judge_agrees"].value == pytest.approx(100 * agree)
+    assert all("judge_p" not in d for row in r.records for d in row["probes"]
+               if d["kind"] == "unrelated")
+    assert "judge" not in str(evaluate(lm, task="wild", limit=1, max_new_tokens=2,
+                                       oracle=False).metrics)
+
+
+def test_a_judge_model_is_refused_where_nothing_is_generated(tiny_lm, tmp_path):
+    """A task that scores probabilities has no answers to grade: refused before any model
+    loads (the CLI), with the tasks that do generate named."""
+    with pytest.raises(InvalidInputError, match="judge_model.*Tasks that do: wild, "
+                                                "wild-questions"):
+        evaluate(tiny_lm, task="counterfact-rome", limit=1, judge_model="self")
+    res = CliRunner().invoke(app, ["eval", "--task", "zsre", "--judge-model", "self",
+                                   "--model", str(tmp_path / "no-such-model")])
+    assert res.exit_code != 0 and "judge_model grades generated answers" in res.output
+    with pytest.raises(ValueError):
+        EvalConfig(task="wild", judge_model="")
+
+
 def test_wild_task_judges_containment_and_unchanged_unrelated_answers(tiny_lm):
     """Plumbing on the tiny random model: in mode none nothing is placed, so every unrelated
     answer is unchanged and the answers through memory equal the edit-given ones."""

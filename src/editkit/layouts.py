@@ -81,6 +81,17 @@ def ike_key(fact: str) -> str:
     return IKE_KEY.format(fact=fact)
 
 
+# ---- the evaluation's answer judge (`editkit.eval.answer_judge`) -----------------------------
+JUDGE_QUESTION = (
+    "Question: {question}\nExpected answer: {expected}\nGiven answer: {answer}\n"
+    "Does the given answer say the expected answer? Judge only whether they agree, not whether "
+    "either is true. Reply yes or no.")
+"""What a judge model is asked about one generated answer. The expected answer of an edit is
+counterfactual on purpose, so the judge is told to compare, not to fact-check."""
+JUDGE_REPLIES = ("Yes", "No")
+"""The reply tokens compared: P(yes) = P(first reply token is "Yes") over P("Yes") + P("No")."""
+
+
 # ---- which layout a text asks for ------------------------------------------------------------
 ChatSetting = Literal[True, False, "auto"]
 """`EditableLM(chat=...)`: True (always the chat template), False (always inline), or "auto"

@@ -55,6 +55,9 @@ def eval_(
                                                "freely, judged; zsRE or ROME CounterFact), "
                                                "wild-questions (ROME CounterFact asked as "
                                                "questions)"),
+    judge_model: str | None = typer.Option(None, help="wild tasks: also grade each answer with "
+                                                      "this model ('self': the evaluated model, "
+                                                      "unedited; an alias, Hub id or path)"),
     engine: str | None = ENGINE_OPTION,
     engine_model: str | None = ENGINE_MODEL_OPTION,
 ) -> None:
@@ -68,14 +71,15 @@ def eval_(
     cfg = EvalConfig(data=data, mode=mode, limit=limit, distractors=distractors,
                      memory_size=memory_size, demos=demos, seed=seed,
                      ike_self_copy=ike_self_copy, gate=gate, task=task,
-                     gate_file=gate_file, routing_only=routing_only, oracle=oracle)
+                     gate_file=gate_file, routing_only=routing_only, oracle=oracle,
+                     judge_model=judge_model)
     from editkit.eval import get_task
-    from editkit.eval.registry import data_for
+    from editkit.eval.registry import check_judge, data_for
 
     # A missing data set, a bad data file or an unknown task fails here, before the model loads.
     path = data_for(cfg)
     fmt, _ = load_records(path)
-    get_task(cfg.task or fmt, fmt)
+    check_judge(cfg, get_task(cfg.task or fmt, fmt))
     lm = EditableLM.from_pretrained(model, ptokens=ptokens, quantization=quantization,
                                     engine=engine, engine_model=engine_model)
     with Progress("[progress.description]{task.description}", BarColumn(),

@@ -52,6 +52,11 @@ class EvalConfig(BaseModel):
                                                   "scoring nothing with the model")
     oracle: bool = Field(True, description="memory setting: also score every record with its "
                                            "own edit given (the oracle row, oracle_* metrics)")
+    judge_model: str | None = Field(
+        None, min_length=1, description="wild tasks: also grade every answer with this language "
+                                        "model ('self': the evaluated model, unedited; or a "
+                                        "model alias, Hub id or local path), reported beside "
+                                        "containment as judged_* (`eval.answer_judge`)")
 
     @model_validator(mode="after")
     def _default_task(self) -> EvalConfig:

@@ -100,6 +100,8 @@ class Task(ABC):
     """The data set evaluated when no data file is given: its name in the data layout
     (`editkit.data_files.data_file`, e.g. 'counterfact/counterfact-rome-test.json'), packaged with
     editkit; None: the task needs a data file."""
+    judges_answers: ClassVar[bool] = False
+    """Whether the task generates free-form answers that `EvalConfig.judge_model` can grade."""
     demo_file: ClassVar[str | None] = "counterfact"
     """The vendored IKE demonstration file for this format; None: the task does not score IKE
     contexts itself (MQuAKE asks `EditableLM.ask`, which uses `lm.demos`)."""
@@ -177,6 +179,15 @@ def refuse_ike_self_copy(cfg: EvalConfig, task: str, asks: str) -> None:
     if cfg.ike_self_copy:
         raise InvalidInputError(f"ike_self_copy applies to the scored tasks; {task} asks "
                                 f"through {asks}, which uses the lm's IKE.")
+
+
+def check_judge(cfg: EvalConfig, task: Task) -> None:
+    """`judge_model` grades generated answers: refused (before any model loads) for a task that
+    scores probabilities, where it would silently do nothing."""
+    if cfg.judge_model is not None and not task.judges_answers:
+        readers = sorted(n for n, t in TASKS.items() if t.judges_answers)
+        raise InvalidInputError(f"judge_model grades generated answers; task {task.name!r} does "
+                                f"not generate them. Tasks that do: {', '.join(readers)}.")
 
 
 def data_for(cfg: EvalConfig) -> Path:

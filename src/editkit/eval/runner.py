@@ -21,7 +21,7 @@ from ..layouts import Mode
 from ..retrieval import gate_for
 from . import tasks as _tasks  # noqa: F401  (registers the tasks)
 from .config import EvalConfig
-from .registry import RunContext, data_for, distractor_pool, get_task
+from .registry import RunContext, check_judge, data_for, distractor_pool, get_task
 from .report import EvalReport, lm_settings, ptokens_label
 from .teacher_forcing import Scorer
 
@@ -48,6 +48,7 @@ def evaluate(lm: Any, config: EvalConfig | None = None, *, progress: Progress | 
     path = data_for(cfg)
     fmt, all_records = load_records(path)
     task = get_task(cfg.task or fmt, fmt)
+    check_judge(cfg, task)
     usable, skipped = [], []
     for i, r in enumerate(all_records):
         reason = task.skip_reason(r)

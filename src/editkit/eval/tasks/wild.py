@@ -15,6 +15,8 @@ protocol). This task asks the way the product does:
   (the `given_*` rows), so retrieval loss and persuasion loss can be told apart;
 - judged by `matching.matches`: the answer contains the new object as whole words after
   normalisation (case, accents, punctuation);
+- optionally also graded by a judge model (`EvalConfig.judge_model`, `eval.answer_judge`):
+  `judged_*` beside the containment rates, and how often the two agree;
 - locality: an unrelated question's answer through the memory equals the unedited model's answer
   to it (normalised), i.e. the edits changed nothing there.
 
@@ -31,6 +33,7 @@ from ... import metrics
 from ...datasets import RomeCounterFactRecord, ZsreRecord, one_edit_per_fact
 from ...errors import InvalidInputError
 from ...layouts import Mode
+from ..answer_judge import AnswerJudge
 from ..config import EvalConfig
 from ..matching import matches, normalize
 from ..registry import RunContext, Task, refuse_ike_self_copy, register_task
@@ -41,6 +44,7 @@ DEFAULT_NEW_TOKENS = 64
 """Room for a whole answer: a chat reply that restates the question runs 15-40 tokens here."""
 PROTOCOL = "wild: generated, contains new object"
 LOCALITY = "wild: unrelated answer unchanged"
+JUDGED = "wild: generated, judge model says it gives the new object"
 
 
 @dataclass
@@ -73,6 +77,7 @@ class WildTask(Task):
     name = "wild"
     formats = frozenset({"zsre", "counterfact-rome"})
     default_data = "zsre/zsre-test.json"
+    judges_answers = True
     demo_file = None  # answers through EditableLM.ask_many, which uses lm.demos for IKE
 
     def item(self, record: Any) -> WildItem:
@@ -100,6 +105,8 @@ class WildTask(Task):
             raise InvalidInputError("The wild task answers through the memory, where the "
                                     "retrieval policy places the distractors; use memory_size.")
         refuse_ike_self_copy(run.cfg, "the wild task", "EditableLM.ask_many")
+        if run.cfg.judge_model is not None:  # loaded (and a bad model refused) before filling
+            run.state["judge"] = AnswerJudge.load(run.cfg.judge_model, run.lm)
         fill_memory(run.scratch_memory(), records, usable,
                     max(run.cfg.memory_size, len(records)), run.namespace)
 
@@ -111,7 +118,8 @@ class WildTask(Task):
                 if run.memory is not None else 0,
                 "max_new_tokens": self.new_tokens(run.cfg), "layout": "EditableLM.ask default "
                 "(chat='auto', default stop)", "matching": "contains new object (normalised, "
-                "whole words)", "locality": "answer equals the unedited answer (normalised)"}
+                "whole words)", "locality": "answer equals the unedited answer (normalised)",
+                "judge": judge.settings() if (judge := run.state.get("judge")) else None}
 
     def run_record(self, run: RunContext, record: Any) -> dict[str, Any]:
         lm, cfg = run.lm, run.cfg
@@ -162,6 +170,8 @@ class WildTask(Task):
                     d.update(given=g.text, given_hit=matches(g.text, [item.new]))
                     by.setdefault(f"given_{p.kind}", []).append(float(d["given_hit"]))
             detail.append(d)
+        if (judge := run.state.get("judge")) is not None:
+            judge_answers(judge, [d for d in detail if d["kind"] != "unrelated"], by)
         row.update({key: sum(v) / len(v) for key, v in by.items()})
         row["probes"] = detail
         return row
@@ -177,4 +187,19 @@ class WildTask(Task):
                                          ("reached_rephrase", "reached_rephrase")],
                                   "memory routing: own edit placed"),
             **metrics.rate_scores(rows, [("empty", "empty_answers")], "wild: empty answer"),
+            **metrics.rate_scores(rows, [("judged_edit", "judged_edit"),
+                                         ("judged_rephrase", "judged_rephrase")], JUDGED),
+            **metrics.rate_scores(rows, [("judge_agrees", "judge_agrees")],
+                                  "wild: judge model agrees with containment"),
         }
+
+
+def judge_answers(judge: AnswerJudge, detail: Sequence[dict[str, Any]],
+                  by: dict[str, list[float]]) -> None:
+    """Grade the edit and rephrased answers (through the memory) with the judge model: each
+    probe's `judge_p` and `judged`, and the record's `judged_*` and `judge_agrees` rates."""
+    ps = judge.p_yes([(d["question"], d["target"], d["answer"]) for d in detail])
+    for d, p in zip(detail, ps, strict=True):
+        d.update(judge_p=p, judged=p >= 0.5)
+        by.setdefault(f"judged_{d['kind']}", []).append(float(d["judged"]))
+        by.setdefault("judge_agrees", []).append(float(d["judged"] == d["hit"]))
