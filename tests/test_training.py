@@ -515,21 +515,66 @@ def test_validation_every_n_records_checkpoints_mid_epoch_and_resume_continues_t
     assert torch.allclose(resumed.layer.weight, full.layer.weight, atol=1e-5)
 
 
-@pytest.mark.parametrize("select_by, kept", [("val_s", 2), ("val_kl", 4)])
+@pytest.mark.parametrize("select_by, kept", [("val_s", 2), ("val_kl", 4), ("val_wild", 4)])
 def test_the_saved_tokens_are_the_best_validation_by_the_chosen_measure(
         tiny_model, small_cfg, tmp_path, monkeypatch, select_by, kept):
-    """Scripted validations: S peaks after 2 records while the KL keeps falling."""
+    """Scripted validations: S peaks after 2 records while the KL keeps falling and the
+    generated answers (val_wild) get better late."""
+    from editkit.train.wild_val import WildValidation
+
     monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path / "cache"))
     s_values, kl_values = iter([50.0, 80.0, 60.0]), iter([3.0, 2.0, 1.0])
+    wild_values = iter([10.0, 20.0, 90.0])
     monkeypatch.setattr(Trainer, "val_scores", lambda self, pt: {
         "ES": 0.0, "PS": 0.0, "NS": 0.0, "S": next(s_values)})
     monkeypatch.setattr(Trainer, "validate", lambda self, pt, t: (next(kl_values), {}))
+    monkeypatch.setattr(WildValidation, "scores", lambda self, pt: {"wild": next(wild_values)})
     cfg = small_cfg.model_copy(update={"n_train": 4, "batch_size": 1, "eval_every": 2,
-                                       "epochs": 1, "select_by": select_by, "patience": 10})
+                                       "epochs": 1, "select_by": select_by, "patience": 10,
+                                       "chat_questions": select_by == "val_wild"})
     Trainer(tiny_model.model, tiny_model.tokenizer, tiny_model.name, cfg).run(tmp_path / "pt")
     info = json.loads((tmp_path / "pt" / "ptokens_config.json").read_text())["training"]
     assert (info["best_records_seen"], info["selected_by"]) == (kept, select_by)
     assert info["best_val_scores"]["S"] == {2: 80.0, 4: 60.0}[kept]
+    assert ("wild" in info["best_val_scores"]) == (select_by == "val_wild")
+
+
+def test_val_wild_judges_the_students_generated_answers_to_the_validation_questions(
+        default_model, shipped_ptokens, mixed_files, tmp_path, monkeypatch):
+    """select_by="val_wild" on the real default model and real records: the validation's chat
+    questions are answered freely under the P-Token layout (the record's fact given) and judged
+    as the wild task judges (the new object contained; a neighbour's answer unchanged)."""
+    from editkit.eval.matching import matches, normalize
+    from editkit.layouts import Mode
+    from editkit.train.wild_val import generate, wild_scores
+
+    monkeypatch.setenv("EDITKIT_CACHE", str(tmp_path))
+    with pytest.raises(ValidationError, match="chat_questions=True"):
+        TrainConfig(data=list(mixed_files), select_by="val_wild")
+    args = (default_model.model, default_model.tokenizer, default_model.name)
+    cfg = TrainConfig(data=list(mixed_files), n_train=2, n_val=4, chat_questions=True,
+                      answers="generated", answer_tokens=12, select_by="val_wild")
+    tr = Trainer(*args, cfg)
+    gold = {(p.kind, p.question, p.fact): p.answer
+            for p in Trainer(*args, cfg.model_copy(update={"answers": "gold"})).val_pairs}
+    wild = tr.wild_val.pairs
+    assert {p.kind for p in wild} == {"edit", "paraphrase", "neighbour"}
+    assert all(gold[(p.kind, p.question, p.fact)] == p.answer for p in wild)
+    assert all(p.chat for p in wild if p.kind != "neighbour")
+    assert len({p.chat for p in wild if p.kind == "neighbour"}) == 1  # all inline here
+    pt = shipped_ptokens
+    scores = tr.wild_val.scores(pt)
+    answers = generate(*args[:2], pt, [(Mode.PTOKENS, p.question, p.fact, p.chat)
+                                       for p in wild], 12)
+    unedited = generate(*args[:2], None, [(Mode.NONE, p.question, None, p.chat) for p in wild],
+                        12)
+    assert all("\n" not in a.strip() for p, a in zip(wild, answers) if not p.chat)
+    assert scores == wild_scores(wild, answers, {p.question: u for p, u in zip(wild, unedited)})
+    edits = [matches(a, [p.answer]) for p, a in zip(wild, answers) if p.kind == "edit"]
+    assert scores["wild_edit"] == pytest.approx(100 * sum(edits) / len(edits))
+    kept = [normalize(a) == normalize(u) for p, a, u in zip(wild, answers, unedited)
+            if p.kind == "neighbour"]
+    assert scores["wild_unchanged"] == pytest.approx(100 * sum(kept) / len(kept))
 
 
 def test_a_checkpoint_of_an_older_editkit_is_refused_with_what_to_do(tiny_model, small_cfg,

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..ptokens import DEFAULT_INIT_TEXT, DEFAULT_M
 
@@ -77,9 +77,10 @@ class TrainConfig(BaseModel):
                                   "one's (the case a relevance gate lets through)")
     absent_pairs: bool = Field(False, description="add, per record, a pair whose context holds "
                                "only other facts: the answer must stay the unedited one")
-    select_by: Literal["val_s", "val_kl"] = Field(
+    select_by: Literal["val_s", "val_kl", "val_wild"] = Field(
         "val_s", description="what picks the saved P-Tokens among the validations: ROME S on "
-        "the validation records (ties: lower KL) or the validation KL")
+        "the validation records (ties: lower KL), the validation KL, or the generated answers "
+        "to the validation chat questions (train/wild_val.py; needs chat_questions)")
     eval_every: int | None = Field(None, ge=1, description="validate (and checkpoint) every "
                                    "this many training records, besides each epoch's end")
     forest_tokens: int = Field(1024, ge=64, description="most tokens in one packed forward "
@@ -95,6 +96,13 @@ class TrainConfig(BaseModel):
         "users read (train/targets.py)")
     answer_tokens: int = Field(48, ge=4, le=256, description="longest generated target")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _wild_needs_chat(self) -> TrainConfig:
+        if self.select_by == "val_wild" and not self.chat_questions:
+            raise ValueError("select_by='val_wild' judges answers to the chat questions; set "
+                             "chat_questions=True (without it no question is asked in chat)")
+        return self
 
     @field_validator("data", mode="before")
     @classmethod
