@@ -13,7 +13,7 @@ from editkit.eval import evaluate
 from editkit.loading import load_model, simulate_quantized
 from editkit.ptokens import PTokens
 
-M10 = "src/editkit/data/ptokens/SmolLM2-135M-Instruct/m10"
+M10 = "results/ptokens-2026-11-30/m10-previous-default"  # the m10 that m10-4bit was trained from
 
 
 def main() -> None:
