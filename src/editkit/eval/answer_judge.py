@@ -17,6 +17,7 @@ value is loaded like `EditableLM.from_pretrained(model=...)` (an alias, Hub id o
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,7 +67,7 @@ class AnswerJudge:
                                      mode=Mode.NONE, chat=self.chat)
         for i, r in zip(asked, results, strict=True):
             yes, no = (s.token_logprobs[0] for s in r.scores)  # the reply's first token
-            out[i] = 1.0 / (1.0 + _exp(no - yes))
+            out[i] = 1.0 / (1.0 + math.exp(min(no - yes, 700.0)))  # capped: exp overflows
         return out
 
     def settings(self) -> dict[str, Any]:
@@ -74,8 +75,3 @@ class AnswerJudge:
         return {"model": self.name, "question": JUDGE_QUESTION, "replies": list(JUDGE_REPLIES),
                 "chat": self.chat, "verdict": "P(yes) / (P(yes) + P(no)) >= 0.5, first reply "
                                               "token"}
-
-
-def _exp(x: float) -> float:
-    import math
-    return math.exp(min(x, 700.0))  # the odds of "No"; capped where exp would overflow

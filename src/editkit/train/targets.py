@@ -27,6 +27,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from ..answers import answer_stop
 from ..eval.matching import matches
 from ..fileio import atomic_write, cache_dir
 from ..layouts import LAYOUT_VERSION, Mode, PromptBuilder
@@ -36,6 +37,23 @@ from .config import TrainConfig
 from .pairs import Pair
 
 log = logging.getLogger(__name__)
+
+
+Ask = tuple[Mode, str, "str | None", bool]
+"""(mode, question, fact, chat): one question to answer."""
+
+
+def generate(model: Any, tokenizer: Any, pt: Any, asks: Sequence[Ask], max_new_tokens: int,
+             batch_size: int = 16) -> list[str]:
+    """Greedy answers, batched, each ended where `ask` ends it (`answers.answer_stop`: the
+    model's end of turn in chat, the first line inline). The teacher's replies here and the
+    student's validation answers (wild_val.py) both come from this."""
+    lay = PromptBuilder(tokenizer, pt)
+    prompts = [lay.build(mode, q, fact, chat=chat) for mode, q, fact, chat in asks]
+    engine = InProcessEngine(model, tokenizer, pt)
+    opts = [GenerateOptions(max_new_tokens=max_new_tokens, stop=tuple(answer_stop(None, chat)))
+            for *_, chat in asks]
+    return [g.text for g in engine.generate_many(prompts, opts, batch_size=batch_size)]
 
 
 def _teacher_mode(p: Pair) -> Mode:
@@ -69,12 +87,9 @@ def generate_replies(model: Any, tokenizer: Any, name: str, cfg: TrainConfig,
     asks = [(m := _teacher_mode(p), p.question, None if m is Mode.NONE else p.fact)
             for p in pairs]
     unique = list(dict.fromkeys(asks))
-    lay = PromptBuilder(tokenizer)
-    prompts = [lay.build(mode, q, fact, chat=True) for mode, q, fact in unique]
-    engine = InProcessEngine(model, tokenizer, None)
-    opts = GenerateOptions(max_new_tokens=cfg.answer_tokens)
-    gens = engine.generate_many(prompts, [opts] * len(prompts), batch_size=batch_size)
-    by_ask = {a: g.text.strip() for a, g in zip(unique, gens, strict=True)}
+    gens = generate(model, tokenizer, None, [(*a, True) for a in unique], cfg.answer_tokens,
+                    batch_size)
+    by_ask = {a: g.strip() for a, g in zip(unique, gens, strict=True)}
     replies = [by_ask[a] for a in asks]
     text = json.dumps(replies)
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

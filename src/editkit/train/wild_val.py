@@ -19,19 +19,19 @@ Edit and paraphrase questions are asked only where they are chat pairs (the ques
 `chat_questions` lays out in the template: zsRE's here); CounterFact's sentences to complete stay
 scored by S. Neighbour pairs are all asked, inline ones inline (zsRE's neighbour is an "nq
 question:" line, which reads as no question): locality is what the tokens can break. Each answer
-ends where `ask` ends it (`answers.answer_stop`). The fact is given rather than retrieved:
-retrieval does not depend on the tokens. Called by `Trainer.validate_and_keep` (loop.py).
+ends where `ask` ends it (`targets.generate`, which also makes the teacher's replies). The fact
+is given rather than retrieved: retrieval does not depend on the tokens.
+Called by `Trainer.validate_and_keep` (loop.py).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from ..answers import answer_stop
 from ..eval.matching import matches, normalize
-from ..layouts import Mode, PromptBuilder
-from ..runtime.engine import GenerateOptions, InProcessEngine
+from ..layouts import Mode
 from .pairs import Pair
+from .targets import generate
 
 WILD_KINDS = ("edit", "paraphrase", "neighbour")
 
@@ -42,21 +42,6 @@ def wild_pairs(gold: Sequence[Pair]) -> list[Pair]:
     these)."""
     return [p for p in gold if p.kind in WILD_KINDS and p.fact is not None
             and (p.chat or p.kind == "neighbour")]
-
-
-Ask = tuple[Mode, str, "str | None", bool]
-"""(mode, question, fact, chat): one question to answer."""
-
-
-def generate(model: Any, tokenizer: Any, pt: Any, asks: Sequence[Ask], max_new_tokens: int,
-             batch_size: int = 16) -> list[str]:
-    """Greedy answers, batched, each ended where `ask` ends it."""
-    lay = PromptBuilder(tokenizer, pt)
-    prompts = [lay.build(mode, q, fact, chat=chat) for mode, q, fact, chat in asks]
-    engine = InProcessEngine(model, tokenizer, pt)
-    opts = [GenerateOptions(max_new_tokens=max_new_tokens, stop=tuple(answer_stop(None, chat)))
-            for *_, chat in asks]
-    return [g.text for g in engine.generate_many(prompts, opts, batch_size=batch_size)]
 
 
 def wild_scores(pairs: Sequence[Pair], answers: Sequence[str], unedited: dict[str, str]
