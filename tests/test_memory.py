@@ -142,7 +142,7 @@ def test_a_failed_change_log_prune_rolls_back_and_leaves_the_memory_usable(tmp_p
         raise sqlite3.OperationalError("disk I/O error (simulated)")
 
     with monkeypatch.context() as mp:
-        mp.setattr(memory_mod, "_prune_log", failing_prune)
+        mp.setattr(memory_mod, "prune_log", failing_prune)
         with pytest.raises(sqlite3.OperationalError, match="simulated"):
             mem.add("Toko Yasuda plays the piano.")
     assert not mem._conn.in_transaction  # rolled back, not left open

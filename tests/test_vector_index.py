@@ -8,7 +8,7 @@ import pytest
 
 from editkit.errors import InvalidInputError
 from editkit.retrieval import EditMemory
-from editkit.retrieval import sqlite as memory_mod
+from editkit.retrieval import sqlite_index as memory_mod
 from editkit.retrieval.index import ExactIndex, FaissIndex, build_index
 
 
@@ -106,6 +106,14 @@ def test_changes_from_another_connection_are_applied_without_reloading_all_rows(
     writer.forget(new.id)
     assert all(h.edit.id != new.id for h in reader.retrieve("Where is the Colosseum?", k=5,
                                                               threshold=-1))
+    # a newer value supersedes (the older leaves the reader's index), forgetting it restores
+    old = writer.add({"text": "The Louvre is in Madrid.", "key": "louvre"})[0]
+    newer = writer.add({"text": "The Louvre is in Oslo.", "key": "louvre"})[0]
+    assert [h.edit.id for h in reader.retrieve("Where is the Louvre?", k=5, threshold=0.3)
+            if "Louvre" in h.edit.text] == [newer.id]
+    writer.forget(newer.id)
+    assert [h.edit.id for h in reader.retrieve("Where is the Louvre?", k=5, threshold=0.3)
+            if "Louvre" in h.edit.text] == [old.id]
     writer.clear()
     assert reader.retrieve("Where is the Eiffel Tower?", threshold=-1) == []
     assert loads == []  # every change above arrived through the log
@@ -139,7 +147,7 @@ def test_a_version_1_memory_is_upgraded_in_place_and_keeps_its_edits(tmp_path) -
         c.execute("UPDATE editkit_meta SET value = '1' WHERE key = 'schema'")
     again = EditMemory(path)
     assert again.retrieve("Where is the Eiffel Tower?", k=1)[0].edit.id == edit.id
-    assert again._meta["schema"] == "2"
+    assert again._meta["schema"] == str(memory_mod.SCHEMA_VERSION)
     again.add("The Colosseum is in Berlin.")
     assert len(again.retrieve("Where is the Colosseum?", k=1)) == 1
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .answers import AnswerStream, answer_stop, check_sampling, per_question, per_question_modes
 from .errors import InvalidInputError
-from .layouts import Mode, Prompt
+from .layouts import ChatSetting, Mode, Prompt, check_chat_setting, reads_as_question
 from .limits import MAX_FACT_CHARS
 from .records import Answer, CandidateScore, RetrievedEdit, ScoreResult, clean_text
 from .runtime.engine import GenerateOptions, TextStream
@@ -31,16 +31,43 @@ class AskingMixin:
     retrieval: RetrievalSettings
 
     if TYPE_CHECKING:
+        chat: ChatSetting
+        tokenizer: Any
+
         def prompt(self, question: str, **kw: Any
                    ) -> tuple[Prompt, RetrievedEdit | None, list[RetrievedEdit]]: ...
-        def check_context(self, prompt_tokens: int, new_tokens: int) -> None: ...
+
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the tokenizer has a chat template (instruct models do)."""
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def use_chat(self, question: str, chat: ChatSetting | None = None) -> bool:
+        """Whether `question` is laid out in the chat template: `chat` (this call's setting, None
+        for the model's) True / False decides; "auto" picks the template for a question
+        (`layouts.reads_as_question`) when the model has one, inline text otherwise."""
+        setting = self.chat if chat is None else check_chat_setting(chat)
+        if setting == "auto":
+            return self.has_chat_template and reads_as_question(question)
+        return bool(setting)
+
+    def check_context(self, prompt_tokens: int, new_tokens: int) -> None:
+        """InvalidInputError when a prompt of `prompt_tokens` plus `new_tokens` generated (or
+        scored) tokens would overrun the model's context. The one context rule: `ask`,
+        `stream`, `score` and the LangChain chat model all apply it."""
+        limit = self.engine.context_length
+        if limit and prompt_tokens + new_tokens > limit:
+            raise InvalidInputError(
+                f"The prompt has {prompt_tokens} tokens and the answer needs up to {new_tokens} "
+                f"more, beyond this model's context of {limit}; shorten the question, the facts "
+                f"or the conversation, or ask for fewer new tokens.")
 
     # ---- asking ----------------------------------------------------------------------------
     def ask(self, question: str, *, max_new_tokens: int = 32, stop: Sequence[str] | None = None,
             mode: Mode | str | None = None, namespace: str | None = None,
             fact: str | None = None, distractors: Sequence[str] | None = None,
             chat: bool | None = None, do_sample: bool = False,
-            temperature: float = 1.0, seed: int | None = None) -> Answer:
+            temperature: float = 1.0, seed: int | None = None, as_of: Any = None) -> Answer:
         """Answer a question with the relevant edits in context (greedy by default).
 
         Args:
@@ -56,6 +83,8 @@ class AskingMixin:
             mode / namespace / chat: override the instance's for this call (chat True, False
                 or "auto": the chat template for a question, see `use_chat`).
             fact / distractors: place these instead of retrieving from memory.
+            as_of: a datetime (or epoch seconds): answer with the edits that were live then
+                (audits: "what did the assistant believe on March 3?"); None: the live edits.
             do_sample / temperature / seed: sample at this temperature instead of greedy
                 decoding, from a generator seeded with `seed` (None: drawn from torch's global
                 generator); the same seed gives the same answer, alone or in a batch (the
@@ -63,14 +92,16 @@ class AskingMixin:
         """
         return self.stream(question, max_new_tokens=max_new_tokens, stop=stop, mode=mode,
                            namespace=namespace, fact=fact, distractors=distractors, chat=chat,
-                           do_sample=do_sample, temperature=temperature, seed=seed).answer()
+                           do_sample=do_sample, temperature=temperature, seed=seed,
+                           as_of=as_of).answer()
 
     def stream(self, question: str, *, max_new_tokens: int = 32,
                stop: Sequence[str] | None = None,
                mode: Mode | str | None = None, namespace: str | None = None,
                fact: str | None = None, distractors: Sequence[str] | None = None,
                chat: bool | None = None, do_sample: bool = False,
-               temperature: float = 1.0, seed: int | None = None) -> AnswerStream:
+               temperature: float = 1.0, seed: int | None = None,
+               as_of: Any = None) -> AnswerStream:
         """`ask`, streamed: an `AnswerStream` of text pieces (same arguments, same text).
 
         Generation starts on the first piece requested. Closing the stream (or leaving a `for`
@@ -80,7 +111,7 @@ class AskingMixin:
         check_generation_args(max_new_tokens)
         p, edit, others = self.prompt(question, mode=mode, namespace=namespace, fact=fact,
                                       distractors=distractors, chat=chat,
-                                      max_new_tokens=max_new_tokens)
+                                      max_new_tokens=max_new_tokens, as_of=as_of)
         gen = self.generate_from(p, max_new_tokens=max_new_tokens, stop=answer_stop(stop, p.chat),
                                  temperature=temperature if do_sample else None, seed=seed)
         return AnswerStream(gen, p, edit, others)
@@ -93,7 +124,7 @@ class AskingMixin:
                  distractors: Sequence[Sequence[str] | None] | None = None,
                  do_sample: bool = False, temperature: float = 1.0,
                  seeds: Sequence[int | None] | None = None,
-                 batch_size: int = 16) -> list[Answer]:
+                 batch_size: int = 16, as_of: Any = None) -> list[Answer]:
         """Answers to many questions, decoded together: what `ask` gives for each.
 
         Each question gets its own retrieval and may have its own mode (`mode` a list), or its
@@ -115,7 +146,7 @@ class AskingMixin:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError("batch_size must be an int ≥ 1.")
         placed = [self.prompt(q, mode=m, namespace=namespace, chat=chat, fact=f, distractors=d,
-                              max_new_tokens=max_new_tokens)
+                              max_new_tokens=max_new_tokens, as_of=as_of)
                   for q, m, f, d in zip(questions, modes, given, others, strict=True)]
         gens = self.engine.generate_many(
             [p for p, _, _ in placed],
@@ -169,14 +200,15 @@ class AskingMixin:
     def score(self, question: str, candidates: Sequence[str], *,
               mode: Mode | str | None = None, namespace: str | None = None,
               fact: str | None = None, distractors: Sequence[str] | None = None,
-              chat: bool | None = None) -> ScoreResult:
+              chat: bool | None = None, as_of: Any = None) -> ScoreResult:
         """Mean log-probability of each candidate continuing the question (teacher forced).
 
         Candidates are scored with a leading space, as in ROME's CounterFact scoring
         (`tok(" " + target)`), except inside a chat template, where they start the reply.
+        as_of: score with the edits live at that time (as `ask`).
         """
         req = self._score_request(question, candidates, mode=mode, namespace=namespace,
-                                  fact=fact, distractors=distractors, chat=chat)
+                                  fact=fact, distractors=distractors, chat=chat, as_of=as_of)
         [logps] = self.engine.score([(req[0], req[4])], forest_tokens=None)
         return self._score_result(req, logps)
 

@@ -29,7 +29,6 @@ from .layouts import (
     Prompt,
     PromptBuilder,
     check_chat_setting,
-    reads_as_question,
 )
 from .loading import LoadedModel
 from .ptokens import DEFAULT_M, PTokens
@@ -52,6 +51,7 @@ from .retrieval import (
     Selection,
     select,
 )
+from .retrieval.updates import DEFAULT_ON_UPDATE, OnUpdate, check_as_of, check_on_update
 from .runtime.engine import Engine, InProcessEngine
 from .runtime.generation import DEFAULT_PREFIX_BYTES
 from .safety import FactPolicy, tokenizer_special_strings
@@ -76,7 +76,7 @@ class EditableLM(AskingMixin):
                  fact_policy: FactPolicy | dict[str, Any] | None = None,
                  prefix_cache: int = 0, decode_dtype: str | None = None,
                  prefix_store_mb: float = DEFAULT_PREFIX_BYTES / 2**20,
-                 engine: Engine | None = None) -> None:
+                 engine: Engine | None = None, on_update: OnUpdate = DEFAULT_ON_UPDATE) -> None:
         self.model, self.tokenizer, self.name = loaded.model, loaded.tokenizer, loaded.name
         self.quantization = loaded.quantization
         self.fact_policy = fact_policy  # validated by the property setter
@@ -97,6 +97,8 @@ class EditableLM(AskingMixin):
             decode_dtype=decode_dtype, prefix_store_mb=prefix_store_mb)
         self.mode = Mode.parse(mode)
         self.retrieval = retrieval or RetrievalSettings()
+        # what an edit of a slot already held does to the older value (retrieval.updates)
+        self.on_update = check_on_update(on_update)
         self._demos = demos
         self._special = tokenizer_special_strings(self.tokenizer)
 
@@ -174,6 +176,7 @@ class EditableLM(AskingMixin):
         prefix_store_mb: float = DEFAULT_PREFIX_BYTES / 2**20,
         engine: str | None = None,
         engine_model: str | None = None,
+        on_update: OnUpdate = DEFAULT_ON_UPDATE,
     ) -> EditableLM:
         """Load a model (None = the embedded SmolLM2-135M-Instruct), P-Tokens and a memory.
 
@@ -206,6 +209,9 @@ class EditableLM(AskingMixin):
         layout stay here; only the rendered prompt goes to the engine. engine_model: the id the
         engine serves it under (None: the only model it lists). Loading, quantization and
         decoding options are the engine's then, and `score` needs prompt log-probabilities.
+        on_update: what a new value of a slot already stored does (`retrieval.updates`):
+        'latest' supersedes the older edit (kept in history, never served), 'keep-both' stores
+        both, 'refuse' raises `EditConflictError`.
         """
         mode = Mode.parse(mode)
         parts = load_parts(model, ptokens, memory, quantization=quantization, device=device,
@@ -218,7 +224,7 @@ class EditableLM(AskingMixin):
                    chat=chat, demos=demos, ptokens_source=parts.source,
                    fact_policy=fact_policy, prefix_cache=prefix_cache,
                    prefix_store_mb=prefix_store_mb, decode_dtype=decode_dtype,
-                   engine=parts.engine)
+                   engine=parts.engine, on_update=on_update)
 
     @property
     def demos(self) -> DemoStore:
@@ -229,17 +235,29 @@ class EditableLM(AskingMixin):
         return self._demos
 
     # ---- memory ---------------------------------------------------------------------------
-    def edit(self, facts: Any, namespace: str | None = None) -> EditableLM:
-        """Store one fact or a list of facts (str or {'text', 'subject', 'relation', 'object'}).
+    def edit(self, facts: Any, namespace: str | None = None, *, key: str | None = None,
+             on_update: OnUpdate | None = None) -> EditableLM:
+        """Store one fact or a list of facts (str or {'text', 'subject', 'relation', 'object',
+        'key'}).
 
         Returns self so calls chain: `lm.edit(fact).ask(question)`. A fact the fact policy
-        refuses raises `UnsafeFactError`, and nothing of the call is stored.
+        refuses raises `UnsafeFactError`, and nothing of the call is stored. A fact that gives a
+        new value for a slot already stored (same `key`; else same subject and relation; else
+        the slot judge's verdict) supersedes the older edit under `on_update` (None: this
+        model's, 'latest' by default); `add_edits` returns what was superseded.
         """
-        self.add_edits(facts, namespace)
+        self.add_edits(facts, namespace, key=key, on_update=on_update)
         return self
 
-    def add_edits(self, facts: Any, namespace: str | None = None) -> list[Edit]:
-        """`edit`, returning the stored `Edit`s (ids included) instead of self."""
+    def add_edits(self, facts: Any, namespace: str | None = None, *, key: str | None = None,
+                  on_update: OnUpdate | None = None) -> list[Edit]:
+        """`edit`, returning the stored `Edit`s (ids, and `supersedes`: the ids each retired)
+        instead of self. key: the slot key of a single fact ("warehouse/ghent/shipping")."""
+        if key is not None:
+            if isinstance(facts, (list, tuple)):
+                raise InvalidInputError("key= names the slot of one fact; for a list, give each "
+                                        "fact as a dict with its own 'key'.")
+            facts = {**FactInput.parse(facts).model_dump(), "key": key}
         items = facts if isinstance(facts, (list, tuple)) else [facts]
         for f in items:
             if isinstance(f, (str, dict, FactInput)):
@@ -248,24 +266,35 @@ class EditableLM(AskingMixin):
                     value = getattr(parsed, field)
                     if value is not None:
                         self.check_fact(value, "fact" if field == "text" else f"fact {field}")
-        return self.memory.add(facts, namespace=namespace or self.retrieval.namespace)
+        policy = self.on_update if on_update is None else check_on_update(on_update)
+        return self.memory.add(facts, namespace=namespace or self.retrieval.namespace,
+                               on_update=policy)
 
     def forget(self, edit_id: str, namespace: str | None = None) -> Edit:
-        """Delete one stored edit by id (only from `namespace`, when given) and return it."""
+        """Delete one stored edit by id (only from `namespace`, when given) and return it. The
+        edits it had superseded are live again (`Edit.supersedes` lists them)."""
         return self.memory.forget(edit_id, namespace)
 
-    def edits(self, namespace: str | None = None) -> list[Edit]:
-        return self.memory.edits(namespace)
+    def edits(self, namespace: str | None = None, *, history: bool = False,
+              as_of: Any = None) -> list[Edit]:
+        """The live edits, oldest first; history=True: superseded ones too (with
+        `superseded_by` / `superseded_at`); as_of: the edits that were live at that time."""
+        if as_of is None:
+            return self.memory.edits(namespace, history=history)
+        t = check_as_of(as_of)
+        return [e for e in self.memory.edits(namespace, history=True) if e.live_at(t)]
 
     def clear(self, namespace: str | None = None) -> int:
+        """Delete every edit, history included (of one namespace if given)."""
         return self.memory.clear(namespace)
 
-    def retrieve(self, question: str, namespace: str | None = None) -> list[RetrievedEdit]:
+    def retrieve(self, question: str, namespace: str | None = None, *,
+                 as_of: Any = None) -> list[RetrievedEdit]:
         """The stored edits `ask` would place for a question, through the retrieval policy and
         its relevance gate (`select`): the edit about the question first, then the others placed
         beside it as distractors; [] when the policy places none. The one public answer to
         "which edits apply" (LangChain's retriever gives the same)."""
-        sel = self.select(question, namespace)
+        sel = self.select(question, namespace, as_of=as_of)
         return ([sel.edit] if sel.edit is not None else []) + sel.distractors
 
     def retrieve_raw(self, question: str, namespace: str | None = None) -> list[RetrievedEdit]:
@@ -279,25 +308,25 @@ class EditableLM(AskingMixin):
 
     def select(self, question: str, namespace: str | None = None, *,
                memory: EditStore | None = None, k: int | None = None,
-               settings: RetrievalSettings | None = None) -> Selection:
+               settings: RetrievalSettings | None = None, as_of: Any = None) -> Selection:
         """The retrieval policy's choice for a question (`editkit.retrieval`): the stored edit
         placed as the fact and the ones placed as distractors, fact policy applied.
 
         memory / k / settings: another store, another number of placed edits, other retrieval
         settings, for this call (evaluation uses them); by default this model's memory and
-        `retrieval` settings.
+        `retrieval` settings. as_of: choose among the edits live at that time.
         """
         q = clean_text(question, "question", MAX_QUESTION_CHARS)
         return select(self.memory if memory is None else memory, q,
                       self.retrieval if settings is None else settings,
-                      namespace=namespace, k=k, accept=self._accept)
+                      namespace=namespace, k=k, accept=self._accept, as_of=as_of)
 
     # ---- prompts --------------------------------------------------------------------------
     def prompt(self, question: str, *, mode: Mode | str | None = None,
                namespace: str | None = None, fact: str | None = None,
                distractors: Sequence[str] | None = None, chat: bool | None = None,
                history: Sequence[tuple[str, str]] = (), max_new_tokens: int = 1,
-               ) -> tuple[Prompt, RetrievedEdit | None, list[RetrievedEdit]]:
+               as_of: Any = None) -> tuple[Prompt, RetrievedEdit | None, list[RetrievedEdit]]:
         """The prompt a question would be sent as, plus the edits placed in it.
 
         With `fact` given, memory is bypassed (evaluation uses this); otherwise the best retrieved
@@ -320,7 +349,7 @@ class EditableLM(AskingMixin):
         elif mode is Mode.NONE:
             dis = []
         else:
-            sel = self.select(q, namespace)
+            sel = self.select(q, namespace, as_of=as_of)
             edit, others = sel.edit, sel.distractors
             fact, dis = sel.fact, sel.distractor_texts
         demos, n_demos = "", 0
@@ -331,31 +360,6 @@ class EditableLM(AskingMixin):
                                n_demos=n_demos, history=history)
         self.check_context(len(p), max_new_tokens)
         return p, edit, others
-
-    @property
-    def has_chat_template(self) -> bool:
-        """Whether the tokenizer has a chat template (instruct models do)."""
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
-    def use_chat(self, question: str, chat: ChatSetting | None = None) -> bool:
-        """Whether `question` is laid out in the chat template: `chat` (this call's setting, None
-        for the model's) True / False decides; "auto" picks the template for a question
-        (`layouts.reads_as_question`) when the model has one, inline text otherwise."""
-        setting = self.chat if chat is None else check_chat_setting(chat)
-        if setting == "auto":
-            return self.has_chat_template and reads_as_question(question)
-        return bool(setting)
-
-    def check_context(self, prompt_tokens: int, new_tokens: int) -> None:
-        """InvalidInputError when a prompt of `prompt_tokens` plus `new_tokens` generated (or
-        scored) tokens would overrun the model's context. The one context rule: `ask`,
-        `stream`, `score` and the LangChain chat model all apply it."""
-        limit = self.engine.context_length
-        if limit and prompt_tokens + new_tokens > limit:
-            raise InvalidInputError(
-                f"The prompt has {prompt_tokens} tokens and the answer needs up to {new_tokens} "
-                f"more, beyond this model's context of {limit}; shorten the question, the facts "
-                f"or the conversation, or ask for fewer new tokens.")
 
     def _accept(self, hit: RetrievedEdit) -> bool:
         """Whether the fact policy lets a retrieved edit (stored by another writer or policy)

@@ -67,6 +67,16 @@ class MemoryBackendMissingError(EditMemoryError, ImportError):
     postgresql:// URL without `editkit[postgres]`)."""
 
 
+class EditConflictError(EditMemoryError):
+    """An edit gives a new value for a slot that a live edit already holds, and the update policy
+    is `refuse`; nothing of the call was stored. `conflicts` lists the live edits it would have
+    replaced (forget them first, or edit with on_update='latest')."""
+
+    def __init__(self, message: str, conflicts: list[object] | None = None) -> None:
+        super().__init__(message)
+        self.conflicts = list(conflicts or [])
+
+
 class EditNotFoundError(EditMemoryError, KeyError):
     """`forget(id)` named an edit that is not in the memory."""
 

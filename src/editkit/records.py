@@ -45,14 +45,25 @@ def check_namespace(value: Any) -> str:
     return ns
 
 
+def check_key(value: Any) -> str:
+    """A slot key ("warehouse/ghent/shipping"): one line of at most 200 characters."""
+    key = clean_text(value, "key", 200)
+    if "\n" in key or "\t" in key:
+        raise InvalidInputError("key must be a single line.")
+    return key
+
+
 class FactInput(BaseModel):
-    """One edit as a user gives it: the fact text and, optionally, its (s, r, o) triple."""
+    """One edit as a user gives it: the fact text and, optionally, its (s, r, o) triple and a
+    slot key. Two edits with the same `key` (or, without keys, the same subject and relation) are
+    values of one slot: the newer supersedes the older (`retrieval.updates`)."""
 
     model_config = ConfigDict(extra="forbid")
     text: str
     subject: str | None = None
     relation: str | None = None
     object: str | None = None
+    key: str | None = None
 
     @classmethod
     def parse(cls, value: Any) -> FactInput:
@@ -74,11 +85,19 @@ class FactInput(BaseModel):
             text=clean_text(raw.text, "fact", MAX_FACT_CHARS),
             **{k: (clean_text(getattr(raw, k), k, 300) if getattr(raw, k) is not None else None)
                for k in ("subject", "relation", "object")},
+            key=None if raw.key is None else check_key(raw.key),
         )
 
 
 class Edit(BaseModel):
-    """An edit stored in memory."""
+    """An edit stored in memory.
+
+    A live edit has `superseded_by` None and is what retrieval serves. A newer edit of the same
+    slot supersedes it: it stays in history (`edits(history=True)`) with `superseded_by` (the
+    newer edit's id) and `superseded_at` (when), and is never served again unless the newer one
+    is forgotten. `supersedes` lists the edits this one retired (filled where the memory reports
+    them: the return value of `add`, and history listings).
+    """
 
     model_config = ConfigDict(frozen=True)
     id: str
@@ -86,8 +105,22 @@ class Edit(BaseModel):
     subject: str | None = None
     relation: str | None = None
     object: str | None = None
+    key: str | None = None
     namespace: str = DEFAULT_NAMESPACE
     created_at: float
+    superseded_by: str | None = None
+    superseded_at: float | None = None
+    supersedes: tuple[str, ...] = ()
+
+    @property
+    def live(self) -> bool:
+        """Whether retrieval serves this edit now (not superseded)."""
+        return self.superseded_by is None
+
+    def live_at(self, t: float) -> bool:
+        """Whether this edit was live at time `t` (seconds since the epoch): stored by then and
+        not yet superseded. A forgotten edit is gone from history, as if never made."""
+        return self.created_at <= t and (self.superseded_at is None or self.superseded_at > t)
 
 
 class RetrievedEdit(BaseModel):

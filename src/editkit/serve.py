@@ -7,8 +7,12 @@
   joins the one running batch as it arrives (continuous batching), greedy or sampled
   (`temperature`, with `seed`). Chat messages go through the model's chat template (when it
   has one); a completion's prompt is continued as raw text.
-- `POST /v1/edits` (`{"facts": [...]}`), `GET /v1/edits`, `DELETE /v1/edits/{id}`,
-  `DELETE /v1/edits`: the tenant's edits, in the same memory file the SDK uses.
+- `POST /v1/edits` (`{"facts": [...], "on_update": ...}`; a fact is a string or
+  `{"text", "key", "subject", "relation", "object"}`; the answer lists what each new edit
+  superseded, 409 `edit_conflict` under `refuse`), `GET /v1/edits` (`?history=1`: superseded
+  edits too; `?as_of=`: those live then), `DELETE /v1/edits/{id}` (what it had superseded is
+  live again: `restored`), `DELETE /v1/edits`: the tenant's edits, in the same memory the SDK
+  uses. Completions take `as_of` (ISO 8601 or epoch seconds) to answer as of that time.
 - Tenancy: `keys` maps API keys (`Authorization: Bearer <key>`) to namespaces; a key only ever
   reads and writes its own namespace. Without keys the server is open and uses the default
   namespace.
@@ -23,6 +27,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -32,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .editable import EditableLM
 from .errors import (
+    EditConflictError,
     EditkitError,
     EditNotFoundError,
     EngineError,
@@ -39,7 +45,7 @@ from .errors import (
     MemoryUnavailableError,
 )
 from .limits import MAX_NEW_TOKENS
-from .records import DEFAULT_NAMESPACE
+from .records import DEFAULT_NAMESPACE, FactInput
 
 __all__ = ["create_app", "serve_in_thread"]
 
@@ -59,6 +65,8 @@ class _Sampling(BaseModel):
     seed: int | None = None  # sampled requests: the same seed gives the same answer
     stop: str | list[str] | None = None
     stream: bool = False
+    # editkit's own: answer with the edits live at this time (ISO 8601 or epoch seconds)
+    as_of: datetime | float | None = None
 
     def budget(self) -> int:
         return self.max_completion_tokens or self.max_tokens or 64
@@ -77,7 +85,8 @@ class CompletionRequest(_Sampling):
 
 class EditsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    facts: list[str] = Field(min_length=1)
+    facts: list[str | FactInput] = Field(min_length=1)  # a dict: text, key, triple
+    on_update: Literal["latest", "keep-both", "refuse"] | None = None  # None: the server's
 
 
 class HTTPError(Exception):
@@ -87,6 +96,14 @@ class HTTPError(Exception):
                  code: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.code = status, message, type_, code
+
+
+def edit_json(e: Any) -> dict[str, Any]:
+    """An edit as the API shows it: its slot and, for history, what replaced it."""
+    return {"id": e.id, "text": e.text, "created_at": e.created_at, "key": e.key,
+            "subject": e.subject, "relation": e.relation, "object": e.object,
+            "live": e.superseded_by is None, "superseded_by": e.superseded_by,
+            "superseded_at": e.superseded_at, "supersedes": list(e.supersedes)}
 
 
 def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
@@ -113,6 +130,11 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
     async def _editkit_error(_: Request, exc: EditkitError) -> JSONResponse:
         # The engine or the memory's database down: 503, a retry can succeed; the engine
         # refusing a request: 502; the caller's input: 400 (404 for an unknown edit).
+        if isinstance(exc, EditConflictError):  # on_update='refuse' met a stored value
+            return JSONResponse(status_code=409, content={"error": {
+                "message": str(exc), "type": "invalid_request_error", "param": "facts",
+                "code": "edit_conflict",
+                "conflicts": [edit_json(e) for e in exc.conflicts]}})
         status = (404 if isinstance(exc, EditNotFoundError) else
                   503 if isinstance(exc, (EngineUnavailableError, MemoryUnavailableError)) else
                   502 if isinstance(exc, EngineError) else 400)
@@ -142,7 +164,7 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
         together."""
         with lm.engine.arriving():
             p, _, _ = lm.prompt(question, namespace=ns, history=history, chat=chat,
-                                max_new_tokens=req.budget())
+                                max_new_tokens=req.budget(), as_of=req.as_of)
             gen = (lm.stream_batched if stream else lm.generate_batched)(
                 p, max_new_tokens=req.budget(), stop=req.stops(),
                 temperature=req.temperature or None, seed=req.seed, namespace=ns)
@@ -201,22 +223,27 @@ def create_app(lm: EditableLM, keys: dict[str, str] | None = None) -> Any:
                              "logprobs": None}],
                 "usage": usage(p, g.completion_tokens)}
 
-    def edit_json(e: Any) -> dict[str, Any]:
-        return {"id": e.id, "text": e.text, "created_at": e.created_at}
-
     @app.post("/v1/edits")
     def add_edits(req: EditsRequest, request: Request) -> Any:
-        added = lm.add_edits(req.facts, namespace=namespace(request))  # all or none, one tx
-        return {"object": "list", "data": [edit_json(e) for e in added]}
+        facts = [f if isinstance(f, str) else f.model_dump() for f in req.facts]
+        added = lm.add_edits(facts, namespace=namespace(request),  # all or none, one tx
+                             on_update=req.on_update)
+        return {"object": "list", "data": [edit_json(e) for e in added],
+                "superseded": [i for e in added for i in e.supersedes]}
 
     @app.get("/v1/edits")
-    def list_edits(request: Request) -> Any:
-        return {"object": "list", "data": [edit_json(e) for e in lm.edits(namespace(request))]}
+    def list_edits(request: Request, history: bool = False,
+                   as_of: datetime | float | None = None) -> Any:
+        """The tenant's live edits; ?history=1 adds superseded ones; ?as_of= those live then."""
+        found = lm.edits(namespace(request), history=history, as_of=as_of)
+        return {"object": "list", "data": [edit_json(e) for e in found]}
 
     @app.delete("/v1/edits/{edit_id}")
     def forget(edit_id: str, request: Request) -> Any:
-        lm.forget(edit_id, namespace(request))  # another tenant's id is not found (404)
-        return {"id": edit_id, "deleted": True}
+        gone = lm.forget(edit_id, namespace(request))  # another tenant's id is not found (404)
+        # a live edit's forgetting makes what it superseded live again
+        return {"id": edit_id, "deleted": True,
+                "restored": list(gone.supersedes) if gone.superseded_by is None else []}
 
     @app.delete("/v1/edits")
     def clear(request: Request) -> Any:

@@ -7,6 +7,7 @@ commands so that `--help` is fast.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,14 +90,22 @@ def ask(
                                    "end of turn in the chat template, the first line inline)"),
     no_stop: bool = typer.Option(False, "--no-stop", help="generate to EOS or --max-new-tokens"),
     as_json: bool = typer.Option(False, "--json", help="print the Answer as JSON"),
+    key: str | None = typer.Option(None, help="the slot key of the one --fact: it replaces the "
+                                              "stored edit with this key"),
+    on_update: str = typer.Option("latest", help="latest | keep-both | refuse: what a --fact "
+                                                 "that gives a new value for a stored one does"),
+    as_of: str | None = typer.Option(None, help="answer with the edits live at this time (ISO "
+                                                "8601, e.g. 2027-03-03T12:00:00+00:00)"),
     engine: str | None = ENGINE_OPTION,
     engine_model: str | None = ENGINE_MODEL_OPTION,
 ) -> None:
     """Ask a question with edits from --fact and/or a memory file.
 
-    The answer goes to stdout; which edit was used (or why none was) to stderr.
+    The answer goes to stdout; which edit was used (or why none was), and what a --fact
+    superseded, to stderr.
     """
-    from editkit.records import MAX_QUESTION_CHARS, FactInput, clean_text
+    from editkit.records import MAX_QUESTION_CHARS, FactInput, check_key, clean_text
+    from editkit.retrieval.updates import check_on_update
 
     # Bad input fails here, before the model loads, with the library's own wording.
     question = clean_text(question, "question", MAX_QUESTION_CHARS)
@@ -104,21 +113,39 @@ def ask(
         FactInput.parse(f)
     if stop and no_stop:
         raise InvalidInputError("--stop and --no-stop contradict each other; give one.")
+    if key is not None and len(fact) != 1:
+        raise InvalidInputError("--key names the slot of one --fact; give exactly one.")
+    key = None if key is None else check_key(key)
+    check_on_update(on_update)
+    when = None if as_of is None else _parse_time(as_of)
     from editkit import EditableLM
 
     lm = EditableLM.from_pretrained(model, ptokens=ptokens, memory=memory, mode=mode,
                                     quantization=quantization, engine=engine,
-                                    engine_model=engine_model)
+                                    engine_model=engine_model, on_update=on_update)
+    err = Console(stderr=True, soft_wrap=True)
     if fact:
-        lm.edit(list(fact))
-    answer = lm.ask(question, max_new_tokens=max_new_tokens, chat=chat,
+        added = lm.add_edits(fact[0] if key else list(fact), key=key)
+        for e in added:
+            if e.supersedes:
+                err.print(f"edit {e.id} supersedes {', '.join(e.supersedes)}", style="dim",
+                          markup=False, highlight=False)
+    answer = lm.ask(question, max_new_tokens=max_new_tokens, chat=chat, as_of=when,
                     stop=() if no_stop else (list(stop) or None))
     if as_json:
         typer.echo(json.dumps(answer.model_dump(), indent=2))
         return
     typer.echo(answer.text)
-    Console(stderr=True, soft_wrap=True).print(_edit_note(lm, question, answer), style="dim",
-                                               markup=False, highlight=False)
+    err.print(_edit_note(lm, question, answer), style="dim", markup=False, highlight=False)
+
+
+def _parse_time(text: str) -> datetime:
+    """An ISO 8601 time from the command line (a date alone is its midnight, local time)."""
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInputError(f"{text!r} is not an ISO 8601 time (e.g. 2027-03-03 or "
+                                "2027-03-03T12:00:00+00:00).") from None
 
 
 def _edit_note(lm: Any, question: str, answer: Any) -> str:
@@ -139,17 +166,32 @@ def _edit_note(lm: Any, question: str, answer: Any) -> str:
 def edits(
     memory: str = typer.Argument(..., help="SQLite edit memory file, or a postgresql:// URL"),
     namespace: str | None = typer.Option(None, help="only this namespace"),
+    history: bool = typer.Option(False, "--history", help="also the superseded edits, with "
+                                                          "what replaced each and when"),
+    as_of: str | None = typer.Option(None, help="the edits live at this time (ISO 8601)"),
+    as_json: bool = typer.Option(False, "--json", help="print the edits as JSON"),
 ) -> None:
-    """List the edits stored in a memory file or a PostgreSQL memory."""
+    """List the edits stored in a memory file or a PostgreSQL memory (the live ones; with
+    --history every edit kept, with --as-of those live at that time)."""
     from editkit.retrieval.urls import open_memory, url_scheme
 
+    when = None if as_of is None else _parse_time(as_of).timestamp()
     if url_scheme(memory) is None and not Path(memory).is_file():
         raise InvalidInputError(f"no memory file at {memory}")
     with open_memory(memory) as mem:
-        rows = mem.edits(namespace)
-    table = _table(f"{len(rows)} edits in {mem.path}", "id", "namespace", "text")
+        rows = mem.edits(namespace, history=history or when is not None)
+    if when is not None:
+        rows = [e for e in rows if e.live_at(when)]
+    if as_json:
+        typer.echo(json.dumps([e.model_dump() for e in rows], indent=2))
+        return
+    what = "edits" if history else "live edits" if when is None else f"edits live at {as_of}"
+    cols = ("id", "namespace", "key", "text") + (("status",) if history else ())
+    table = _table(f"{len(rows)} {what} in {mem.path}", *cols)
     for e in rows:
-        table.add_row(e.id, e.namespace, e.text)
+        status = ("live" if e.live else f"superseded by {e.superseded_by} at "
+                  f"{datetime.fromtimestamp(e.superseded_at or 0).isoformat(timespec='seconds')}")
+        table.add_row(e.id, e.namespace, e.key or "", e.text, *((status,) if history else ()))
     console.print(table)
 
 

@@ -18,8 +18,9 @@ import psycopg
 from ..embedder import Embedder
 from ..errors import InvalidInputError, MemorySchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LOCK_KEY = 0x6564_6B74  # pg_advisory_xact_lock key for schema changes ("edkt")
+WRITE_LOCK_KEY = 0x6564  # with hashtext(namespace): one namespace's updates, one at a time
 
 # version -> (description, statements); {dim} is the embedder's dimension. Append only: a
 # released migration never changes, a new one gets the next version.
@@ -34,6 +35,14 @@ MIGRATIONS: dict[int, tuple[str, tuple[str, ...]]] = {
             created_at double precision NOT NULL,
             embedding vector({dim}) NOT NULL)""",
         "CREATE INDEX editkit_edits_namespace ON editkit_edits (namespace, created_at, seq)",
+    )),
+    2: ("slot keys and supersession: a newer value of a slot keeps the older as history", (
+        "ALTER TABLE editkit_edits ADD COLUMN key text, ADD COLUMN slot text, "
+        "ADD COLUMN superseded_by text, ADD COLUMN superseded_at double precision",
+        "CREATE INDEX editkit_edits_live_slot ON editkit_edits (namespace, slot) "
+        "WHERE superseded_by IS NULL AND slot IS NOT NULL",
+        "CREATE INDEX editkit_edits_superseded_by ON editkit_edits (superseded_by) "
+        "WHERE superseded_by IS NOT NULL",
     )),
 }
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS editkit_schema (

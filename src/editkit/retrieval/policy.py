@@ -123,19 +123,21 @@ def _verdicts(gate: Judge | None, settings: RetrievalSettings, question: str,
 
 
 def candidates(memory: Any, question: str, settings: RetrievalSettings, *,
-               namespace: str | None = None, threshold: float | None = None
-               ) -> list[RetrievedEdit]:
-    """Edits retrieved by any view of the question, each with its best cosine, best first."""
+               namespace: str | None = None, threshold: float | None = None,
+               as_of: Any = None) -> list[RetrievedEdit]:
+    """Edits retrieved by any view of the question, each with its best cosine, best first;
+    only live edits (superseded ones are history), or those live at `as_of`."""
     ns = settings.namespace if namespace is None else namespace
     th = settings.threshold if threshold is None else threshold
     views = question_views(question)
+    when = {} if as_of is None else {"as_of": as_of}  # stores without history still work
     if hasattr(memory, "retrieve_vector") and len(views) > 1:
         # EditMemory: embed every view in one batch, then search with each vector
         vecs = memory.embedder.encode(views)
-        found = [memory.retrieve_vector(v, k=settings.candidates, threshold=th, namespace=ns)
-                 for v in vecs]
+        found = [memory.retrieve_vector(v, k=settings.candidates, threshold=th, namespace=ns,
+                                        **when) for v in vecs]
     else:
-        found = [memory.retrieve(v, k=settings.candidates, threshold=th, namespace=ns)
+        found = [memory.retrieve(v, k=settings.candidates, threshold=th, namespace=ns, **when)
                  for v in views]
     best: dict[str, RetrievedEdit] = {}
     for hit in (h for hits in found for h in hits):
@@ -147,21 +149,23 @@ def candidates(memory: Any, question: str, settings: RetrievalSettings, *,
 def select(memory: Any, question: str, settings: RetrievalSettings, *,
            namespace: str | None = None, k: int | None = None,
            accept: Callable[[RetrievedEdit], bool] | None = None,
-           gate: Judge | None | Literal["auto"] = "auto") -> Selection:
+           gate: Judge | None | Literal["auto"] = "auto", as_of: Any = None) -> Selection:
     """Retrieve candidates for `question`, judge them, and split the kept ones into fact and
     distractors (see the module docstring).
 
     memory: any `EditStore` (`retrieval.store`). namespace / k override the settings' namespace and
     top_k for this call (evaluation asks for 1 + its number of distractors). accept: returns
     False for a candidate that must be left out (it may raise instead, to refuse the question).
-    gate: "auto" picks the judge from the settings and the memory's embedder.
+    gate: "auto" picks the judge from the settings and the memory's embedder. as_of: choose
+    among the edits live at that time (a datetime or epoch seconds) instead of the live ones.
     """
     top_k = settings.top_k if k is None else k
     g = gate_for(getattr(memory, "embedder", None), settings) if gate == "auto" else gate
     threshold = settings.threshold
     if g is not None:  # the gate judges candidates from its own (lower) cosine cut-off
         threshold = min(threshold, g.candidate_threshold)
-    hits = candidates(memory, question, settings, namespace=namespace, threshold=threshold)
+    hits = candidates(memory, question, settings, namespace=namespace, threshold=threshold,
+                      as_of=as_of)
     if accept is not None:
         hits = [h for h in hits if accept(h)]
     verdicts = _verdicts(g, settings, question, [(h.edit.text, h.score) for h in hits])

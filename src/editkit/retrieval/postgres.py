@@ -16,7 +16,10 @@ returned is never served again by any replica.
   it approximately. docs/benchmarks.md has the measurements behind the default.
 - The schema is created and versioned by editkit (`editkit.pg_schema`); a database written by
   a newer editkit is refused, and so is an embedder other than the one that wrote the memory.
-- Writes are single transactions: a multi-fact add is stored whole or not at all.
+- Writes are single transactions: a multi-fact add is stored whole or not at all. An add that
+  supersedes older values of a slot (`updates.py`) and a forget that undoes it take a
+  per-namespace advisory lock first, so two replicas updating one fact at once are serialised:
+  the later supersedes the earlier, and exactly one value is live at every moment.
 - Connections come from a `psycopg_pool` pool, checked before use. While the database is down
   a call raises `MemoryUnavailableError` (not acknowledged); the next call after it is back
   reconnects.
@@ -27,10 +30,8 @@ pgvector extension (created here when the user may, else by an administrator).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -56,10 +57,23 @@ from ..records import (
     check_namespace,
     clean_text,
 )
-from .pg_schema import LOCK_KEY, SCHEMA_VERSION, first_line, migrate, one, redact
+from .pg_ann import AnnIndexMixin
+from .pg_schema import SCHEMA_VERSION, WRITE_LOCK_KEY, first_line, migrate, one, redact
 from .settings import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from .store import EDIT_COLUMNS as _COLS
-from .store import ClosesOnExit, check_k, edit_from_row, new_edits, unit_vectors
+from .store import N_EDIT_COLUMNS, ClosesOnExit, check_k, edit_from_row, new_edits, unit_vectors
+from .updates import (
+    DEFAULT_ON_UPDATE,
+    SLOT_CANDIDATES,
+    Lookup,
+    OnUpdate,
+    SlotJudgeSetting,
+    check_as_of,
+    plan_updates,
+    slot_judge_for,
+    slot_of,
+    with_supersedes,
+)
 
 __all__ = ["ANN_MIN_EDITS", "DEFAULT_EF_SEARCH", "SCHEMA_VERSION", "PostgresEditMemory",
            "redact"]
@@ -69,7 +83,7 @@ ANN_MIN_EDITS = 10_000  # a namespace this large gets an HNSW index (docs/benchm
 # HNSW candidates per query (pgvector's default is 40): recall@10 0.994 on 10k real facts,
 # 0.963 at 100k (docs/benchmarks.md); 400 buys 0.986 at 100k for ~3 ms more
 DEFAULT_EF_SEARCH = 200
-_BUILD_LOCK_KEY = LOCK_KEY + 1  # pg_try_advisory_lock key: one HNSW build at a time
+_LIVE = "superseded_by IS NULL"
 
 
 class _Settings(BaseModel):
@@ -82,15 +96,17 @@ class _Settings(BaseModel):
     ann_min_edits: int = Field(ge=0)
 
 
-class PostgresEditMemory(ClosesOnExit):
+class PostgresEditMemory(AnnIndexMixin, ClosesOnExit):
     """`EditStore` on PostgreSQL + pgvector; behaves as `EditMemory` does, shared by processes."""
 
     def __init__(self, url: str, *, embedder: Embedder | None = None, pool_size: int = 8,
                  timeout_s: float = 5.0, ef_search: int = DEFAULT_EF_SEARCH,
-                 ann_min_edits: int = ANN_MIN_EDITS) -> None:
+                 ann_min_edits: int = ANN_MIN_EDITS,
+                 slot_judge: SlotJudgeSetting = "learned") -> None:
         """url: postgresql://user[:password]@host[:port]/database (libpq's URL form).
         timeout_s: how long a call waits for a connection before MemoryUnavailableError.
         ann_min_edits: namespace size from which an HNSW index is built (0: never).
+        slot_judge: what decides that a keyless fact updates a stored one (as `EditMemory`).
 
         Connects, creates or upgrades the schema and checks the embedder now, so a wrong URL,
         an unreachable server or a foreign embedder fails here rather than at the first edit.
@@ -114,6 +130,7 @@ class PostgresEditMemory(ClosesOnExit):
         self._ann_ready: set[str] = set()  # namespaces whose HNSW index was seen valid
         self._ann_due: dict[str, int] = {}  # edits added per namespace since its size check
         self._ann_busy: set[str] = set()
+        self.slot_judge_setting = slot_judge
         self._open_pool()
 
     @property
@@ -182,47 +199,94 @@ class PostgresEditMemory(ClosesOnExit):
             "and editkit reconnects by itself once the database answers.")
 
     # ---- writes -----------------------------------------------------------------------------
-    def add(self, facts: Any | Sequence[Any], namespace: str = DEFAULT_NAMESPACE) -> list[Edit]:
-        """Store one fact or a list of facts (str, dict or FactInput) in one transaction."""
+    def add(self, facts: Any | Sequence[Any], namespace: str = DEFAULT_NAMESPACE, *,
+            on_update: OnUpdate = DEFAULT_ON_UPDATE) -> list[Edit]:
+        """Store one fact or a list of facts (str, dict or FactInput) in one transaction; an
+        edit that gives a new value for a stored slot supersedes it (`updates.py`)."""
         edits = new_edits(facts, namespace)  # validate all before writing any
-        return self._insert(edits, self.embedder.encode([e.text for e in edits]))
+        return self._insert(edits, self.embedder.encode([e.text for e in edits]), on_update)
 
     def add_embedded(self, facts: Any | Sequence[Any], vectors: np.ndarray,
-                     namespace: str = DEFAULT_NAMESPACE) -> list[Edit]:
-        """Store facts with vectors computed elsewhere by this memory's embedder (bulk loads)."""
+                     namespace: str = DEFAULT_NAMESPACE, *,
+                     on_update: OnUpdate = DEFAULT_ON_UPDATE) -> list[Edit]:
+        """Store facts with vectors computed elsewhere by this memory's embedder (bulk loads;
+        on_update='keep-both' skips the update checks for facts known to be distinct)."""
         edits = new_edits(facts, namespace)
-        return self._insert(edits, unit_vectors(vectors, len(edits), self.embedder.dim))
+        return self._insert(edits, unit_vectors(vectors, len(edits), self.embedder.dim),
+                            on_update)
 
-    def _insert(self, edits: list[Edit], vecs: np.ndarray) -> list[Edit]:
+    def _insert(self, edits: list[Edit], vecs: np.ndarray, on_update: OnUpdate) -> list[Edit]:
+        judge = slot_judge_for(self.embedder, self.slot_judge_setting)
+        ns = edits[0].namespace
         with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
-            with cur.copy(f"COPY editkit_edits ({_COLS}, embedding) "
-                          "FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["text"] * 6 + ["float8", "vector"])
-                for e, v in zip(edits, vecs):
+            if on_update != "keep-both":
+                self._lock_namespace(conn, ns)
+            plan = plan_updates(edits, vecs, on_update, judge,
+                                lambda e, v, near: self._lookup(conn, e, v, near))
+            with cur.copy("COPY editkit_edits (id, text, subject, relation, object, namespace, "
+                          "created_at, key, slot, embedding) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["text"] * 6 + ["float8"] + ["text"] * 2 + ["vector"])
+                for e, v in zip(plan.edits, vecs):
                     copy.write_row((e.id, e.text, e.subject, e.relation, e.object,
-                                    e.namespace, e.created_at, np.asarray(v, np.float32)))
-        self._after_add(edits[0].namespace, len(edits))
-        return edits
+                                    e.namespace, e.created_at, e.key, slot_of(e),
+                                    np.asarray(v, np.float32)))
+            if plan.retire:
+                cur.executemany(f"UPDATE editkit_edits SET superseded_by = %s, superseded_at = %s "
+                                f"WHERE id = %s AND {_LIVE}",
+                                [(new, at, old) for old, new, at in plan.retire])
+        self._after_add(ns, len(edits))
+        return plan.edits
+
+    @staticmethod
+    def _lock_namespace(conn: psycopg.Connection[Any], ns: str) -> None:
+        """Serialise this transaction with every other replica's update or forget in `ns`
+        (released at commit or rollback)."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (WRITE_LOCK_KEY, ns))
+
+    def _lookup(self, conn: psycopg.Connection[Any], e: Edit, vec: np.ndarray,
+                near: bool) -> Lookup:
+        """The live edits of `e`'s slot and, if asked, the live edits nearest to it (read after
+        the namespace lock: READ COMMITTED sees every update committed before it)."""
+        slot = slot_of(e)
+        found = Lookup()
+        if slot is not None:
+            found.slot_matches = [edit_from_row(r) for r in conn.execute(
+                f"SELECT {_COLS} FROM editkit_edits WHERE namespace = %s AND slot = %s AND "
+                f"{_LIVE}", (e.namespace, slot)).fetchall()]
+        if near:
+            found.near = [(h.edit, h.score) for h in self._search(
+                conn, vec, SLOT_CANDIDATES, -1.0, e.namespace, None, False)]
+        return found
 
     def forget(self, edit_id: str, namespace: str | None = None) -> Edit:
-        """Delete one edit by id and return it; with `namespace`, only an edit of that
-        namespace (another namespace's id is not found)."""
+        """Delete one edit by id and return it (its `supersedes`: the edits it had retired);
+        with `namespace`, only an edit of that namespace (another namespace's id is not found).
+        In the same transaction the edits it had superseded are live again, or pass to its
+        successor when it was itself superseded (`EditMemory.forget`)."""
         if not isinstance(edit_id, str) or not edit_id:
             raise InvalidInputError("forget() needs an edit id (a non-empty string).")
         edit_id = clean_text(edit_id, "edit id", 200)
         ns = None if namespace is None else check_namespace(namespace)
-        where, params = ("id = %s", (edit_id,)) if ns is None else \
-            ("id = %s AND namespace = %s", (edit_id, ns))
-        with self._conn() as conn:
-            row = conn.execute(f"DELETE FROM editkit_edits WHERE {where} RETURNING {_COLS}",
-                               params).fetchone()
-        if row is None:
-            place = self.path if ns is None else f"namespace {ns!r} of {self.path}"
-            raise EditNotFoundError(f"No edit with id {edit_id!r} in {place}.")
-        return edit_from_row(row)
+        with self._conn() as conn, conn.transaction():
+            row = conn.execute(f"SELECT {_COLS} FROM editkit_edits WHERE id = %s",
+                               (edit_id,)).fetchone()
+            if row is not None:
+                self._lock_namespace(conn, edit_from_row(row).namespace)
+                row = conn.execute(f"DELETE FROM editkit_edits WHERE id = %s RETURNING {_COLS}",
+                                   (edit_id,)).fetchone()  # as of after the lock
+            if row is None or (ns is not None and edit_from_row(row).namespace != ns):
+                place = self.path if ns is None else f"namespace {ns!r} of {self.path}"
+                raise EditNotFoundError(f"No edit with id {edit_id!r} in {place}.")  # rolls back
+            gone = edit_from_row(row)
+            retired = [r[0] for r in conn.execute(
+                "UPDATE editkit_edits SET superseded_by = %s, superseded_at = %s "
+                "WHERE superseded_by = %s RETURNING id",
+                (gone.superseded_by, gone.superseded_at, edit_id)).fetchall()]
+        return gone.model_copy(update={"supersedes": tuple(retired)})
 
     def clear(self, namespace: str | None = None) -> int:
-        """Delete every edit (of one namespace if given); return how many were deleted."""
+        """Delete every edit, history included (of one namespace if given); return how many
+        rows were deleted."""
         ns = None if namespace is None else check_namespace(namespace)
         with self._conn() as conn:
             cur = conn.execute("DELETE FROM editkit_edits" if ns is None else
@@ -231,20 +295,26 @@ class PostgresEditMemory(ClosesOnExit):
             return int(cur.rowcount)
 
     # ---- reads ------------------------------------------------------------------------------
-    def edits(self, namespace: str | None = None) -> list[Edit]:
-        """All stored edits, oldest first (one namespace if given)."""
+    def edits(self, namespace: str | None = None, *, history: bool = False) -> list[Edit]:
+        """The live edits, oldest first (one namespace if given); history=True: every edit
+        kept, superseded ones included, each with `supersedes` filled."""
         ns = None if namespace is None else check_namespace(namespace)
-        where, params = ("", ()) if ns is None else ("WHERE namespace = %s", (ns,))
+        where = ([] if ns is None else ["namespace = %s"]) + ([] if history else [_LIVE])
         with self._conn() as conn:
-            rows = conn.execute(f"SELECT {_COLS} FROM editkit_edits {where} "
-                                "ORDER BY created_at, seq", params).fetchall()
-        return [edit_from_row(r) for r in rows]
+            rows = conn.execute(f"SELECT {_COLS} FROM editkit_edits "
+                                f"{'WHERE ' if where else ''}{' AND '.join(where)} "
+                                "ORDER BY created_at, seq", () if ns is None else (ns,)
+                                ).fetchall()
+        found = [edit_from_row(r) for r in rows]
+        return with_supersedes(found) if history else found
 
     def __len__(self) -> int:
+        """The number of live edits (history left out)."""
         with self._conn() as conn:
-            return one(conn, "SELECT COUNT(*) FROM editkit_edits")
+            return one(conn, f"SELECT COUNT(*) FROM editkit_edits WHERE {_LIVE}")
 
     def get(self, edit_id: str) -> Edit:
+        """One edit by id, live or superseded."""
         with self._conn() as conn:
             row = conn.execute(f"SELECT {_COLS} FROM editkit_edits WHERE id = %s",
                                (edit_id,)).fetchone()
@@ -253,9 +323,10 @@ class PostgresEditMemory(ClosesOnExit):
         return edit_from_row(row)
 
     def retrieve(self, question: str, *, k: int = DEFAULT_TOP_K,
-                 threshold: float = DEFAULT_THRESHOLD,
-                 namespace: str = DEFAULT_NAMESPACE) -> list[RetrievedEdit]:
-        """Edits of `namespace` whose cosine similarity to `question` is ≥ threshold, best first."""
+                 threshold: float = DEFAULT_THRESHOLD, namespace: str = DEFAULT_NAMESPACE,
+                 as_of: Any = None) -> list[RetrievedEdit]:
+        """Live edits of `namespace` whose cosine similarity to `question` is ≥ threshold, best
+        first; as_of (a datetime or epoch seconds): the edits that were live then instead."""
         check_k(k)
         question = clean_text(question, "question", MAX_QUESTION_CHARS)
         ns = check_namespace(namespace)
@@ -264,95 +335,39 @@ class PostgresEditMemory(ClosesOnExit):
                               "::int", (ns,)):
                 return []
         return self.retrieve_vector(self.embedder.encode([question])[0], k=k,
-                                    threshold=threshold, namespace=ns)
+                                    threshold=threshold, namespace=ns, as_of=as_of)
 
     def retrieve_vector(self, query: np.ndarray, *, k: int = DEFAULT_TOP_K,
                         threshold: float = DEFAULT_THRESHOLD,
                         namespace: str = DEFAULT_NAMESPACE,
-                        exact: bool = False) -> list[RetrievedEdit]:
+                        exact: bool = False, as_of: Any = None) -> list[RetrievedEdit]:
         """`retrieve` for an already embedded (unit-norm) question. exact=True scans the
-        namespace even where an HNSW index exists (as does k > ef_search)."""
+        namespace even where an HNSW index exists (as do k > ef_search and as_of)."""
         check_k(k)
         ns = check_namespace(namespace)
+        t = None if as_of is None else check_as_of(as_of)
+        with self._conn() as conn:
+            return self._search(conn, query, k, threshold, ns, t, exact)
+
+    def _search(self, conn: psycopg.Connection[Any], query: np.ndarray, k: int,
+                threshold: float, ns: str, t: float | None, exact: bool
+                ) -> list[RetrievedEdit]:
         # The namespace is a literal, not a parameter: the planner can then match it against
         # the partial HNSW index of that namespace (a generic plan could not).
+        live = (sql.SQL(_LIVE) if t is None else sql.SQL(
+            "created_at <= {t} AND (superseded_at IS NULL OR superseded_at > {t})").format(
+                t=sql.Literal(t)))
         inner = sql.SQL("SELECT {cols}, embedding <=> %(q)s AS d FROM editkit_edits "
-                        "WHERE namespace = {ns}").format(cols=sql.SQL(_COLS), ns=sql.Literal(ns))
-        if exact or k > self.ef_search:  # OFFSET 0 fences the index off: a scan and a sort
+                        "WHERE namespace = {ns} AND {live}").format(
+                            cols=sql.SQL(_COLS), ns=sql.Literal(ns), live=live)
+        if exact or t is not None or k > self.ef_search:  # OFFSET 0 fences the index off
             stmt = sql.SQL("SELECT * FROM ({} OFFSET 0) s ORDER BY d LIMIT %(k)s").format(inner)
         else:
             stmt = sql.SQL("{} ORDER BY embedding <=> %(q)s LIMIT %(k)s").format(inner)
-        q = np.asarray(query, dtype=np.float32)
-        with self._conn() as conn:
-            rows = conn.execute(stmt, {"q": q, "k": k}).fetchall()
-        hits = [RetrievedEdit(edit=edit_from_row(r), score=1.0 - float(r[7])) for r in rows]
+        rows = conn.execute(stmt, {"q": np.asarray(query, dtype=np.float32), "k": k}).fetchall()
+        hits = [RetrievedEdit(edit=edit_from_row(r), score=1.0 - float(r[N_EDIT_COLUMNS]))
+                for r in rows]
         return [h for h in hits if h.score >= threshold]
-
-    # ---- the HNSW index of a large namespace ---------------------------------------------
-    def _after_add(self, namespace: str, n: int) -> None:
-        """Now and then (the first add, then every ~1% of ann_min_edits), check in the
-        background whether the namespace has grown large enough for its own HNSW index."""
-        if self.ann_min_edits <= 0 or namespace in self._ann_ready:
-            return
-        with self._lock:
-            seen = self._ann_due.get(namespace)
-            self._ann_due[namespace] = (seen or 0) + n
-            if (seen is not None and self._ann_due[namespace] < max(1, self.ann_min_edits // 100)
-                    or namespace in self._ann_busy):
-                return
-            self._ann_due[namespace] = 0
-            self._ann_busy.add(namespace)
-        threading.Thread(target=self._ann_check, args=(namespace,), daemon=True,
-                         name="editkit-ann-index").start()
-
-    def _ann_check(self, namespace: str) -> None:
-        try:
-            with self._conn() as conn:
-                size = one(conn, "SELECT COUNT(*) FROM (SELECT 1 FROM editkit_edits WHERE "
-                                  "namespace = %s LIMIT %s) t", (namespace, self.ann_min_edits))
-            # another replica's build holds the lock: wait for it, then build this one
-            while size >= self.ann_min_edits and not self._closed \
-                    and self.ensure_ann_index(namespace) is None:
-                time.sleep(2.0)
-        except Exception as exc:  # noqa: BLE001 - a background job: retrieval stays exact
-            log.warning("editkit: HNSW index for namespace %r not built: %s", namespace, exc)
-        finally:
-            with self._lock:
-                self._ann_busy.discard(namespace)
-
-    def ensure_ann_index(self, namespace: str, *, build_mem: str = "1GB") -> str | None:
-        """Build the namespace's HNSW index (cosine) unless a valid one exists; return its name,
-        or None when another process is building an index right now (it is tried again later).
-
-        CREATE INDEX CONCURRENTLY: writers and readers go on while it builds, on a connection of
-        its own (minutes at a million edits). One build at a time over all replicas (two
-        concurrent builds on one table deadlock), under a session advisory lock taken without
-        waiting. An index that a killed build left invalid is dropped and built again."""
-        ns = check_namespace(namespace)
-        name = "editkit_edits_ann_" + hashlib.sha1(ns.encode()).hexdigest()[:16]
-        valid = ("SELECT i.indisvalid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
-                 "WHERE c.relname = %s")
-        try:
-            with psycopg.connect(self._url, autocommit=True) as conn:
-                row = conn.execute(valid, (name,)).fetchone()
-                if row is None or not row[0]:
-                    if not one(conn, "SELECT pg_try_advisory_lock(%s)::int", (_BUILD_LOCK_KEY,)):
-                        return None  # the lock goes with the connection
-                    ident = sql.Identifier(name)
-                    conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(ident))
-                    conn.execute("SELECT set_config('maintenance_work_mem', %s, false)",
-                                 (build_mem,))
-                    conn.execute(sql.SQL(
-                        "CREATE INDEX CONCURRENTLY {} ON editkit_edits USING hnsw "
-                        "(embedding vector_cosine_ops) WHERE namespace = {}").format(
-                            ident, sql.Literal(ns)))
-                    conn.execute("ANALYZE editkit_edits")  # row counts for the planner's choice
-                    row = conn.execute(valid, (name,)).fetchone()
-        except psycopg.OperationalError as exc:
-            raise self._unavailable(exc) from exc
-        if row is not None and row[0]:
-            self._ann_ready.add(ns)
-        return name
 
     # ---- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:

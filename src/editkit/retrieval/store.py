@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -29,8 +29,10 @@ from .settings import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
 
-EDIT_COLUMNS = "id, text, subject, relation, object, namespace, created_at"
+EDIT_COLUMNS = ("id, text, subject, relation, object, namespace, created_at, key, superseded_by, "
+                "superseded_at")
 """The columns of an edit row, in `edit_from_row` order (both SQL backends)."""
+N_EDIT_COLUMNS = len(EDIT_COLUMNS.split(","))
 
 
 @runtime_checkable
@@ -38,6 +40,9 @@ class EditStore(Protocol):
     """What EditableLM needs from a memory; `EditMemory` is the default, integrations add others.
 
     path: where the edits live, for messages and `repr` (a file, or e.g. `langchain:FAISS`).
+    Every backend keeps history: `add` supersedes older values of a slot under `on_update`
+    (`updates.py`), `edits()` lists the live edits and `edits(history=True)` all, `retrieve`
+    serves only live edits, or those live at `as_of`.
     embedder: the sentence embedder whose cosine similarities `retrieve` scores with; evaluation
     builds its scratch memories with the same one, so thresholds keep their meaning.
     """
@@ -46,13 +51,15 @@ class EditStore(Protocol):
 
     @property
     def embedder(self) -> Embedder: ...
-    def add(self, facts: Any, namespace: str = DEFAULT_NAMESPACE) -> list[Edit]: ...
+    def add(self, facts: Any, namespace: str = DEFAULT_NAMESPACE, *,
+            on_update: str = "latest") -> list[Edit]: ...
     def forget(self, edit_id: str, namespace: str | None = None) -> Edit: ...
-    def edits(self, namespace: str | None = None) -> list[Edit]: ...
+    def edits(self, namespace: str | None = None, *, history: bool = False) -> list[Edit]: ...
     def clear(self, namespace: str | None = None) -> int: ...
     def retrieve(self, question: str, *, k: int = DEFAULT_TOP_K,
                  threshold: float = DEFAULT_THRESHOLD,
-                 namespace: str = DEFAULT_NAMESPACE) -> list[RetrievedEdit]: ...
+                 namespace: str = DEFAULT_NAMESPACE, as_of: Any = None
+                 ) -> list[RetrievedEdit]: ...
 
 
 class ClosesOnExit:
@@ -104,4 +111,16 @@ def edit_from_row(row: Iterable[Any]) -> Edit:
     """An Edit from a row of EDIT_COLUMNS (both backends store them in this order)."""
     r = list(row)
     return Edit(id=r[0], text=r[1], subject=r[2], relation=r[3], object=r[4], namespace=r[5],
-                created_at=r[6])
+                created_at=r[6], key=r[7], superseded_by=r[8], superseded_at=r[9])
+
+
+def top_k_rows(rows: Sequence[Sequence[Any]], mat: np.ndarray, query: np.ndarray, k: int,
+               threshold: float) -> list[RetrievedEdit]:
+    """An exact search over rows of EDIT_COLUMNS and their unit vectors `mat`: the k most
+    similar to `query` at or above threshold, best first (what an `as_of` audit scans)."""
+    if not len(rows):
+        return []
+    sims = mat @ np.asarray(query, dtype=np.float32)
+    order = np.argsort(-sims, kind="stable")[:k]
+    return [RetrievedEdit(edit=edit_from_row(rows[i][:N_EDIT_COLUMNS]), score=float(sims[i]))
+            for i in order if sims[i] >= threshold]
