@@ -103,7 +103,7 @@ def store_facts(memory: EditStore, facts: Sequence[str], namespace: str) -> None
     have = {e.text for e in memory.edits(namespace)}
     new = list(dict.fromkeys(f for f in facts if f not in have))
     if new:
-        memory.add(new, namespace=namespace)
+        memory.add(new, namespace=namespace, on_update="keep-both")  # not updates of each other
 
 
 def top_edit(memory: EditStore, query: str, settings: RetrievalSettings,

@@ -221,4 +221,5 @@ def fill_memory(memory: EditMemory, records: Sequence[Any], usable: Sequence[Any
     if len(facts) + len(fillers) < size:
         extra = load_counterfact(default_train_file())  # records only: no key embedding
         fillers += [r.fact for r in extra if r.fact not in seen and r.edit_key not in keys]
-    memory.add(facts + fillers[: size - len(facts)], namespace=namespace)
+    # independent records, not updates of each other: stored side by side (no supersession)
+    memory.add(facts + fillers[: size - len(facts)], namespace=namespace, on_update="keep-both")

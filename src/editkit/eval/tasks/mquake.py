@@ -102,7 +102,8 @@ class MquakeTask(Task):
     def run_record(self, run: RunContext, record: MquakeRecord) -> dict[str, Any]:
         memory = run.scratch_memory()
         ns = f"case-{record.case_id}"
-        memory.add(record.facts + run.distractors_for(record), namespace=ns)
+        memory.add(record.facts + run.distractors_for(record), namespace=ns,
+                   on_update="keep-both")  # a case's edits and distractors are not updates
         try:
             details = answer_questions(run.lm, run.cfg.mode, record, memory, ns,
                                        k=len(record.facts) + run.cfg.distractors,

@@ -26,6 +26,18 @@ from ...errors import EditNotFoundError, InvalidInputError
 from ...records import DEFAULT_NAMESPACE, Edit, FactInput, RetrievedEdit, check_namespace
 from ...retrieval import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from ...retrieval.store import check_k, new_edits
+from ...retrieval.updates import (
+    DEFAULT_ON_UPDATE,
+    SLOT_CANDIDATES,
+    Lookup,
+    OnUpdate,
+    SlotJudgeSetting,
+    check_as_of,
+    plan_updates,
+    slot_judge_for,
+    slot_of,
+    with_supersedes,
+)
 
 FilterStyle = Literal["callable", "dict", "post"]
 EDIT_MARK = "editkit_edit"
@@ -87,10 +99,13 @@ class VectorStoreEditMemory:
 
     The catalog of edits (what `edits()` lists) lives in this object, in RAM: a vector store has
     no portable way to list its contents. Use the SQLite `EditMemory` when edits must persist.
+    Updates work as in `EditMemory` (`retrieval.updates`): a superseded edit stays in the catalog
+    as history and leaves the vector store; forgetting its successor puts it back.
     """
 
     def __init__(self, vectorstore: VectorStore, *, filter_style: FilterStyle = "callable",
-                 fetch_k: int = 20, embedder: Embedder | None = None) -> None:
+                 fetch_k: int = 20, embedder: Embedder | None = None,
+                 slot_judge: SlotJudgeSetting = "learned") -> None:
         if not isinstance(vectorstore, VectorStore):
             raise InvalidInputError(f"vectorstore must be a LangChain VectorStore, got "
                                     f"{type(vectorstore).__name__}.")
@@ -106,6 +121,7 @@ class VectorStoreEditMemory:
         self._lock = threading.RLock()
         self._edits: dict[str, Edit] = {}
         self._vectors: dict[str, np.ndarray] = {}
+        self.slot_judge_setting = slot_judge
 
     @property
     def embedder(self) -> Embedder:
@@ -114,17 +130,37 @@ class VectorStoreEditMemory:
         return self._embedder
 
     # ---- writes ---------------------------------------------------------------------------
-    def add(self, facts: Any, namespace: str = DEFAULT_NAMESPACE) -> list[Edit]:
-        """Store one fact or a list of facts (str, dict or FactInput); all are validated first."""
+    def add(self, facts: Any, namespace: str = DEFAULT_NAMESPACE, *,
+            on_update: OnUpdate = DEFAULT_ON_UPDATE) -> list[Edit]:
+        """Store one fact or a list of facts (str, dict or FactInput); all are validated first.
+        A new value of a stored slot supersedes it under `on_update` (`retrieval.updates`)."""
         edits = new_edits(facts, namespace)
         vecs = self.embedder.encode([e.text for e in edits])
+        judge = slot_judge_for(self.embedder, self.slot_judge_setting)
         with self._lock:
-            self.vectorstore.add_documents([edit_to_document(e) for e in edits],
-                                           ids=[e.id for e in edits])
-            for e, v in zip(edits, vecs):
+            plan = plan_updates(edits, vecs, on_update, judge, self._lookup)
+            self.vectorstore.add_documents([edit_to_document(e) for e in plan.edits],
+                                           ids=[e.id for e in plan.edits])
+            for e, v in zip(plan.edits, vecs):
                 self._edits[e.id] = e
                 self._vectors[e.id] = np.asarray(v, dtype=np.float32)
-        return edits
+            if plan.retire:
+                self.vectorstore.delete([old for old, _, _ in plan.retire])
+            for old, new, at in plan.retire:
+                self._edits[old] = self._edits[old].model_copy(
+                    update={"superseded_by": new, "superseded_at": at})
+        return plan.edits
+
+    def _live(self, ns: str) -> list[Edit]:
+        return [e for e in self._edits.values() if e.namespace == ns and e.live]
+
+    def _lookup(self, e: Edit, vec: np.ndarray, near: bool) -> Lookup:
+        live, slot = self._live(e.namespace), slot_of(e)
+        found = Lookup(slot_matches=[o for o in live if slot is not None and slot_of(o) == slot])
+        if near and live:
+            sims = [(o, float(self._vectors[o.id] @ vec)) for o in live]
+            found.near = sorted(sims, key=lambda t: -t[1])[:SLOT_CANDIDATES]
+        return found
 
     def add_documents(self, documents: Iterable[Document],
                       namespace: str = DEFAULT_NAMESPACE) -> list[Edit]:
@@ -143,29 +179,41 @@ class VectorStoreEditMemory:
             if edit is None or (ns is not None and edit.namespace != ns):
                 where = self.path if ns is None else f"namespace {ns!r} of {self.path}"
                 raise EditNotFoundError(f"No edit with id {edit_id!r} in {where}.")
-            self.vectorstore.delete([edit_id])
+            if edit.live:
+                self.vectorstore.delete([edit_id])
             del self._edits[edit_id]
+            retired = [o for o in self._edits.values() if o.superseded_by == edit_id]
+            for o in retired:  # live again, or passed on to the forgotten edit's successor
+                self._edits[o.id] = o.model_copy(update={
+                    "superseded_by": edit.superseded_by, "superseded_at": edit.superseded_at})
+            back = [self._edits[o.id] for o in retired if edit.live]
+            if back:
+                self.vectorstore.add_documents([edit_to_document(o) for o in back],
+                                               ids=[o.id for o in back])
             self._vectors.pop(edit_id, None)
-        return edit
+        return edit.model_copy(update={"supersedes": tuple(o.id for o in retired)})
 
     def clear(self, namespace: str | None = None) -> int:
         """Delete every edit (of one namespace if given); return how many were deleted."""
         ns = None if namespace is None else check_namespace(namespace)
         with self._lock:
             ids = [i for i, e in self._edits.items() if ns is None or e.namespace == ns]
-            if ids:
-                self.vectorstore.delete(ids)
+            live = [i for i in ids if self._edits[i].live]
+            if live:
+                self.vectorstore.delete(live)
             for i in ids:
                 del self._edits[i]
                 self._vectors.pop(i, None)
         return len(ids)
 
     # ---- reads ----------------------------------------------------------------------------
-    def edits(self, namespace: str | None = None) -> list[Edit]:
-        """All stored edits, oldest first (one namespace if given)."""
+    def edits(self, namespace: str | None = None, *, history: bool = False) -> list[Edit]:
+        """The live edits, oldest first (one namespace if given); history=True: all."""
         ns = None if namespace is None else check_namespace(namespace)
         with self._lock:
-            return [e for e in self._edits.values() if ns is None or e.namespace == ns]
+            found = [e for e in self._edits.values() if (ns is None or e.namespace == ns)
+                     and (history or e.live)]
+        return with_supersedes(found) if history else found
 
     def get(self, edit_id: str) -> Edit:
         with self._lock:
@@ -174,7 +222,7 @@ class VectorStoreEditMemory:
             return self._edits[edit_id]
 
     def __len__(self) -> int:
-        return len(self._edits)
+        return sum(e.live for e in self._edits.values())
 
     def _search(self, question: str, ns: str, n: int) -> list[Document]:
         def same_ns(doc: Document) -> bool:
@@ -188,15 +236,24 @@ class VectorStoreEditMemory:
                 if same_ns(d)]
 
     def retrieve(self, question: str, *, k: int = DEFAULT_TOP_K,
-                 threshold: float = DEFAULT_THRESHOLD,
-                 namespace: str = DEFAULT_NAMESPACE) -> list[RetrievedEdit]:
-        """Edits of `namespace` whose cosine similarity to `question` is ≥ threshold, best first.
+                 threshold: float = DEFAULT_THRESHOLD, namespace: str = DEFAULT_NAMESPACE,
+                 as_of: Any = None) -> list[RetrievedEdit]:
+        """Live edits of `namespace` whose cosine similarity to `question` is ≥ threshold, best
+        first; as_of: those live at that time (an exact scan of the catalog).
 
         The vector store proposes `max(k, fetch_k)` candidates; they are re-scored with editkit's
         embedder, so scores and the threshold match `EditMemory`'s.
         """
         check_k(k)
         ns = check_namespace(namespace)
+        if as_of is not None:
+            t = check_as_of(as_of)
+            q = self.embedder.encode([question])[0]
+            with self._lock:
+                then = [(float(self._vectors[e.id] @ q), e) for e in self._edits.values()
+                        if e.namespace == ns and e.live_at(t)]
+            then.sort(key=lambda x: -x[0])
+            return [RetrievedEdit(edit=e, score=s) for s, e in then[:k] if s >= threshold]
         with self._lock:
             if not any(e.namespace == ns for e in self._edits.values()):
                 return []
@@ -208,7 +265,7 @@ class VectorStoreEditMemory:
             for d in docs:
                 edit_id = d.id or d.metadata.get("id")
                 edit = self._edits.get(edit_id) if edit_id else None
-                if edit is None or edit.namespace != ns or edit_id in seen:
+                if edit is None or edit.namespace != ns or edit_id in seen or not edit.live:
                     continue  # not ours, forgotten meanwhile, or a duplicate hit
                 seen.add(edit_id)
                 scored.append((float(self._vectors[edit_id] @ q), edit))
