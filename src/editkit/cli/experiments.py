@@ -54,10 +54,14 @@ def eval_(
                                                "mquake, mquake-multihop, wild (questions answered "
                                                "freely, judged; zsRE or ROME CounterFact), "
                                                "wild-questions (ROME CounterFact asked as "
-                                               "questions)"),
+                                               "questions), updates (a fact edited again: "
+                                               "newest value shown, forget restores)"),
     judge_model: str | None = typer.Option(None, help="wild tasks: also grade each answer with "
                                                       "this model ('self': the evaluated model, "
                                                       "unedited; an alias, Hub id or path)"),
+    app_facts: int = typer.Option(0, min=0, help="updates task: also evaluate the first N "
+                                                 "app-style facts (test split) after the data "
+                                                 "file's records"),
     engine: str | None = ENGINE_OPTION,
     engine_model: str | None = ENGINE_MODEL_OPTION,
 ) -> None:
@@ -72,7 +76,7 @@ def eval_(
                      memory_size=memory_size, demos=demos, seed=seed,
                      ike_self_copy=ike_self_copy, gate=gate, task=task,
                      gate_file=gate_file, routing_only=routing_only, oracle=oracle,
-                     judge_model=judge_model)
+                     judge_model=judge_model, app_facts=app_facts)
     from editkit.eval import get_task
     from editkit.eval.registry import check_judge, data_for
 

@@ -52,6 +52,10 @@ class EvalConfig(BaseModel):
                                                   "scoring nothing with the model")
     oracle: bool = Field(True, description="memory setting: also score every record with its "
                                            "own edit given (the oracle row, oracle_* metrics)")
+    app_facts: int = Field(0, ge=0, le=160,
+                           description="updates task: also evaluate the first N app-style facts "
+                                       "of the test split (`eval.app_facts`), after the data "
+                                       "file's records")
     judge_model: str | None = Field(
         None, min_length=1, description="wild tasks: also grade every answer with this language "
                                         "model ('self': the evaluated model, unedited; or a "
@@ -62,6 +66,12 @@ class EvalConfig(BaseModel):
     def _default_task(self) -> EvalConfig:
         if self.data is None and self.task is None:
             self.task = DEFAULT_TASK
+        return self
+
+    @model_validator(mode="after")
+    def _app_facts(self) -> EvalConfig:
+        if self.app_facts and self.task != "updates":
+            raise ValueError("app_facts belongs to the updates task: give task='updates'")
         return self
 
     @model_validator(mode="after")

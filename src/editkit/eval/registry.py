@@ -119,6 +119,11 @@ class Task(ABC):
         """The records the run's setting can evaluate, and the others with why; default: all."""
         return list(usable), []
 
+    def extra_records(self, cfg: EvalConfig) -> list[Any]:
+        """Records the task evaluates beyond the data file's (after `cfg.limit` is applied to
+        those), e.g. generated ones; default: none."""
+        return []
+
     def prepare(self, run: RunContext, records: Sequence[Any], usable: Sequence[Any]) -> None:
         """Once before the loop (e.g. fill the memory of the memory setting); default: nothing."""
         return None

@@ -63,7 +63,7 @@ def evaluate(lm: Any, config: EvalConfig | None = None, *, progress: Progress | 
     if not usable:
         raise DatasetError(f"{path}: no record can be evaluated "
                            f"({skipped[0]['reason']}, all {len(skipped)}).")
-    records = usable[: cfg.limit] if cfg.limit else usable
+    records = (usable[: cfg.limit] if cfg.limit else usable) + task.extra_records(cfg)
     demos = None
     if cfg.mode is Mode.IKE and task.demo_file is not None:
         demos = (DemoStore.from_file(cfg.demos) if cfg.demos

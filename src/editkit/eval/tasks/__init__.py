@@ -4,10 +4,11 @@ from . import (
     counterfact_rome,
     mquake,
     mquake_multihop,
+    updates,
     wild,
     wild_questions,
     zsre,
 )
 
-__all__ = ["counterfact_easyedit", "counterfact_rome", "mquake", "mquake_multihop", "wild",
-           "wild_questions", "zsre"]
+__all__ = ["counterfact_easyedit", "counterfact_rome", "mquake", "mquake_multihop", "updates",
+           "wild", "wild_questions", "zsre"]
