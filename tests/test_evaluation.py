@@ -49,14 +49,16 @@ def test_token_accuracy_and_unchanged_share():
 
 def test_one_registered_task_per_data_format_and_a_typed_error_naming_them():
     assert set(TASKS) == {"counterfact-rome", "counterfact", "counterfact-probes", "zsre",
-                          "mquake", "mquake-multihop", "wild", "wild-questions"}
+                          "mquake", "mquake-multihop", "updates", "wild", "wild-questions"}
     assert {n for n, t in TASKS.items() if t.formats is None} == {
         "counterfact-rome", "counterfact", "zsre", "mquake"}  # one default task per format
     assert get_task("zsre").name == "zsre"
     with pytest.raises(UnknownTaskError, match="'knowedit'.*counterfact, counterfact-probes, "
-                       "counterfact-rome, mquake, mquake-multihop, wild, wild-questions, zsre"):
+                       "counterfact-rome, mquake, mquake-multihop, updates, wild, wild-questions, "
+                       "zsre"):
         get_task("knowedit")
-    with pytest.raises(UnknownTaskError, match="does not read 'zsre'.*tasks that do: wild, zsre"):
+    with pytest.raises(UnknownTaskError,
+                       match="does not read 'zsre'.*tasks that do: updates, wild, zsre"):
         get_task("counterfact-probes", "zsre")
 
 

@@ -117,17 +117,20 @@ def chain_of(record: Any, third: str | None = None) -> Chain:
 def ask_through_memory(run: RunContext, asks: Sequence[tuple[str, str]], new_tokens: int
                        ) -> list[tuple[Any, Any]]:
     """(selection, answer) per (question, namespace): the retrieval policy places edits from the
-    run's memory, then `ask_many` generates with the product's defaults (as `wild` does)."""
+    run's memory, then `ask_many` generates with the product's defaults (as `wild` does). Greedy
+    answers are deterministic, so a question placed with the same edits is generated once."""
     lm, cfg = run.lm, run.cfg
     sel = [lm.select(q, ns, memory=run.memory, settings=run.retrieval) for q, ns in asks]
     edited = cfg.mode is not Mode.NONE
-    answers = lm.ask_many(
-        [q for q, _ in asks],
-        mode=[cfg.mode if edited and s.edit is not None else Mode.NONE for s in sel],
-        facts=[s.fact for s in sel], distractors=[s.distractor_texts for s in sel],
-        max_new_tokens=new_tokens)
-    run.count(len(asks), sum(a.prompt_tokens for a in answers))
-    return list(zip(sel, answers, strict=True))
+    prompts = [(q, cfg.mode if edited and s.edit is not None else Mode.NONE, s.fact,
+                tuple(s.distractor_texts)) for (q, _), s in zip(asks, sel, strict=True)]
+    unique = list(dict.fromkeys(prompts))
+    answers = lm.ask_many([p[0] for p in unique], mode=[p[1] for p in unique],
+                          facts=[p[2] for p in unique], distractors=[list(p[3]) for p in unique],
+                          max_new_tokens=new_tokens)
+    run.count(len(unique), sum(a.prompt_tokens for a in answers))
+    by = dict(zip(unique, answers, strict=True))
+    return [(s, by[p]) for s, p in zip(sel, prompts, strict=True)]
 
 
 @register_task
