@@ -69,7 +69,7 @@ def load(mem: Any, texts: list[str], vecs: np.ndarray) -> float:
     """Store everything through add_embedded, BATCH a call; return edits per second."""
     t = time.perf_counter()
     for i in range(0, len(texts), BATCH):
-        mem.add_embedded(texts[i:i + BATCH], vecs[i:i + BATCH])
+        mem.add_embedded(texts[i:i + BATCH], vecs[i:i + BATCH], on_update="keep-both")
     return len(texts) / (time.perf_counter() - t)
 
 

@@ -63,8 +63,9 @@ class Replica:
                           headers={"Authorization": f"Bearer {key}"})
 
     def edit_ids(self, key: str = "key-alice") -> list[str]:
+        """Every edit the key's namespace keeps, live or superseded (history=1)."""
         r = httpx.get(f"{self.url}/v1/edits", headers={"Authorization": f"Bearer {key}"},
-                      timeout=60)
+                      params={"history": 1}, timeout=60)
         assert r.status_code == 200, r.text
         return [e["id"] for e in r.json()["data"]]
 
@@ -139,7 +140,7 @@ def test_a_replica_killed_during_a_stream_of_adds_loses_no_acknowledged_edit(clu
     stored = set(two.edit_ids())
     assert len(acked) >= 15 and set(acked) <= stored
     direct = PostgresEditMemory(memory)
-    assert set(acked) <= {e.id for e in direct.edits("alice")}
+    assert set(acked) <= {e.id for e in direct.edits("alice", history=True)}
     direct.close()
 
 

@@ -41,8 +41,10 @@ def run(memory_size: int, n: int) -> dict[str, Any]:
     fillers = [f for f in facts(memory_size) if f not in {r["fact"] for r in recs}]
     fillers = fillers[: memory_size - len(recs)]
     memory = EditMemory(None)
-    memory.add([r["fact"] for r in recs], namespace="bench")
-    memory.add_embedded(fillers, vectors(fillers, f"retrieval-fillers-n{n}"), namespace="bench")
+    # independent records, not updates of each other: stored side by side
+    memory.add([r["fact"] for r in recs], namespace="bench", on_update="keep-both")
+    memory.add_embedded(fillers, vectors(fillers, f"retrieval-fillers-n{n}"), namespace="bench",
+                        on_update="keep-both")
     lm = EditableLM.from_pretrained(memory=memory, namespace="bench")
     shared_embedder().encode(["warm up"])
     lm.ask(recs[0]["questions"][0], fact=recs[0]["fact"], max_new_tokens=8)  # warm up
