@@ -443,6 +443,20 @@ def test_hard_neighbours_share_a_subject_word_and_absent_pairs_hold_only_other_f
     assert len(build_pairs(pool[:40], TrainConfig(), pool, random.Random(0))) == 5 * 40
 
 
+def test_older_value_pairs_put_the_slots_older_value_among_distractors_and_answer_the_newer():
+    pool = load_counterfact(default_train_file())[:400]
+    cfg = TrainConfig(older_value_pairs=True, max_distractors=3)
+    pairs = build_pairs(pool[:40], cfg, pool, random.Random(0))
+    stale = [p for p in pairs if p.kind == "distractor"
+             and f"{pool[p.record].prompt} {pool[p.record].ground_truth}" in p.distractors]
+    assert len(stale) == 40 and len(pairs) == 6 * 40
+    for p in stale:
+        r = pool[p.record]
+        assert p.fact == r.fact and 1 <= len(p.distractors) <= 3
+        assert p.asks in ("edit", "paraphrase") and not p.keeps_old_answer
+        assert (p.answer, p.contrast) == (r.target_new, r.ground_truth)
+
+
 def test_margin_hinge_asks_edits_for_the_new_object_and_others_for_the_unedited_margin():
     from editkit.train.objective import margin_loss
 

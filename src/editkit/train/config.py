@@ -77,6 +77,10 @@ class TrainConfig(BaseModel):
                                   "one's (the case a relevance gate lets through)")
     absent_pairs: bool = Field(False, description="add, per record, a pair whose context holds "
                                "only other facts: the answer must stay the unedited one")
+    older_value_pairs: bool = Field(False, description="add, per record, a distractor pair "
+                                    "whose distractors hold the same slot's older value (the "
+                                    "fact with the true object): the answer must follow the "
+                                    "fact, the newer value (memories that keep both)")
     select_by: Literal["val_s", "val_kl", "val_wild"] = Field(
         "val_s", description="what picks the saved P-Tokens among the validations: ROME S on "
         "the validation records (ties: lower KL), the validation KL, or the generated answers "
@@ -114,7 +118,8 @@ class TrainConfig(BaseModel):
 TEACHER_FIELDS = frozenset({"edit_teacher", "neighbour_teacher", "distractor_teacher", "topk"})
 """Fields that change the teacher's distributions for a given pair: hashed into the cache key."""
 PAIR_FIELDS = frozenset({"data", "n_train", "n_val", "max_distractors", "seed",
-                         "hard_neighbours", "absent_pairs", "chat_questions", "answers",
+                         "hard_neighbours", "absent_pairs", "older_value_pairs",
+                         "chat_questions", "answers",
                          "answer_tokens"})
 """Fields that choose the pairs: the key hashes the pairs themselves, so these reach it that way."""
 DEMO_FIELDS = frozenset({"demos"})

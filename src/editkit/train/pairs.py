@@ -1,9 +1,11 @@
 """The training data: which records are read, and the question/answer pairs each record becomes.
 
-A record gives five pairs (edit, paraphrase, neighbour, distractor, empty edit), seven with
-`hard_neighbours` and `absent_pairs`; docs/training.md has the table. The pairs are all the
-teacher and the student ever see, and the teacher cache hashes them (`teacher_cache_key`), so
-everything that chooses them (the PAIR_FIELDS of the config) lives here and nowhere else.
+A record gives five pairs (edit, paraphrase, neighbour, distractor, empty edit), up to eight with
+`hard_neighbours`, `absent_pairs` and `older_value_pairs` (a distractor pair whose distractors
+hold the slot's older value: a memory that keeps both values of a fact); docs/training.md has
+the table. The pairs are all the teacher and the student ever see, and the teacher cache hashes
+them (`teacher_cache_key`), so everything that chooses them (the PAIR_FIELDS of the config)
+lives here and nowhere else.
 
 Called by `Trainer.__init__` (records, then the validation and the training pairs), by the CLI
 (`load_training_records` checks the data files and sizes before the model loads) and by
@@ -61,7 +63,8 @@ _FUNCTION_WORDS = frozenset({"the", "and", "for", "von", "van", "der", "des", "d
 
 def build_pairs(records: Sequence[CounterFactRecord], cfg: TrainConfig,
                 pool: Sequence[CounterFactRecord], rng: random.Random) -> list[Pair]:
-    """Five pairs per record (seven with `hard_neighbours` and `absent_pairs`).
+    """Five pairs per record (up to eight with `hard_neighbours`, `absent_pairs` and
+    `older_value_pairs`).
 
     Distractor pairs carry 1..max_distractors facts of other `pool` records. A hard neighbour asks
     about a `pool` record whose subject shares a word with this record's subject; an absent pair
@@ -103,6 +106,14 @@ def build_pairs(records: Sequence[CounterFactRecord], cfg: TrainConfig,
             pairs.append(Pair(kind="absent", fact=foreign[0], distractors=foreign[1:],
                               question=r.prompt, answer=r.ground_truth,
                               contrast=_contrast(r.ground_truth, r.target_new), **common))
+        if cfg.older_value_pairs:  # the slot's older value sits among the distractors
+            older = f"{r.prompt} {r.ground_truth}"
+            others = rng.sample([o.fact for o in pool if o.fact not in (r.fact, older)],
+                                rng.randint(0, cfg.max_distractors - 1))
+            others.insert(rng.randint(0, len(others)), older)
+            asks, (q, a, c) = rng.choice(list(zip(QUESTION_KINDS[:2], qa[:2])))
+            pairs.append(Pair(kind="distractor", fact=r.fact, distractors=others, question=q,
+                              answer=a, asks=asks, contrast=_contrast(a, c), **common))
     if cfg.chat_questions:
         pairs = [p.model_copy(update={"chat": True}) if _chat_pair(p) else p for p in pairs]
     return pairs
