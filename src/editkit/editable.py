@@ -51,7 +51,7 @@ from .retrieval import (
     Selection,
     select,
 )
-from .retrieval.updates import DEFAULT_ON_UPDATE, OnUpdate, check_as_of, check_on_update
+from .retrieval.updates import DEFAULT_ON_UPDATE, OnUpdate, check_on_update, edits_as_of
 from .runtime.engine import Engine, InProcessEngine
 from .runtime.generation import DEFAULT_PREFIX_BYTES
 from .safety import FactPolicy, tokenizer_special_strings
@@ -281,8 +281,7 @@ class EditableLM(AskingMixin):
         `superseded_by` / `superseded_at`); as_of: the edits that were live at that time."""
         if as_of is None:
             return self.memory.edits(namespace, history=history)
-        t = check_as_of(as_of)
-        return [e for e in self.memory.edits(namespace, history=True) if e.live_at(t)]
+        return edits_as_of(self.memory, namespace, as_of)
 
     def clear(self, namespace: str | None = None) -> int:
         """Delete every edit, history included (of one namespace if given)."""

@@ -173,15 +173,15 @@ def edits(
 ) -> None:
     """List the edits stored in a memory file or a PostgreSQL memory (the live ones; with
     --history every edit kept, with --as-of those live at that time)."""
+    from editkit.retrieval.updates import edits_as_of
     from editkit.retrieval.urls import open_memory, url_scheme
 
-    when = None if as_of is None else _parse_time(as_of).timestamp()
+    when = None if as_of is None else _parse_time(as_of)
     if url_scheme(memory) is None and not Path(memory).is_file():
         raise InvalidInputError(f"no memory file at {memory}")
     with open_memory(memory) as mem:
-        rows = mem.edits(namespace, history=history or when is not None)
-    if when is not None:
-        rows = [e for e in rows if e.live_at(when)]
+        rows = (mem.edits(namespace, history=history) if when is None
+                else edits_as_of(mem, namespace, when))
     if as_json:
         typer.echo(json.dumps([e.model_dump() for e in rows], indent=2))
         return

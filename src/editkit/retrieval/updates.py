@@ -157,12 +157,19 @@ def _judged(new: Edit, near: list[tuple[Edit, float]], judge: SlotJudge,
     whose subject/relation already decided (both triples given) are not the judge's."""
     new_has_slot = slot_of(new) is not None
     cands = [(o, c) for o, c in near
-             if o.id not in skip and o.id != new.id and o.key is None and c >= SLOT_MIN_COSINE
+             if o.id not in skip and o.key is None and c >= SLOT_MIN_COSINE
              and not (new_has_slot and slot_of(o) is not None)]
     if not cands:
         return []
     probs = judge.probabilities(new.text, [(o.text, c) for o, c in cands])
     return [o for (o, _), p in zip(cands, probs) if p >= judge.threshold]
+
+
+def edits_as_of(memory: Any, namespace: str | None, as_of: Any) -> list[Edit]:
+    """The edits of a memory (one namespace if given) that were live at `as_of`, from its
+    history: what `EditableLM.edits(as_of=)` and `editkit edits --as-of` list."""
+    t = check_as_of(as_of)
+    return [e for e in memory.edits(namespace, history=True) if e.live_at(t)]
 
 
 def with_supersedes(edits: Sequence[Edit]) -> list[Edit]:
